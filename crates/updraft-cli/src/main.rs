@@ -1,0 +1,71 @@
+//! `updraft`: the command line. Glue only: it parses flags, calls the
+//! library crates, and prints through [`output`].
+
+mod cmd_bundle;
+mod cmd_keys;
+mod cmd_trust;
+mod demo;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Firmware delivery from a commit to a fleet: signed bundles, trust roots, keys.
+#[derive(Parser)]
+#[command(name = "updraft", version, about, propagate_version = true)]
+struct Cli {
+    /// No progress bars.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate signing keys and show key ids.
+    #[command(subcommand)]
+    Keys(cmd_keys::KeysCmd),
+    /// Create, rotate, co-sign and check trust roots.
+    #[command(subcommand)]
+    Trust(cmd_trust::TrustCmd),
+    /// Create, co-sign, verify and inspect firmware bundles.
+    #[command(subcommand)]
+    Bundle(cmd_bundle::BundleCmd),
+    /// Run a complete bundle round trip on generated sample data.
+    Demo(demo::DemoArgs),
+}
+
+/// Global options every command sees.
+pub struct Ctx {
+    pub quiet: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let ctx = Ctx { quiet: cli.quiet };
+    let result = match cli.command {
+        Command::Keys(c) => cmd_keys::run(c, &ctx),
+        Command::Trust(c) => cmd_trust::run(c, &ctx),
+        Command::Bundle(c) => cmd_bundle::run(c, &ctx),
+        Command::Demo(a) => demo::run(a, &ctx),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            let rejected = e.chain().any(|c| {
+                c.downcast_ref::<updraft_bundle::Error>().is_some_and(|e| e.rejection().is_some())
+                    || c.downcast_ref::<updraft_bundle::Rejection>().is_some()
+            });
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(if rejected { 1 } else { 2 })
+        }
+    }
+}
+
+/// Exit code 1: the input was rejected.
+pub const REJECTED: u8 = 1;
