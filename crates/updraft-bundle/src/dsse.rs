@@ -222,6 +222,18 @@ pub fn verify_strict(
                 role: role.to_owned(),
             });
         };
+        // In a strict envelope even the unauthenticated hint must be true:
+        // a changed keyid is a changed envelope.
+        if sig.keyid.as_ref().is_some_and(|id| *id != k.id().to_hex()) {
+            return Err(Rejection::Envelope {
+                path: path.to_owned(),
+                reason: format!(
+                    "signature {index} has keyid {:?} but was made by key {}",
+                    sig.keyid.as_deref().unwrap_or(""),
+                    k.id()
+                ),
+            });
+        }
         if !accepted.insert(k.id()) {
             return Err(Rejection::DuplicateSignature { path: path.to_owned(), keyid: k.id() });
         }
