@@ -215,6 +215,7 @@ fn manifest_lines(m: &Manifest, s: &mut String) {
     s.push_str(&format!("source:           {} @ {}\n", m.source.uri, m.source.commit));
     s.push_str("images:\n");
     for Image { name, target, size, digests, .. } in &m.images {
+        let target = target.to_string();
         s.push_str(&format!("  {name:<12} {target:<16} {size:>12} bytes  sha256 {}\n", digests.sha256));
     }
     if let Some(sbom) = &m.sbom {

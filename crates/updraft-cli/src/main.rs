@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 
 /// Firmware delivery from a commit to a fleet: signed bundles, trust roots, keys.
 #[derive(Parser)]
-#[command(name = "updraft", version, about, propagate_version = true)]
+#[command(name = "updraft", version, about)]
 struct Cli {
     /// No progress bars.
     #[arg(long, short, global = true)]
@@ -69,3 +69,11 @@ fn main() -> ExitCode {
 
 /// Exit code 1: the input was rejected.
 pub const REJECTED: u8 = 1;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_well_formed() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
+}
