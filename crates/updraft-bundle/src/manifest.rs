@@ -88,7 +88,7 @@ impl FromStr for Requirement {
     /// `COMPONENT OP VERSION`, for example `bootloader>=1.4`.
     fn from_str(s: &str) -> Result<Self, String> {
         let split = s
-            .find(|c: char| matches!(c, '>' | '<' | '=' | '^' | '~' | ' '))
+            .find(['>', '<', '=', '^', '~', ' '])
             .ok_or_else(|| format!("requirement {s:?} must look like COMPONENT>=VERSION, e.g. bootloader>=1.4"))?;
         let (component, req) = s.split_at(split);
         check_name(component, "component name")?;

@@ -102,7 +102,8 @@ pub fn params(dir: &Path) -> CreateParams {
 
 /// A valid bundle signed by A and C (a threshold of root 1), with its folder.
 pub struct Built {
-    pub dir: tempfile::TempDir,
+    /// Holds the folder until the test ends.
+    pub _dir: tempfile::TempDir,
     pub path: PathBuf,
 }
 
@@ -117,7 +118,7 @@ pub fn build_with(k: &Keys, release: &[&PrivateKey]) -> Built {
         &NoProgress,
     )
     .unwrap();
-    Built { dir, path }
+    Built { _dir: dir, path }
 }
 
 pub fn build(k: &Keys) -> Built {

@@ -92,7 +92,7 @@ fn create_is_byte_identical_across_folders_umasks_locales_and_order() {
     let comp = args.iter().position(|a| a == "--component-image").unwrap();
     args.swap(img, comp);
     args.swap(img + 1, comp + 1);
-    let script = format!("umask 077; exec \"$0\" \"$@\"");
+    let script = "umask 077; exec \"$0\" \"$@\"".to_owned();
     let mut full = vec!["-c".to_owned(), script, env!("CARGO_BIN_EXE_updraft").to_owned()];
     full.extend(args);
     let out = std::process::Command::new("sh")
