@@ -463,7 +463,6 @@ pub struct BundleStream<R: Read> {
     next_image: usize,
     policy: Policy,
     trust_root_version: u64,
-    buf: Vec<u8>,
 }
 
 fn check_policy(manifest: &Manifest, policy: &Policy) -> Result<(), Rejection> {
@@ -533,7 +532,6 @@ pub fn open<R: Read>(reader: R, trust: &TrustedRoot, policy: &Policy) -> Result<
         next_image: 0,
         policy: policy.clone(),
         trust_root_version: root.version,
-        buf: Vec::new(),
     })
 }
 
@@ -578,7 +576,7 @@ impl<R: Read> BundleStream<R> {
         }
         self.next_image += 1;
         let full = self.policy.digests == DigestCheck::All;
-        let actual = hash_entry(&mut self.ar, &mut self.buf, sink, full, progress)?;
+        let actual = hash_entry(&mut self.ar, sink, full, progress)?;
         let expected =
             if full { image.digests.clone() } else { Digests { sha512: actual.sha512, ..image.digests.clone() } };
         check_digests(&image.path, &expected, &actual, full)?;
@@ -605,60 +603,17 @@ impl<R: Read> BundleStream<R> {
     }
 }
 
-/// Streams the current entry through SHA-256 (and SHA-512 on a second
-/// thread when asked) into `sink`.
+/// Streams the current entry into `sink` through SHA-256, and SHA-512 when
+/// asked (the SHA-512 of an unchecked image is left as zeros).
 fn hash_entry<R: Read>(
     ar: &mut archive::Reader<R>,
-    buf: &mut Vec<u8>,
     sink: &mut dyn Write,
     sha512: bool,
     progress: &dyn Progress,
 ) -> Result<Digests> {
-    buf.resize(CHUNK_BYTES, 0);
-    let sink_err = |e: io::Error| Error::io("cannot write the image", e);
-    let mut s256 = Sha256::new();
-    if !sha512 {
-        loop {
-            let n = ar.read_data(buf).map_err(from_read)?;
-            if n == 0 {
-                break;
-            }
-            s256.update(&buf[..n]);
-            sink.write_all(&buf[..n]).map_err(sink_err)?;
-            progress.advance(n as u64);
-        }
-        return Ok(Digests { sha256: Sha256Digest(s256.finalize().into()), sha512: Sha512Digest([0; 64]) });
-    }
-    // SHA-512 runs beside SHA-256 on its own thread, fed chunk by chunk
-    // through a bounded channel so that memory stays flat.
-    std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<std::sync::Arc<Vec<u8>>>(2);
-        let worker = scope.spawn(move || {
-            let mut s512 = Sha512::new();
-            for chunk in rx {
-                s512.update(&chunk[..]);
-            }
-            Sha512Digest(s512.finalize().into())
-        });
-        let result = (|| -> Result<()> {
-            loop {
-                let mut chunk = vec![0u8; CHUNK_BYTES];
-                let n = ar.read_data(&mut chunk).map_err(from_read)?;
-                if n == 0 {
-                    return Ok(());
-                }
-                chunk.truncate(n);
-                let chunk = std::sync::Arc::new(chunk);
-                let _ = tx.send(chunk.clone());
-                s256.update(&chunk[..]);
-                sink.write_all(&chunk).map_err(sink_err)?;
-                progress.advance(n as u64);
-            }
-        })();
-        drop(tx);
-        let sha512 = worker.join().expect("sha512 worker does not panic");
-        result.map(|()| Digests { sha256: Sha256Digest(s256.finalize().into()), sha512 })
-    })
+    let hashed =
+        fsutil::hash_stream(&mut |buf| ar.read_data(buf).map_err(from_read), sink, sha512, &|n| progress.advance(n))?;
+    Ok(Digests { sha256: hashed.sha256, sha512: hashed.sha512.unwrap_or(Sha512Digest([0; 64])) })
 }
 
 /// Verifies a whole bundle from a reader.
@@ -740,7 +695,6 @@ pub fn sign(path: &Path, key: &PrivateKey, progress: &dyn Progress) -> Result<(S
             w.append(p, data, mtime).map_err(write_err)?;
         }
         let mut pending = raw.next;
-        let mut buf = Vec::new();
         progress.start("re-writing bundle", manifest.images.iter().map(|i| i.size).sum());
         for image in &manifest.images {
             let entry = match pending.take() {
@@ -761,7 +715,7 @@ pub fn sign(path: &Path, key: &PrivateKey, progress: &dyn Progress) -> Result<(S
             w.begin(&image.path, image.size, mtime).map_err(write_err)?;
             let actual = {
                 let mut sink = WriterSink(&mut w);
-                hash_entry(&mut ar, &mut buf, &mut sink, false, progress)?
+                hash_entry(&mut ar, &mut sink, false, progress)?
             };
             check_digests(&image.path, &image.digests, &Digests { sha512: image.digests.sha512, ..actual }, false)?;
             w.pad(image.size).map_err(write_err)?;

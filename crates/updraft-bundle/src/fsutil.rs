@@ -7,6 +7,7 @@ use std::fs::{File, Permissions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256, Sha512};
 use updraft_types::{Sha256Digest, Sha512Digest};
@@ -111,24 +112,81 @@ pub fn read_limited(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>> {
 /// to keep memory flat whatever the image size.
 pub const CHUNK_BYTES: usize = 1024 * 1024;
 
+/// What [`hash_stream`] computed.
+pub struct Hashed {
+    pub size: u64,
+    pub sha256: Sha256Digest,
+    pub sha512: Option<Sha512Digest>,
+}
+
+/// Streams everything `read` yields (until it returns 0) into `sink`,
+/// computing SHA-256 and, when `sha512` is set, SHA-512 on a second thread
+/// fed through a bounded channel, so that the two hashes run side by side
+/// and memory stays flat.
+pub fn hash_stream(
+    read: &mut dyn FnMut(&mut [u8]) -> Result<usize>,
+    sink: &mut dyn Write,
+    sha512: bool,
+    advance: &dyn Fn(u64),
+) -> Result<Hashed> {
+    let sink_err = |e: io::Error| Error::io("cannot write the image", e);
+    let mut s256 = Sha256::new();
+    let mut size = 0u64;
+    if !sha512 {
+        let mut buf = vec![0u8; CHUNK_BYTES];
+        loop {
+            let n = read(&mut buf)?;
+            if n == 0 {
+                return Ok(Hashed { size, sha256: Sha256Digest(s256.finalize().into()), sha512: None });
+            }
+            s256.update(&buf[..n]);
+            sink.write_all(&buf[..n]).map_err(sink_err)?;
+            size += n as u64;
+            advance(n as u64);
+        }
+    }
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(2);
+        let worker = scope.spawn(move || {
+            let mut s512 = Sha512::new();
+            for chunk in rx {
+                s512.update(&chunk[..]);
+            }
+            Sha512Digest(s512.finalize().into())
+        });
+        let mut pump = || -> Result<()> {
+            loop {
+                let mut chunk = vec![0u8; CHUNK_BYTES];
+                let n = read(&mut chunk)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                chunk.truncate(n);
+                let chunk = Arc::new(chunk);
+                // The worker only stops when the channel closes.
+                let _ = tx.send(Arc::clone(&chunk));
+                s256.update(&chunk[..]);
+                sink.write_all(&chunk).map_err(sink_err)?;
+                size += n as u64;
+                advance(n as u64);
+            }
+        };
+        let result = pump();
+        drop(tx);
+        let sha512 = worker.join().expect("the sha512 worker does not panic");
+        result.map(|()| Hashed { size, sha256: Sha256Digest(s256.finalize().into()), sha512: Some(sha512) })
+    })
+}
+
 /// SHA-256 and SHA-512 of a file, streamed, with its size.
 pub fn hash_file(path: &Path, progress: &dyn Fn(u64)) -> Result<(u64, Digests)> {
     let mut f = File::open(path).map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
-    let mut s256 = Sha256::new();
-    let mut s512 = Sha512::new();
-    let mut buf = vec![0u8; CHUNK_BYTES];
-    let mut size = 0u64;
-    loop {
-        let n = match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
+    let mut read = |buf: &mut [u8]| loop {
+        match f.read(buf) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::io(format!("cannot read {}", path.display()), e)),
-        };
-        s256.update(&buf[..n]);
-        s512.update(&buf[..n]);
-        size += n as u64;
-        progress(n as u64);
-    }
-    Ok((size, Digests { sha256: Sha256Digest(s256.finalize().into()), sha512: Sha512Digest(s512.finalize().into()) }))
+            r => return r.map_err(|e| Error::io(format!("cannot read {}", path.display()), e)),
+        }
+    };
+    let h = hash_stream(&mut read, &mut io::sink(), true, progress)?;
+    Ok((h.size, Digests { sha256: h.sha256, sha512: h.sha512.expect("sha512 requested") }))
 }

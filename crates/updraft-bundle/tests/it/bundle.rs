@@ -572,3 +572,14 @@ fn manifest_json_has_the_documented_shape() {
     expect_test::expect_file!["snapshots/provenance.json"]
         .assert_eq(&(serde_json::to_string_pretty(&statement).unwrap() + "\n"));
 }
+
+#[test]
+fn sizes_of_8_gib_and_more_use_base_256() {
+    for size in [0u64, 1, 0o77777777777, 0o77777777777 + 1, 300 * 1024 * 1024 * 1024] {
+        let h = header("payload/big", size, SDE.unix_s());
+        assert_eq!(h[124] == 0x80, size > 0o77777777777, "{size}");
+        let mut r = Reader::new(Cursor::new(h.to_vec()), 10);
+        let e = r.next_entry().map_err(|_| ()).unwrap().unwrap();
+        assert_eq!((e.path.as_str(), e.size, e.mtime), ("payload/big", size, SDE.unix_s()));
+    }
+}
