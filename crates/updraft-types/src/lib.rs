@@ -271,3 +271,64 @@ mod tests {
         }
     }
 }
+
+macro_rules! string_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub String);
+
+        impl $name {
+            pub fn new(s: impl Into<String>) -> Self {
+                $name(s.into())
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(s: &str) -> Self {
+                $name(s.to_owned())
+            }
+        }
+    };
+}
+
+string_id!(
+    /// A device's identifier, unique in the fleet.
+    DeviceId
+);
+string_id!(
+    /// A release: a published bundle, written `NAME@VERSION`.
+    ReleaseId
+);
+string_id!(
+    /// A rollout's identifier.
+    RolloutId
+);
+
+/// Milliseconds since the Unix epoch: the clock of the sans-IO cores, which
+/// receive it as a parameter and never read it themselves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UnixMs(pub u64);
+
+impl UnixMs {
+    pub fn plus(self, d: Duration) -> UnixMs {
+        UnixMs(self.0.saturating_add(d.as_millis() as u64))
+    }
+
+    /// Time from `earlier` to `self`, zero if `earlier` is later.
+    pub fn since(self, earlier: UnixMs) -> Duration {
+        Duration::from_millis(self.0.saturating_sub(earlier.0))
+    }
+}

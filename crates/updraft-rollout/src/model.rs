@@ -1,0 +1,192 @@
+//! What goes into the controller and what comes out of it.
+
+use serde::Serialize;
+use updraft_types::{DeviceId, ReleaseId, RolloutId};
+
+use crate::plan::Plan;
+use crate::stats::ProportionTest;
+
+/// A device as the fleet registry knows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeviceInfo {
+    pub id: DeviceId,
+    pub family: String,
+    pub hardware: String,
+    pub region: String,
+    pub tags: Vec<String>,
+    pub channel: Option<String>,
+    /// The release it runs now.
+    pub release: Option<ReleaseId>,
+    /// The last release it committed (what a rollback gives it back).
+    pub last_known_good: Option<ReleaseId>,
+    /// Versions of other components (bootloader, modem firmware...).
+    pub components: Vec<(String, semver::Version)>,
+    /// Offset of the device's local time from UTC, for maintenance windows.
+    pub utc_offset_min: i16,
+}
+
+/// A release the controller may assign.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReleaseInfo {
+    pub id: ReleaseId,
+    pub family: String,
+    pub hardware: Vec<String>,
+    /// Requirements on other components (`bootloader >=1.4`).
+    pub requires: Vec<(String, semver::VersionReq)>,
+    /// Components this release installs, with their versions (a release
+    /// that updates the bootloader to 1.4.0 provides `bootloader 1.4.0`).
+    pub provides: Vec<(String, semver::Version)>,
+}
+
+/// An install event a device reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstallEvent {
+    Downloaded,
+    Installed,
+    TrialBoot,
+    Committed,
+    /// The device went back to its old slot: the trial boot failed (boot
+    /// attempts exhausted) or the health check failed.
+    Reverted {
+        health_check_failed: bool,
+    },
+    /// Download, verification or installation failed.
+    Failed,
+}
+
+/// Periodic health telemetry from a device.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HealthSample {
+    /// Seconds of running time this sample covers.
+    pub period_s: u32,
+    pub boots: u32,
+    /// Crashes and watchdog resets in the period.
+    pub crashes: u32,
+    pub custom: Vec<(String, f64)>,
+}
+
+/// Operator commands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Command {
+    Start,
+    Pause,
+    Resume,
+    /// Move to the next wave now, whatever the gates say.
+    AdvanceNow,
+    /// Stop assigning; devices keep what they have.
+    Abort,
+    /// Stop assigning and give devices that took the release their last
+    /// known good release.
+    Rollback,
+}
+
+/// Everything the controller reacts to.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// A device registers or changes (also how devices join the fleet).
+    Device(DeviceInfo),
+    Release(ReleaseInfo),
+    CreateRollout { id: RolloutId, release: ReleaseId, plan: Plan },
+    Command { rollout: RolloutId, command: Command },
+    /// Lift a release's quarantine (an operator decision).
+    LiftQuarantine { release: ReleaseId },
+    /// A device asks what to run; the answer is an [`Output::Decision`].
+    CheckIn { device: DeviceId, release: Option<ReleaseId> },
+    Event { device: DeviceId, release: ReleaseId, event: InstallEvent },
+    Health { device: DeviceId, sample: HealthSample },
+    /// Time passed (the shell calls this at `poll_timeout`).
+    Tick,
+}
+
+/// Why a device installs something.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum InstallReason {
+    Rollout,
+    /// A release that meets a requirement of the rollout's release first.
+    SteppingStone { toward: ReleaseId },
+    /// Back to the last known good release after a halt.
+    Rollback { from: ReleaseId },
+}
+
+/// Why a device gets nothing now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum StayReason {
+    /// No rollout applies to this device.
+    NoRollout,
+    UpToDate,
+    /// Not in the current wave's cohort.
+    NotInWave { wave: usize },
+    /// A pacing limit (concurrent installs or installs per minute).
+    Paced,
+    OutsideWindow { opens_in_min: u16 },
+    RolloutNotRunning { state: String },
+    Quarantined,
+    /// A requirement is unmet and no stepping-stone release meets it.
+    HeldBack { requirement: String },
+    /// This device already failed this release; it is not offered again.
+    FailedBefore,
+    /// A rollback has no last known good release to give.
+    NoLastKnownGood,
+}
+
+/// The answer to a check-in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "action")]
+pub enum Decision {
+    Install { release: ReleaseId, rollout: RolloutId, reason: InstallReason },
+    Stay { reason: StayReason },
+}
+
+/// A rollout's state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum RolloutState {
+    Created,
+    Running,
+    Paused { reason: String },
+    /// The last wave passed; devices that join later still get the release.
+    Completed,
+    Aborted,
+    RolledBack { reason: String },
+}
+
+impl RolloutState {
+    pub fn name(&self) -> &'static str {
+        match self {
+            RolloutState::Created => "created",
+            RolloutState::Running => "running",
+            RolloutState::Paused { .. } => "paused",
+            RolloutState::Completed => "completed",
+            RolloutState::Aborted => "aborted",
+            RolloutState::RolledBack { .. } => "rolled_back",
+        }
+    }
+}
+
+/// A gate evaluation with its numbers.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GateReport {
+    pub gate: String,
+    /// `all`, `hardware=rev-c` or `region=eu`.
+    pub scope: String,
+    pub test: ProportionTest,
+}
+
+/// What the controller wants done or known.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "output")]
+pub enum Output {
+    Decision { device: DeviceId, decision: Decision },
+    StateChanged { rollout: RolloutId, state: RolloutState },
+    WaveStarted { rollout: RolloutId, wave: usize, target_devices: u64 },
+    /// A gate's verdict changed.
+    Gate { rollout: RolloutId, wave: usize, report: GateReport },
+    Quarantined { release: ReleaseId, rollout: RolloutId },
+    /// An input that could not be applied, and why.
+    Rejected { reason: String },
+}
