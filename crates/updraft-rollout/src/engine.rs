@@ -45,23 +45,41 @@ impl Hasher for FxHasher {
         self.write_u64(n as u64);
     }
     fn finish(&self) -> u64 {
-        self.0
+        // Multiplication only carries upwards, so without a finaliser keys
+        // that differ in their last bytes would share their low bits, which
+        // pick the bucket. SplitMix64's finaliser mixes every bit.
+        mix(self.0)
     }
 }
 
 type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
-/// A device's place in a rollout's cohort order: a stable salted hash of its
-/// id (FNV-1a, then the SplitMix64 finaliser). Lower goes first.
-pub fn cohort_hash(salt: &str, device: &str) -> u64 {
+/// FNV-1a, 64 bits: a fixed, documented hash of a name.
+pub fn fnv1a(s: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in salt.as_bytes().iter().chain([0u8].iter()).chain(device.as_bytes()) {
+    for b in s.as_bytes() {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    h ^ (h >> 31)
+    h
+}
+
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A device's place in a rollout's cohort order: a stable hash of the
+/// rollout id (the salt) and the device id,
+/// `splitmix64(fnv1a(salt) * 0x9e3779b97f4a7c15 ^ fnv1a(device))`.
+/// Lower goes first; the same device keeps its place for the whole rollout.
+pub fn cohort_hash(salt: &str, device: &str) -> u64 {
+    cohort_hash_of(fnv1a(salt), fnv1a(device))
+}
+
+fn cohort_hash_of(salt: u64, device: u64) -> u64 {
+    mix(salt.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ device)
 }
 
 type Sym = u32;
@@ -92,8 +110,10 @@ impl Symbols {
 
 type Rel = u32;
 
+/// A device: about 90 bytes, plus its id once in the index.
 struct Device {
-    id: DeviceId,
+    /// `fnv1a` of the id (the id itself lives only in the index).
+    id_hash: u64,
     family: Sym,
     hardware: Sym,
     region: Sym,
@@ -101,6 +121,8 @@ struct Device {
     tags: Box<[Sym]>,
     release: Option<Rel>,
     lkg: Option<Rel>,
+    /// The last known good release before `lkg` (a rollback of `lkg` goes here).
+    previous_good: Option<Rel>,
     components: Box<[(Sym, semver::Version)]>,
     utc_offset_min: i16,
 }
@@ -206,7 +228,9 @@ struct Rollout {
     state: RolloutState,
     wave: usize,
     wave_started: UnixMs,
-    members: FxMap<u32, Member>,
+    /// Indexed by device: 24 bytes per device of the fleet.
+    members: Vec<Option<Member>>,
+    selected: u64,
     strata: Vec<Stratum>,
     stratum_of: FxMap<(Sym, Sym), u16>,
     in_flight: u64,
@@ -218,6 +242,25 @@ struct Rollout {
     last_reports: Vec<GateReport>,
 }
 
+impl Rollout {
+    fn member(&self, idx: u32) -> Option<&Member> {
+        self.members.get(idx as usize).and_then(Option::as_ref)
+    }
+
+    fn member_mut(&mut self, idx: u32) -> Option<&mut Member> {
+        self.members.get_mut(idx as usize).and_then(Option::as_mut)
+    }
+
+    fn insert_member(&mut self, idx: u32, m: Member) {
+        if self.members.len() <= idx as usize {
+            self.members.resize(idx as usize + 1, None);
+        }
+        debug_assert!(self.members[idx as usize].is_none());
+        self.members[idx as usize] = Some(m);
+        self.selected += 1;
+    }
+}
+
 /// The rollout controller.
 pub struct Controller {
     now: UnixMs,
@@ -225,7 +268,7 @@ pub struct Controller {
     epoch: UnixMs,
     syms: Symbols,
     devices: Vec<Device>,
-    device_index: FxMap<DeviceId, u32>,
+    device_index: FxMap<Box<str>, u32>,
     releases: Vec<Release>,
     release_index: FxMap<ReleaseId, Rel>,
     rollouts: Vec<Rollout>,
@@ -339,7 +382,7 @@ impl Controller {
         let release = info.release.as_ref().and_then(|r| self.release_index.get(r).copied());
         let lkg = info.last_known_good.as_ref().and_then(|r| self.release_index.get(r).copied());
         let device = Device {
-            id: info.id.clone(),
+            id_hash: fnv1a(info.id.as_str()),
             family,
             hardware,
             region,
@@ -347,10 +390,11 @@ impl Controller {
             tags: tags.into(),
             release,
             lkg,
+            previous_good: None,
             components,
             utc_offset_min: info.utc_offset_min,
         };
-        let idx = match self.device_index.get(&info.id) {
+        let idx = match self.device_index.get(info.id.as_str()) {
             Some(&i) => {
                 self.devices[i as usize] = device;
                 i
@@ -358,7 +402,7 @@ impl Controller {
             None => {
                 let i = self.devices.len() as u32;
                 self.devices.push(device);
-                self.device_index.insert(info.id, i);
+                self.device_index.insert(info.id.0.into_boxed_str(), i);
                 i
             }
         };
@@ -397,14 +441,14 @@ impl Controller {
     /// Adds device `idx` to rollout `r` if it matches and is not a member.
     fn select(&mut self, r: usize, idx: u32) {
         let rollout = &self.rollouts[r];
-        if matches!(rollout.state, RolloutState::Aborted) || rollout.members.contains_key(&idx) {
+        if matches!(rollout.state, RolloutState::Aborted) || rollout.member(idx).is_some() {
             return;
         }
         let d = &self.devices[idx as usize];
         if !self.matches(rollout, d) {
             return;
         }
-        let hash = cohort_hash(rollout.id.as_str(), d.id.as_str());
+        let hash = cohort_hash_of(fnv1a(rollout.id.as_str()), d.id_hash);
         let key = (d.hardware, d.region);
         let metric_gates = rollout.plan.gates.iter().filter(|g| matches!(g.kind, GateKind::Metric { .. })).count();
         let rollout = &mut self.rollouts[r];
@@ -426,7 +470,7 @@ impl Controller {
         let stratum = &mut rollout.strata[s as usize];
         let at = stratum.hashes.partition_point(|&h| h < hash);
         stratum.hashes.insert(at, hash);
-        rollout.members.insert(
+        rollout.insert_member(
             idx,
             Member {
                 hash,
@@ -482,7 +526,8 @@ impl Controller {
             state: RolloutState::Created,
             wave: 0,
             wave_started: self.now,
-            members: FxMap::default(),
+            members: Vec::new(),
+            selected: 0,
             strata: Vec::new(),
             stratum_of: FxMap::default(),
             in_flight: 0,
@@ -503,9 +548,10 @@ impl Controller {
         }
         let metric_gates =
             self.rollouts[r].plan.gates.iter().filter(|g| matches!(g.kind, GateKind::Metric { .. })).count();
+        let salt = fnv1a(id.as_str());
         for idx in selected {
             let d = &self.devices[idx as usize];
-            let hash = cohort_hash(id.as_str(), d.id.as_str());
+            let hash = cohort_hash_of(salt, d.id_hash);
             let key = (d.hardware, d.region);
             let rollout = &mut self.rollouts[r];
             let s = *rollout.stratum_of.entry(key).or_insert_with(|| {
@@ -519,7 +565,7 @@ impl Controller {
                 (rollout.strata.len() - 1) as u16
             });
             rollout.strata[s as usize].hashes.push(hash);
-            rollout.members.insert(
+            rollout.insert_member(
                 idx,
                 Member {
                     hash,
@@ -570,7 +616,9 @@ impl Controller {
         };
         let state = self.rollouts[r].state.clone();
         let quarantined = self.releases[self.rollouts[r].release as usize].quarantined;
-        let refuse = |this: &mut Self, why: &str| this.reject(format!("rollout {id}: cannot {command:?} while {}: {why}", state.name()));
+        let refuse = |this: &mut Self, why: &str| {
+            this.reject(format!("rollout {id}: cannot {command:?} while {}: {why}", state.name()))
+        };
         match command {
             Command::Start => match state {
                 RolloutState::Created if quarantined => refuse(self, "the release is quarantined"),
@@ -587,7 +635,9 @@ impl Controller {
                 _ => refuse(self, "only a running rollout can be paused"),
             },
             Command::Resume => match state {
-                RolloutState::Paused { .. } if quarantined => refuse(self, "the release is quarantined; lift the quarantine first"),
+                RolloutState::Paused { .. } if quarantined => {
+                    refuse(self, "the release is quarantined; lift the quarantine first")
+                }
                 RolloutState::Paused { .. } => {
                     self.set_state(r, RolloutState::Running);
                     // The wait for a verdict starts again.
@@ -642,7 +692,10 @@ impl Controller {
         for o in 0..self.rollouts.len() {
             if o != r
                 && self.rollouts[o].release == rel
-                && matches!(self.rollouts[o].state, RolloutState::Running | RolloutState::Completed | RolloutState::Created)
+                && matches!(
+                    self.rollouts[o].state,
+                    RolloutState::Running | RolloutState::Completed | RolloutState::Created
+                )
             {
                 let why = format!("release quarantined by rollout {}: {reason}", self.rollouts[r].id);
                 self.set_state(o, RolloutState::Paused { reason: why });
@@ -653,7 +706,7 @@ impl Controller {
     // ---------------------------------------------------------------- decisions
 
     fn check_in(&mut self, id: &DeviceId, release: Option<ReleaseId>) {
-        let Some(&idx) = self.device_index.get(id) else {
+        let Some(&idx) = self.device_index.get(id.as_str()) else {
             return self.reject(format!("check-in from unknown device {id}"));
         };
         let now_s = self.secs(self.now);
@@ -666,30 +719,44 @@ impl Controller {
     fn decide(&mut self, idx: u32, now_s: u32) -> Decision {
         let current = self.devices[idx as usize].release;
         // Rollbacks first: a device running a halted release goes back.
-        let mut applicable: Option<usize> = None;
+        // Otherwise the newest rollout that has not ended applies, else the
+        // newest that has (to say why nothing happens).
+        let mut live: Option<usize> = None;
+        let mut ended: Option<usize> = None;
         for r in (0..self.rollouts.len()).rev() {
-            let Some(m) = self.rollouts[r].members.get_mut(&idx) else { continue };
+            let Some(m) = self.rollouts[r].member_mut(idx) else { continue };
             m.last_seen_s = now_s;
             let rollout = &self.rollouts[r];
-            if let RolloutState::RolledBack { .. } = rollout.state {
-                if current == Some(rollout.release) {
-                    let d = &self.devices[idx as usize];
-                    return match d.lkg.filter(|&l| l != rollout.release) {
-                        Some(lkg) => Decision::Install {
-                            release: self.releases[lkg as usize].info.id.clone(),
-                            rollout: rollout.id.clone(),
-                            reason: InstallReason::Rollback { from: self.releases[rollout.release as usize].info.id.clone() },
-                        },
-                        None => Decision::Stay { reason: StayReason::NoLastKnownGood },
-                    };
+            match rollout.state {
+                RolloutState::RolledBack { .. } => {
+                    if current == Some(rollout.release) {
+                        let d = &self.devices[idx as usize];
+                        let good = d
+                            .lkg
+                            .filter(|&l| l != rollout.release)
+                            .or(d.previous_good.filter(|&l| l != rollout.release));
+                        return match good {
+                            Some(lkg) => Decision::Install {
+                                release: self.releases[lkg as usize].info.id.clone(),
+                                rollout: rollout.id.clone(),
+                                reason: InstallReason::Rollback {
+                                    from: self.releases[rollout.release as usize].info.id.clone(),
+                                },
+                            },
+                            None => Decision::Stay { reason: StayReason::NoLastKnownGood },
+                        };
+                    }
+                    ended.get_or_insert(r);
                 }
-                continue;
-            }
-            if applicable.is_none() {
-                applicable = Some(r);
+                RolloutState::Aborted => {
+                    ended.get_or_insert(r);
+                }
+                _ => {
+                    live.get_or_insert(r);
+                }
             }
         }
-        let Some(r) = applicable else {
+        let Some(r) = live.or(ended) else {
             return Decision::Stay { reason: StayReason::NoRollout };
         };
         let rollout = &self.rollouts[r];
@@ -697,7 +764,7 @@ impl Controller {
         if current == Some(rel) {
             return Decision::Stay { reason: StayReason::UpToDate };
         }
-        let member = rollout.members[&idx];
+        let member = rollout.member(idx).expect("member");
         if self.releases[rel as usize].quarantined {
             return Decision::Stay { reason: StayReason::Quarantined };
         }
@@ -727,7 +794,9 @@ impl Controller {
             let local_min = ((self.now.0 / 60_000) as i64 + i64::from(self.devices[idx as usize].utc_offset_min))
                 .rem_euclid(1440) as u16;
             if !w.contains(local_min) {
-                return Decision::Stay { reason: StayReason::OutsideWindow { opens_in_min: w.minutes_until_open(local_min) } };
+                return Decision::Stay {
+                    reason: StayReason::OutsideWindow { opens_in_min: w.minutes_until_open(local_min) },
+                };
             }
         }
         // Requirements, met directly or through a stepping stone.
@@ -747,7 +816,7 @@ impl Controller {
             return Decision::Stay { reason: StayReason::Paced };
         }
         let rollout = &mut self.rollouts[r];
-        let m = rollout.members.get_mut(&idx).expect("member");
+        let m = rollout.members.get_mut(idx as usize).and_then(Option::as_mut).expect("member");
         m.status = if target == rel { MemberStatus::Assigned } else { MemberStatus::SteppingStone };
         m.wave = rollout.wave as u8;
         m.last_seen_s = now_s;
@@ -840,7 +909,7 @@ impl Controller {
     // ---------------------------------------------------------------- reports
 
     fn event(&mut self, id: &DeviceId, release: &ReleaseId, event: InstallEvent) {
-        let Some(&idx) = self.device_index.get(id) else {
+        let Some(&idx) = self.device_index.get(id.as_str()) else {
             return self.reject(format!("event from unknown device {id}"));
         };
         let Some(&rel) = self.release_index.get(release) else {
@@ -850,7 +919,10 @@ impl Controller {
         if event == InstallEvent::Committed {
             let d = &mut self.devices[idx as usize];
             d.release = Some(rel);
-            d.lkg = Some(rel);
+            if d.lkg != Some(rel) {
+                d.previous_good = d.lkg;
+                d.lkg = Some(rel);
+            }
             // The device now has the components the release provides.
             let provided: Vec<(Sym, semver::Version)> = self.releases[rel as usize].provides.clone();
             let mut comps: Vec<(Sym, semver::Version)> = d.components.to_vec();
@@ -870,13 +942,15 @@ impl Controller {
         }
         for r in 0..self.rollouts.len() {
             let rollout = &mut self.rollouts[r];
-            let Some(m) = rollout.members.get_mut(&idx) else { continue };
+            let Some(m) = rollout.members.get_mut(idx as usize).and_then(Option::as_mut) else { continue };
             m.last_seen_s = now_s;
             if m.status == MemberStatus::SteppingStone {
                 if rel != rollout.release && event == InstallEvent::Committed {
                     m.status = MemberStatus::Selected;
                     rollout.in_flight = rollout.in_flight.saturating_sub(1);
-                } else if matches!(event, InstallEvent::Failed | InstallEvent::Reverted { .. }) && rel != rollout.release {
+                } else if matches!(event, InstallEvent::Failed | InstallEvent::Reverted { .. })
+                    && rel != rollout.release
+                {
                     m.status = MemberStatus::Failed;
                     rollout.in_flight = rollout.in_flight.saturating_sub(1);
                 }
@@ -894,7 +968,11 @@ impl Controller {
                     if !installed {
                         c.install.0 += 1;
                     }
-                    if event == InstallEvent::TrialBoot { MemberStatus::TrialBoot } else { MemberStatus::Installed.max(before) }
+                    if event == InstallEvent::TrialBoot {
+                        MemberStatus::TrialBoot
+                    } else {
+                        MemberStatus::Installed.max(before)
+                    }
                 }
                 InstallEvent::Committed => {
                     if !installed {
@@ -937,7 +1015,7 @@ impl Controller {
     }
 
     fn health(&mut self, id: &DeviceId, sample: &HealthSample) {
-        let Some(&idx) = self.device_index.get(id) else {
+        let Some(&idx) = self.device_index.get(id.as_str()) else {
             return self.reject(format!("health report from unknown device {id}"));
         };
         let now_s = self.secs(self.now);
@@ -947,7 +1025,7 @@ impl Controller {
             if !matches!(rollout.state, RolloutState::Running | RolloutState::Completed | RolloutState::Paused { .. }) {
                 continue;
             }
-            let Some(m) = rollout.members.get_mut(&idx) else { continue };
+            let Some(m) = rollout.members.get_mut(idx as usize).and_then(Option::as_mut) else { continue };
             m.last_seen_s = now_s;
             let c = &mut rollout.strata[m.stratum as usize].counts;
             if current == Some(rollout.release) && m.status == MemberStatus::Committed {
@@ -990,7 +1068,7 @@ impl Controller {
             let epoch = self.epoch.0;
             let rollout = &mut self.rollouts[r as usize];
             let timeout_ms = rollout.plan.silence_timeout.as_millis() as u64;
-            let Some(m) = rollout.members.get_mut(&idx) else { continue };
+            let Some(m) = rollout.members.get_mut(idx as usize).and_then(Option::as_mut) else { continue };
             if !m.status.in_progress() {
                 continue;
             }
@@ -1061,14 +1139,28 @@ impl Controller {
         }
         if let Some(fail) = reports.iter().find(|rep| rep.test.verdict == Verdict::Fail) {
             let t = &fail.test;
+            let gate = self.rollouts[r].plan.gates.iter().find(|g| g.name() == fail.gate).expect("reported gate");
+            let what = match &gate.kind {
+                GateKind::CrashRate { max_ratio, .. } => format!(
+                    "{} of {} crashes were on the new release ({:.1}%), above the {:.1}% share that {max_ratio}x the baseline rate allows",
+                    t.failures,
+                    t.trials,
+                    100.0 * t.failures / t.trials,
+                    100.0 * t.threshold
+                ),
+                _ => format!(
+                    "{} of {} failed ({:.1}%), above the {}% threshold",
+                    t.failures,
+                    t.trials,
+                    100.0 * t.failures / t.trials,
+                    100.0 * t.threshold
+                ),
+            };
             let reason = format!(
-                "gate {} failed for {} in wave {wave}: {} of {} failed, above {} at {:.0}% confidence",
+                "gate {} failed for {} in wave {wave}: {what}, at {}% confidence",
                 fail.gate,
                 fail.scope,
-                t.failures,
-                t.trials,
-                t.threshold,
-                100.0 * (1.0 - (-t.bound).exp()),
+                100.0 * gate.confidence
             );
             let action = self.rollouts[r].plan.on_failure;
             self.halt(r, reason, action);
@@ -1079,11 +1171,9 @@ impl Controller {
         if self.now < soak_end {
             return;
         }
-        let all_pass = rollout
-            .plan
-            .gates
-            .iter()
-            .all(|g| reports.iter().any(|rep| rep.gate == g.name() && rep.scope == "all" && rep.test.verdict == Verdict::Pass));
+        let all_pass = rollout.plan.gates.iter().all(|g| {
+            reports.iter().any(|rep| rep.gate == g.name() && rep.scope == "all" && rep.test.verdict == Verdict::Pass)
+        });
         if all_pass {
             self.advance(r);
             return;
@@ -1097,10 +1187,15 @@ impl Controller {
                         .gates
                         .iter()
                         .filter(|g| {
-                            !reports.iter().any(|rep| rep.gate == g.name() && rep.scope == "all" && rep.test.verdict == Verdict::Pass)
+                            !reports.iter().any(|rep| {
+                                rep.gate == g.name() && rep.scope == "all" && rep.test.verdict == Verdict::Pass
+                            })
                         })
                         .map(|g| {
-                            let t = reports.iter().find(|rep| rep.gate == g.name() && rep.scope == "all").map(|rep| rep.test);
+                            let t = reports
+                                .iter()
+                                .find(|rep| rep.gate == g.name() && rep.scope == "all")
+                                .map(|rep| rep.test);
                             match t {
                                 Some(t) => format!("{} ({} of {} failed)", g.name(), t.failures, t.trials),
                                 None => g.name(),
@@ -1156,7 +1251,8 @@ impl Controller {
                 let overall = i == 0;
                 // Halting tests at α/m; the pass test (overall only) at α.
                 let test = |failures: u64, trials: u64, theta: f64| -> ProportionTest {
-                    let halt = stats::test_proportion(failures as f64, trials as f64, theta, alpha / m, g.min_sample as f64);
+                    let halt =
+                        stats::test_proportion(failures as f64, trials as f64, theta, alpha / m, g.min_sample as f64);
                     if halt.verdict == Verdict::Fail || !overall {
                         let mut t = halt;
                         if t.verdict == Verdict::Pass {
@@ -1191,10 +1287,14 @@ impl Controller {
                         } else {
                             let q0 = stats::share_for_ratio(*max_ratio, ec as f64, eb as f64);
                             let mut t = stats::test_proportion(xc as f64, (xc + xb) as f64, q0, alpha / m, 0.0);
-                            // Crashes are rare: enough exposure without evidence of harm passes.
+                            // Crashes are rare, so proving a rate *below* the
+                            // tolerance takes very long: enough exposure, no
+                            // evidence of harm and an observed ratio within the
+                            // tolerance pass.
+                            let within = (xc as f64) <= q0 * (xc + xb) as f64;
                             t.verdict = match t.verdict {
                                 Verdict::Fail => Verdict::Fail,
-                                _ if overall && hours >= *min_exposure_hours => Verdict::Pass,
+                                _ if overall && hours >= *min_exposure_hours && within => Verdict::Pass,
                                 _ => Verdict::Undecided,
                             };
                             t
@@ -1223,7 +1323,7 @@ impl Controller {
             .iter()
             .map(|s| (format!("{}/{}", self.syms.name(s.hardware), self.syms.name(s.region)), StatusCounts::default()))
             .collect();
-        for m in rollout.members.values() {
+        for m in rollout.members.iter().flatten() {
             if m.status == MemberStatus::Selected {
                 strata[m.stratum as usize].1.selected += 1;
                 continue;
@@ -1240,7 +1340,7 @@ impl Controller {
             state: rollout.state.clone(),
             wave: rollout.wave + 1,
             waves: rollout.plan.waves.len(),
-            selected: rollout.members.len() as u64,
+            selected: rollout.selected,
             in_flight: rollout.in_flight,
             per_wave: waves,
             per_stratum: strata,

@@ -88,14 +88,33 @@ pub enum Input {
     /// A device registers or changes (also how devices join the fleet).
     Device(DeviceInfo),
     Release(ReleaseInfo),
-    CreateRollout { id: RolloutId, release: ReleaseId, plan: Plan },
-    Command { rollout: RolloutId, command: Command },
+    CreateRollout {
+        id: RolloutId,
+        release: ReleaseId,
+        plan: Plan,
+    },
+    Command {
+        rollout: RolloutId,
+        command: Command,
+    },
     /// Lift a release's quarantine (an operator decision).
-    LiftQuarantine { release: ReleaseId },
+    LiftQuarantine {
+        release: ReleaseId,
+    },
     /// A device asks what to run; the answer is an [`Output::Decision`].
-    CheckIn { device: DeviceId, release: Option<ReleaseId> },
-    Event { device: DeviceId, release: ReleaseId, event: InstallEvent },
-    Health { device: DeviceId, sample: HealthSample },
+    CheckIn {
+        device: DeviceId,
+        release: Option<ReleaseId>,
+    },
+    Event {
+        device: DeviceId,
+        release: ReleaseId,
+        event: InstallEvent,
+    },
+    Health {
+        device: DeviceId,
+        sample: HealthSample,
+    },
     /// Time passed (the shell calls this at `poll_timeout`).
     Tick,
 }
@@ -106,9 +125,13 @@ pub enum Input {
 pub enum InstallReason {
     Rollout,
     /// A release that meets a requirement of the rollout's release first.
-    SteppingStone { toward: ReleaseId },
+    SteppingStone {
+        toward: ReleaseId,
+    },
     /// Back to the last known good release after a halt.
-    Rollback { from: ReleaseId },
+    Rollback {
+        from: ReleaseId,
+    },
 }
 
 /// Why a device gets nothing now.
@@ -119,14 +142,22 @@ pub enum StayReason {
     NoRollout,
     UpToDate,
     /// Not in the current wave's cohort.
-    NotInWave { wave: usize },
+    NotInWave {
+        wave: usize,
+    },
     /// A pacing limit (concurrent installs or installs per minute).
     Paced,
-    OutsideWindow { opens_in_min: u16 },
-    RolloutNotRunning { state: String },
+    OutsideWindow {
+        opens_in_min: u16,
+    },
+    RolloutNotRunning {
+        state: String,
+    },
     Quarantined,
     /// A requirement is unmet and no stepping-stone release meets it.
-    HeldBack { requirement: String },
+    HeldBack {
+        requirement: String,
+    },
     /// This device already failed this release; it is not offered again.
     FailedBefore,
     /// A rollback has no last known good release to give.
@@ -147,11 +178,15 @@ pub enum Decision {
 pub enum RolloutState {
     Created,
     Running,
-    Paused { reason: String },
+    Paused {
+        reason: String,
+    },
     /// The last wave passed; devices that join later still get the release.
     Completed,
     Aborted,
-    RolledBack { reason: String },
+    RolledBack {
+        reason: String,
+    },
 }
 
 impl RolloutState {
@@ -181,12 +216,31 @@ pub struct GateReport {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "output")]
 pub enum Output {
-    Decision { device: DeviceId, decision: Decision },
-    StateChanged { rollout: RolloutId, state: RolloutState },
-    WaveStarted { rollout: RolloutId, wave: usize, target_devices: u64 },
+    Decision {
+        device: DeviceId,
+        decision: Decision,
+    },
+    StateChanged {
+        rollout: RolloutId,
+        state: RolloutState,
+    },
+    WaveStarted {
+        rollout: RolloutId,
+        wave: usize,
+        target_devices: u64,
+    },
     /// A gate's verdict changed.
-    Gate { rollout: RolloutId, wave: usize, report: GateReport },
-    Quarantined { release: ReleaseId, rollout: RolloutId },
+    Gate {
+        rollout: RolloutId,
+        wave: usize,
+        report: GateReport,
+    },
+    Quarantined {
+        release: ReleaseId,
+        rollout: RolloutId,
+    },
     /// An input that could not be applied, and why.
-    Rejected { reason: String },
+    Rejected {
+        reason: String,
+    },
 }

@@ -105,8 +105,8 @@ pub struct Wave {
 }
 
 /// What a gate measures.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
 pub enum GateKind {
     /// Downloads and installs that fail (or go silent before installing).
     Install { max_failure_rate: f64 },
@@ -122,18 +122,63 @@ pub enum GateKind {
 }
 
 /// A health gate: a statistical test on what the devices report.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Gate {
     #[serde(flatten)]
     pub kind: GateKind,
     /// Outcomes needed before the gate can pass (never needed to fail).
-    #[serde(default = "default_min_sample")]
     pub min_sample: u64,
     /// Confidence of each verdict: a good release is halted with
     /// probability at most 1 - confidence (see docs/rollout-statistics.md).
-    #[serde(default = "default_confidence")]
     pub confidence: f64,
+}
+
+/// A gate as written; checked and turned into a [`Gate`] by [`Plan::from_toml`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireGate {
+    kind: String,
+    #[serde(default)]
+    max_failure_rate: Option<f64>,
+    #[serde(default)]
+    max_ratio: Option<f64>,
+    #[serde(default)]
+    min_exposure_hours: Option<f64>,
+    #[serde(default)]
+    metric: Option<String>,
+    #[serde(default)]
+    max_value: Option<f64>,
+    #[serde(default = "default_min_sample")]
+    min_sample: u64,
+    #[serde(default = "default_confidence")]
+    confidence: f64,
+}
+
+impl WireGate {
+    fn into_gate(self, n: usize) -> Result<Gate, String> {
+        let need =
+            |v: Option<f64>, field: &str| v.ok_or_else(|| format!("gate {n} ({}): {field} is required", self.kind));
+        let kind = match self.kind.as_str() {
+            "install" => GateKind::Install { max_failure_rate: need(self.max_failure_rate, "max_failure_rate")? },
+            "boot" => GateKind::Boot { max_failure_rate: need(self.max_failure_rate, "max_failure_rate")? },
+            "health" => GateKind::Health { max_failure_rate: need(self.max_failure_rate, "max_failure_rate")? },
+            "crash_rate" => GateKind::CrashRate {
+                max_ratio: need(self.max_ratio, "max_ratio")?,
+                min_exposure_hours: self.min_exposure_hours.unwrap_or(0.0),
+            },
+            "metric" => GateKind::Metric {
+                metric: self.metric.clone().ok_or_else(|| format!("gate {n} (metric): metric is required"))?,
+                max_value: need(self.max_value, "max_value")?,
+                max_failure_rate: need(self.max_failure_rate, "max_failure_rate")?,
+            },
+            other => {
+                return Err(format!(
+                    "gate {n}: unknown kind {other:?}; hint: install, boot, health, crash_rate or metric"
+                ))
+            }
+        };
+        Ok(Gate { kind, min_sample: self.min_sample, confidence: self.confidence })
+    }
 }
 
 fn default_min_sample() -> u64 {
@@ -231,7 +276,7 @@ struct WirePlan {
     selector: Selector,
     waves: Vec<WireWave>,
     #[serde(default)]
-    gates: Vec<Gate>,
+    gates: Vec<WireGate>,
     #[serde(default)]
     on_failure: OnFailure,
     #[serde(default)]
@@ -290,7 +335,9 @@ impl Plan {
                         return Err(bad(format!("wave {n}: percent {p} must be above 0 and at most 100")));
                     }
                     if p < last_percent {
-                        return Err(bad(format!("wave {n}: waves are cumulative; {p}% is below the previous {last_percent}%")));
+                        return Err(bad(format!(
+                            "wave {n}: waves are cumulative; {p}% is below the previous {last_percent}%"
+                        )));
                     }
                     last_percent = p;
                     WaveSize::Percent(p)
@@ -318,7 +365,14 @@ impl Plan {
         if !matches!(waves.last().map(|w| w.size), Some(WaveSize::Percent(p)) if p == 100.0) {
             // A plan may stop short of the whole fleet on purpose (a canary plan).
         }
-        for g in &wire.gates {
+        let gates = wire
+            .gates
+            .into_iter()
+            .enumerate()
+            .map(|(i, g)| g.into_gate(i + 1))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(bad)?;
+        for g in &gates {
             if !(g.confidence > 0.5 && g.confidence < 1.0) {
                 return Err(bad(format!("gate {}: confidence {} must be between 0.5 and 1", g.name(), g.confidence)));
             }
@@ -336,10 +390,13 @@ impl Plan {
                     }
                 }
                 GateKind::CrashRate { max_ratio, min_exposure_hours } => {
-                    if !(*max_ratio >= 1.0) || !(*min_exposure_hours >= 0.0) {
-                        return Err(bad(format!(
+                    let ratio_ok = max_ratio.is_finite() && *max_ratio >= 1.0;
+                    let hours_ok = min_exposure_hours.is_finite() && *min_exposure_hours >= 0.0;
+                    if !ratio_ok || !hours_ok {
+                        return Err(bad(
                             "gate crash_rate: max_ratio must be at least 1 and min_exposure_hours not negative"
-                        )));
+                                .to_owned(),
+                        ));
                     }
                 }
             }
@@ -359,7 +416,7 @@ impl Plan {
             name: wire.name,
             selector: wire.selector,
             waves,
-            gates: wire.gates,
+            gates,
             on_failure: wire.on_failure,
             on_inconclusive: wire.on_inconclusive,
             silence_timeout: wire.silence_timeout,
