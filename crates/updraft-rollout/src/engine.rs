@@ -1156,10 +1156,13 @@ impl Controller {
                     100.0 * t.threshold
                 ),
             };
+            let scope = match fail.scope.split_once('=') {
+                Some((k, v)) => format!("{k} {v}"),
+                None => "all devices".to_owned(),
+            };
             let reason = format!(
-                "gate {} failed for {} in wave {wave}: {what}, at {}% confidence",
+                "gate {} failed for {scope} in wave {wave}: {what}, at {}% confidence",
                 fail.gate,
-                fail.scope,
                 100.0 * gate.confidence
             );
             let action = self.rollouts[r].plan.on_failure;

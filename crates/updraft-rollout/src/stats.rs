@@ -23,6 +23,11 @@
 
 use serde::Serialize;
 
+/// Failures a halt needs at the least, whatever the statistics say: with a
+/// low threshold, one early failure (a flaky network, a device unplugged)
+/// would already be significant, and one device must never stop a release.
+pub const MIN_FAILURES_TO_HALT: f64 = 3.0;
+
 /// A gate's verdict.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -109,7 +114,7 @@ pub fn test_proportion(failures: f64, trials: f64, theta: f64, alpha: f64, min_s
     // Pass side: a Beta prior with mean θ and weight 1/2 + (1/θ − 1)/2.
     let (a, b) = (0.5, 0.5 * (1.0 / theta - 1.0));
     out.evidence_pass = if rate < theta { ln_mixture_ratio(failures, trials, theta, a, b) } else { 0.0 };
-    out.verdict = if out.evidence_fail >= bound {
+    out.verdict = if out.evidence_fail >= bound && failures >= MIN_FAILURES_TO_HALT {
         Verdict::Fail
     } else if out.evidence_pass >= bound && trials >= min_sample {
         Verdict::Pass
@@ -151,6 +156,9 @@ mod tests {
         assert_eq!(test_proportion(0.0, 200.0, 0.05, 0.05, 20.0).verdict, Verdict::Pass);
         // 1 failure in 10: undecided.
         assert_eq!(test_proportion(1.0, 10.0, 0.05, 0.05, 20.0).verdict, Verdict::Undecided);
+        // 2 of 2 is significant at 5%, but a halt needs 3 failures.
+        assert_eq!(test_proportion(2.0, 2.0, 0.05, 0.05, 20.0).verdict, Verdict::Undecided);
+        assert_eq!(test_proportion(3.0, 3.0, 0.05, 0.05, 20.0).verdict, Verdict::Fail);
         // Not before the minimum sample.
         assert_eq!(test_proportion(0.0, 200.0, 0.05, 0.05, 500.0).verdict, Verdict::Undecided);
     }
