@@ -3,6 +3,7 @@
 
 mod cmd_bundle;
 mod cmd_keys;
+mod cmd_rollout;
 mod cmd_trust;
 mod demo;
 mod output;
@@ -33,6 +34,9 @@ enum Command {
     /// Create, co-sign, verify and inspect firmware bundles.
     #[command(subcommand)]
     Bundle(cmd_bundle::BundleCmd),
+    /// Check rollout plans.
+    #[command(subcommand)]
+    Rollout(cmd_rollout::RolloutCmd),
     /// Run a complete bundle round trip on generated sample data.
     Demo(demo::DemoArgs),
 }
@@ -49,6 +53,7 @@ fn main() -> ExitCode {
         Command::Keys(c) => cmd_keys::run(c, &ctx),
         Command::Trust(c) => cmd_trust::run(c, &ctx),
         Command::Bundle(c) => cmd_bundle::run(c, &ctx),
+        Command::Rollout(c) => cmd_rollout::run(c, &ctx),
         Command::Demo(a) => demo::run(a, &ctx),
     };
     match result {

@@ -115,19 +115,15 @@ fn crash_rates(reps: usize, rng: &mut Rng) {
                 let ec = canary * h as f64;
                 let eb = baseline * h as f64;
                 let q0 = share_for_ratio(max_ratio, ec, eb);
-                if xc + xb > 0 && test_proportion(xc as f64, (xc + xb) as f64, q0, alpha, 0.0).verdict == Verdict::Fail {
+                if xc + xb > 0 && test_proportion(xc as f64, (xc + xb) as f64, q0, alpha, 0.0).verdict == Verdict::Fail
+                {
                     halted += 1;
                     when.push(h);
                     break;
                 }
             }
         }
-        println!(
-            "  {:>9.1}x   {:>5.1}%   {}",
-            ratio,
-            100.0 * halted as f64 / reps as f64,
-            percentile(&mut when, 0.5)
-        );
+        println!("  {:>9.1}x   {:>5.1}%   {}", ratio, 100.0 * halted as f64 / reps as f64, percentile(&mut when, 0.5));
     }
 }
 

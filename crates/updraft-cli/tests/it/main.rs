@@ -5,6 +5,7 @@
 
 mod bundle;
 mod keys;
+mod rollout;
 mod trust;
 
 use std::path::{Path, PathBuf};
