@@ -3,6 +3,8 @@
 //! deterministic device model; each run's decisions and events are
 //! summarised and snapshotted.
 
+mod cohorts;
 mod harness;
 mod plans;
+mod purity;
 mod scenarios;
