@@ -1,0 +1,320 @@
+//! Wire types of Updraft's HTTP APIs: what devices (the agent) and operators
+//! (the CLI, CI, dashboards) send and receive. Only serde lives here; the
+//! server converts these to the cores' types and back.
+//!
+//! JSON field names are camelCase. Every request type rejects unknown
+//! fields, so a typo is a 400, not a silently ignored setting.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use updraft_types::{DeviceId, ReleaseId, RolloutId, Sha256Digest};
+
+/// Paths of the device API.
+pub mod paths {
+    pub const ENROLL: &str = "/api/v1/device/enroll";
+    pub const CHECK_IN: &str = "/api/v1/device/check-in";
+    pub const EVENTS: &str = "/api/v1/device/events";
+    pub const HEALTH: &str = "/api/v1/device/health";
+    /// `GET /api/v1/artifacts/{sha256}`: a blob, with Range and ETag.
+    pub const ARTIFACTS: &str = "/api/v1/artifacts";
+}
+
+/// The body of every 4xx and 5xx response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    /// A stable, kebab-case code (`unauthorized`, `forbidden`, `conflict`...).
+    pub error: String,
+    /// What was wrong, and what to do where that is known.
+    pub message: String,
+}
+
+// ------------------------------------------------------------------ devices
+
+/// `POST /api/v1/device/enroll`: a device registers with an enrollment token.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnrollRequest {
+    pub enrollment_token: String,
+    pub device_id: DeviceId,
+    pub family: String,
+    pub hardware: String,
+    #[serde(default)]
+    pub region: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub channel: Option<String>,
+    /// The release it runs, if known.
+    #[serde(default)]
+    pub release: Option<ReleaseId>,
+    /// Versions of other components (`bootloader` → `1.4.2`).
+    #[serde(default)]
+    pub components: BTreeMap<String, String>,
+    #[serde(default)]
+    pub utc_offset_min: i16,
+}
+
+/// The answer to an enrollment: the device's own token, shown once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnrollResponse {
+    pub device_id: DeviceId,
+    pub device_token: String,
+}
+
+/// Which slot booted and how.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BootState {
+    /// Running a committed slot.
+    Good,
+    /// Running a slot on trial, not yet committed.
+    Trial,
+    /// Back on the old slot after a failed trial.
+    Reverted,
+}
+
+/// `POST /api/v1/device/check-in`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CheckInRequest {
+    pub release: Option<ReleaseId>,
+    #[serde(default)]
+    pub slot: Option<String>,
+    #[serde(default)]
+    pub security_version: Option<u64>,
+    #[serde(default)]
+    pub boot_state: Option<BootState>,
+    #[serde(default)]
+    pub components: BTreeMap<String, String>,
+    #[serde(default)]
+    pub utc_offset_min: Option<i16>,
+}
+
+/// What a device should install.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Assignment {
+    pub release: ReleaseId,
+    pub rollout: RolloutId,
+    /// `rollout`, `stepping_stone` or `rollback`.
+    pub reason: String,
+    /// Where to download the bundle (absolute, or relative to the server).
+    pub bundle_url: String,
+    pub sha256: Sha256Digest,
+    pub size: u64,
+}
+
+/// The answer to a check-in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckInResponse {
+    pub assignment: Option<Assignment>,
+    /// Why there is no assignment (`up_to_date`, `not_in_wave`, `paced`...).
+    pub reason: Option<String>,
+    /// When to check in again.
+    pub next_check_in_s: u32,
+}
+
+/// An install event, as devices report it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Downloaded,
+    Installed,
+    TrialBoot,
+    Committed,
+    /// The trial boot failed (boot attempts exhausted).
+    RevertedBoot,
+    /// The health check failed after the trial boot.
+    RevertedHealth,
+    Failed,
+}
+
+/// `POST /api/v1/device/events`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EventRequest {
+    pub release: ReleaseId,
+    pub event: EventKind,
+    #[serde(default)]
+    pub detail: Option<String>,
+}
+
+/// `POST /api/v1/device/health`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HealthRequest {
+    pub period_s: u32,
+    #[serde(default)]
+    pub boots: u32,
+    #[serde(default)]
+    pub crashes: u32,
+    #[serde(default)]
+    pub metrics: BTreeMap<String, f64>,
+}
+
+// ------------------------------------------------------------------ operators
+
+/// A role an API token carries. Each includes the ones before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Viewer,
+    /// Publish and promote releases.
+    Releaser,
+    /// Run rollouts.
+    Operator,
+    /// Tokens, enrollment, trust.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Releaser => "releaser",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "viewer" => Some(Role::Viewer),
+            "releaser" => Some(Role::Releaser),
+            "operator" => Some(Role::Operator),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+
+    /// Whether a token with this role may do what `needed` allows.
+    /// Releaser and operator are separate duties; admin may do everything.
+    pub fn allows(self, needed: Role) -> bool {
+        self == needed || self == Role::Admin || needed == Role::Viewer
+    }
+}
+
+/// `POST /api/v1/tokens`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateTokenRequest {
+    pub name: String,
+    pub role: Role,
+}
+
+/// A created API token; the secret is shown once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedToken {
+    pub id: i64,
+    pub name: String,
+    pub role: Role,
+    pub token: String,
+}
+
+/// An API token as listed (never the secret).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenInfo {
+    pub id: i64,
+    pub name: String,
+    pub role: Role,
+    pub created_ms: i64,
+    pub revoked: bool,
+}
+
+/// `POST /api/v1/enrollment-tokens`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateEnrollmentTokenRequest {
+    /// How many devices may enroll with it.
+    pub uses: u32,
+    /// Seconds until it expires.
+    pub expires_in_s: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedEnrollmentToken {
+    pub token: String,
+    pub uses: u32,
+    pub expires_ms: i64,
+}
+
+/// A published release.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Release {
+    pub id: ReleaseId,
+    pub name: String,
+    pub version: String,
+    pub family: String,
+    pub hardware: Vec<String>,
+    pub security_version: u64,
+    pub sha256: Sha256Digest,
+    pub size: u64,
+    pub manifest_sha256: Sha256Digest,
+    pub signers: Vec<String>,
+    pub builder_id: String,
+    pub channels: Vec<String>,
+    pub published_ms: i64,
+    pub published_by: String,
+}
+
+/// `POST /api/v1/channels/{channel}/releases`: promote a release.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PromoteRequest {
+    pub release: ReleaseId,
+}
+
+/// `POST /api/v1/rollouts`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateRolloutRequest {
+    pub id: RolloutId,
+    pub release: ReleaseId,
+    /// The plan, in the rollout engine's TOML.
+    pub plan: String,
+    /// Start at once (default true).
+    #[serde(default = "yes")]
+    pub start: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A device as operators see it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Device {
+    pub id: DeviceId,
+    pub family: String,
+    pub hardware: String,
+    pub region: String,
+    pub tags: Vec<String>,
+    pub channel: Option<String>,
+    pub release: Option<ReleaseId>,
+    pub last_known_good: Option<ReleaseId>,
+    pub enrolled_ms: i64,
+    pub last_seen_ms: Option<i64>,
+}
+
+/// One audit log entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at_ms: i64,
+    /// `token:NAME`, `device:ID` or `system`.
+    pub actor: String,
+    pub action: String,
+    pub subject: String,
+    pub detail: String,
+    pub remote: String,
+}

@@ -1,0 +1,666 @@
+//! Persistence for the Updraft server: SQLite (the embedded default) or
+//! PostgreSQL, through one sqlx `Any` code path with migrations for both,
+//! and a content-addressed, write-once blob store.
+//!
+//! SQL here is the subset both databases speak: `$N` parameters, BIGINT
+//! milliseconds for times, TEXT (JSON where structured) for everything else.
+//! Secrets (API, device and enrollment tokens) are stored as SHA-256 hashes
+//! only: they are 256-bit random values, so a fast hash is enough.
+
+mod blobs;
+
+use std::time::Duration;
+
+use rand_core::RngCore;
+use sha2::{Digest, Sha256};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+use updraft_proto::{AuditEntry, Role, TokenInfo};
+
+pub use blobs::{BlobStore, BlobWriter};
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("blob store: {context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("unsupported database URL {0:?}; hint: use sqlite://PATH or postgres://USER@HOST/DB")]
+    BadUrl(String),
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Which database a store talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DbKind {
+    Sqlite,
+    Postgres,
+}
+
+struct Migration {
+    version: i64,
+    sqlite: &'static str,
+    postgres: &'static str,
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    sqlite: include_str!("../migrations/0001_init.sqlite.sql"),
+    postgres: include_str!("../migrations/0001_init.postgres.sql"),
+}];
+
+/// A new random secret with a prefix naming its kind (`upa_` API token,
+/// `upd_` device token, `upe_` enrollment token).
+pub fn new_secret(prefix: &str) -> String {
+    let mut bytes = [0u8; 32];
+    rand_core::OsRng.fill_bytes(&mut bytes);
+    format!("{prefix}{}", hex::encode(bytes))
+}
+
+/// The stored form of a secret.
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// The database.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    kind: DbKind,
+}
+
+/// A device row.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeviceRow {
+    pub id: String,
+    pub family: String,
+    pub hardware: String,
+    pub region: String,
+    pub tags: Vec<String>,
+    pub channel: Option<String>,
+    pub release: Option<String>,
+    pub last_known_good: Option<String>,
+    /// component → version.
+    pub components: Vec<(String, String)>,
+    pub utc_offset_min: i16,
+    pub enrolled_ms: i64,
+    pub last_seen_ms: Option<i64>,
+}
+
+/// A release row.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReleaseRow {
+    pub id: String,
+    pub name: String,
+    pub version: String,
+    pub family: String,
+    pub hardware: Vec<String>,
+    pub security_version: i64,
+    pub sha256: String,
+    pub size: i64,
+    pub manifest_sha256: String,
+    pub signers: Vec<String>,
+    pub builder_id: String,
+    /// component → semver requirement.
+    pub requires: Vec<(String, String)>,
+    pub published_ms: i64,
+    pub published_by: String,
+}
+
+/// A rollout row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RolloutRow {
+    pub id: String,
+    pub release: String,
+    pub plan: String,
+    pub created_ms: i64,
+    pub created_by: String,
+}
+
+/// What inserting a release did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inserted {
+    Created,
+    /// The same name and version with the same bytes: nothing changed.
+    Identical,
+    /// The same name and version with other bytes: refused.
+    Conflict,
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("serialisable")
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(s: &str, what: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+fn pairs(v: &[(String, String)]) -> String {
+    json(&v.iter().cloned().collect::<std::collections::BTreeMap<String, String>>())
+}
+
+fn from_pairs(s: &str, what: &str) -> Result<Vec<(String, String)>> {
+    let m: std::collections::BTreeMap<String, String> = from_json(s, what)?;
+    Ok(m.into_iter().collect())
+}
+
+impl Store {
+    /// Connects and migrates. `url` is `sqlite://PATH` (created if missing)
+    /// or `postgres://...`.
+    pub async fn open(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let kind = if url.starts_with("sqlite:") {
+            DbKind::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            DbKind::Postgres
+        } else {
+            return Err(StoreError::BadUrl(url.to_owned()));
+        };
+        let (url, max) = match kind {
+            DbKind::Sqlite => {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                let url = if url.contains("mode=") { url.to_owned() } else { format!("{url}{sep}mode=rwc") };
+                (url, 4)
+            }
+            DbKind::Postgres => (url.to_owned(), 16),
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if kind == DbKind::Sqlite {
+                        // WAL for concurrent readers; FULL sync so that an
+                        // acknowledged write survives a power cut.
+                        for pragma in
+                            ["PRAGMA journal_mode = WAL", "PRAGMA synchronous = FULL", "PRAGMA busy_timeout = 10000"]
+                        {
+                            sqlx::Executor::execute(&mut *conn, pragma).await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        let store = Store { pool, kind };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub fn kind(&self) -> DbKind {
+        self.kind
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS updraft_migrations (version BIGINT PRIMARY KEY, applied_ms BIGINT NOT NULL)",
+        )
+        .execute(&self.pool)
+        .await?;
+        for m in MIGRATIONS {
+            let mut tx = self.pool.begin().await?;
+            let done: Option<AnyRow> = sqlx::query("SELECT version FROM updraft_migrations WHERE version = $1")
+                .bind(m.version)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if done.is_some() {
+                continue;
+            }
+            let sql = match self.kind {
+                DbKind::Sqlite => m.sqlite,
+                DbKind::Postgres => m.postgres,
+            };
+            sqlx::raw_sql(sql).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO updraft_migrations (version, applied_ms) VALUES ($1, $2)")
+                .bind(m.version)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------- API tokens
+
+    pub async fn count_api_tokens(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM api_tokens").fetch_one(&self.pool).await?;
+        Ok(row.try_get::<i64, _>("n")?)
+    }
+
+    /// Creates a token; returns its id and the secret (shown once).
+    pub async fn create_api_token(&self, name: &str, role: Role, now_ms: i64) -> Result<(i64, String)> {
+        let secret = new_secret("upa_");
+        let row =
+            sqlx::query("INSERT INTO api_tokens (name, role, hash, created_ms) VALUES ($1, $2, $3, $4) RETURNING id")
+                .bind(name)
+                .bind(role.as_str())
+                .bind(hash_secret(&secret))
+                .bind(now_ms)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok((row.try_get("id")?, secret))
+    }
+
+    fn token_info(row: &AnyRow) -> Result<TokenInfo> {
+        let role: String = row.try_get("role")?;
+        Ok(TokenInfo {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            role: Role::parse(&role).ok_or_else(|| StoreError::Corrupt(format!("role {role:?}")))?,
+            created_ms: row.try_get("created_ms")?,
+            revoked: row.try_get::<i64, _>("revoked")? != 0,
+        })
+    }
+
+    /// The live token with this secret.
+    pub async fn find_api_token(&self, secret: &str) -> Result<Option<TokenInfo>> {
+        let row =
+            sqlx::query("SELECT id, name, role, created_ms, revoked FROM api_tokens WHERE hash = $1 AND revoked = 0")
+                .bind(hash_secret(secret))
+                .fetch_optional(&self.pool)
+                .await?;
+        row.as_ref().map(Self::token_info).transpose()
+    }
+
+    pub async fn list_api_tokens(&self) -> Result<Vec<TokenInfo>> {
+        let rows = sqlx::query("SELECT id, name, role, created_ms, revoked FROM api_tokens ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(Self::token_info).collect()
+    }
+
+    /// Revokes a token; false if there is none with that id.
+    pub async fn revoke_api_token(&self, id: i64) -> Result<bool> {
+        let r = sqlx::query("UPDATE api_tokens SET revoked = 1 WHERE id = $1").bind(id).execute(&self.pool).await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    // ---------------------------------------------------------- enrollment
+
+    /// Creates an enrollment token; returns the secret.
+    pub async fn create_enrollment_token(&self, uses: u32, expires_ms: i64, by: &str, now_ms: i64) -> Result<String> {
+        let secret = new_secret("upe_");
+        sqlx::query("INSERT INTO enrollment_tokens (hash, uses_left, expires_ms, created_by, created_ms) VALUES ($1, $2, $3, $4, $5)")
+            .bind(hash_secret(&secret))
+            .bind(i64::from(uses))
+            .bind(expires_ms)
+            .bind(by)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(secret)
+    }
+
+    /// Enrolls a device: takes one use of the enrollment token and inserts
+    /// the device, atomically. Returns the device token, or why not.
+    pub async fn enroll(
+        &self,
+        enrollment_secret: &str,
+        device: &DeviceRow,
+        now_ms: i64,
+    ) -> Result<Result<String, EnrollRefusal>> {
+        let mut tx = self.pool.begin().await?;
+        let taken = sqlx::query(
+            "UPDATE enrollment_tokens SET uses_left = uses_left - 1 WHERE hash = $1 AND uses_left > 0 AND expires_ms > $2",
+        )
+        .bind(hash_secret(enrollment_secret))
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        if taken.rows_affected() != 1 {
+            return Ok(Err(EnrollRefusal::BadToken));
+        }
+        let exists =
+            sqlx::query("SELECT id FROM devices WHERE id = $1").bind(&device.id).fetch_optional(&mut *tx).await?;
+        if exists.is_some() {
+            return Ok(Err(EnrollRefusal::AlreadyEnrolled));
+        }
+        let secret = new_secret("upd_");
+        sqlx::query(
+            "INSERT INTO devices (id, token_hash, family, hardware, region, tags, channel, release, last_known_good, components, utc_offset_min, enrolled_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(&device.id)
+        .bind(hash_secret(&secret))
+        .bind(&device.family)
+        .bind(&device.hardware)
+        .bind(&device.region)
+        .bind(json(&device.tags))
+        .bind(device.channel.clone())
+        .bind(device.release.clone())
+        .bind(device.last_known_good.clone())
+        .bind(pairs(&device.components))
+        .bind(i64::from(device.utc_offset_min))
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Ok(secret))
+    }
+
+    fn device_row(row: &AnyRow) -> Result<DeviceRow> {
+        Ok(DeviceRow {
+            id: row.try_get("id")?,
+            family: row.try_get("family")?,
+            hardware: row.try_get("hardware")?,
+            region: row.try_get("region")?,
+            tags: from_json(&row.try_get::<String, _>("tags")?, "tags")?,
+            channel: row.try_get("channel")?,
+            release: row.try_get("release")?,
+            last_known_good: row.try_get("last_known_good")?,
+            components: from_pairs(&row.try_get::<String, _>("components")?, "components")?,
+            utc_offset_min: row.try_get::<i64, _>("utc_offset_min")? as i16,
+            enrolled_ms: row.try_get("enrolled_ms")?,
+            last_seen_ms: row.try_get("last_seen_ms")?,
+        })
+    }
+
+    const DEVICE_COLUMNS: &'static str = "id, family, hardware, region, tags, channel, release, last_known_good, components, utc_offset_min, enrolled_ms, last_seen_ms";
+
+    /// The device whose token this is.
+    pub async fn device_by_token(&self, secret: &str) -> Result<Option<DeviceRow>> {
+        let row = sqlx::query(&format!("SELECT {} FROM devices WHERE token_hash = $1", Self::DEVICE_COLUMNS))
+            .bind(hash_secret(secret))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(Self::device_row).transpose()
+    }
+
+    pub async fn device(&self, id: &str) -> Result<Option<DeviceRow>> {
+        let row = sqlx::query(&format!("SELECT {} FROM devices WHERE id = $1", Self::DEVICE_COLUMNS))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(Self::device_row).transpose()
+    }
+
+    /// Devices in id order, after `after` (for paging).
+    pub async fn devices(&self, after: &str, limit: i64) -> Result<Vec<DeviceRow>> {
+        let rows =
+            sqlx::query(&format!("SELECT {} FROM devices WHERE id > $1 ORDER BY id LIMIT $2", Self::DEVICE_COLUMNS))
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(Self::device_row).collect()
+    }
+
+    /// Records what a device reported at a check-in.
+    pub async fn update_device(&self, d: &DeviceRow) -> Result<()> {
+        sqlx::query(
+            "UPDATE devices SET release = $2, last_known_good = $3, components = $4, utc_offset_min = $5, last_seen_ms = $6 WHERE id = $1",
+        )
+        .bind(&d.id)
+        .bind(d.release.clone())
+        .bind(d.last_known_good.clone())
+        .bind(pairs(&d.components))
+        .bind(i64::from(d.utc_offset_min))
+        .bind(d.last_seen_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    // ---------------------------------------------------------- releases
+
+    fn release_row(row: &AnyRow) -> Result<ReleaseRow> {
+        Ok(ReleaseRow {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            version: row.try_get("version")?,
+            family: row.try_get("family")?,
+            hardware: from_json(&row.try_get::<String, _>("hardware")?, "hardware")?,
+            security_version: row.try_get("security_version")?,
+            sha256: row.try_get("sha256")?,
+            size: row.try_get("size")?,
+            manifest_sha256: row.try_get("manifest_sha256")?,
+            signers: from_json(&row.try_get::<String, _>("signers")?, "signers")?,
+            builder_id: row.try_get("builder_id")?,
+            requires: from_pairs(&row.try_get::<String, _>("requires")?, "requires")?,
+            published_ms: row.try_get("published_ms")?,
+            published_by: row.try_get("published_by")?,
+        })
+    }
+
+    const RELEASE_COLUMNS: &'static str = "id, name, version, family, hardware, security_version, sha256, size, manifest_sha256, signers, builder_id, requires, published_ms, published_by";
+
+    /// Inserts a release and its metadata, unless one with this id exists.
+    /// Releases never change: identical bytes are a no-op, other bytes a conflict.
+    pub async fn insert_release(&self, r: &ReleaseRow, meta: &[(&str, String)]) -> Result<Inserted> {
+        let mut tx = self.pool.begin().await?;
+        let existing =
+            sqlx::query("SELECT sha256 FROM releases WHERE id = $1").bind(&r.id).fetch_optional(&mut *tx).await?;
+        if let Some(row) = existing {
+            let sha: String = row.try_get("sha256")?;
+            return Ok(if sha == r.sha256 { Inserted::Identical } else { Inserted::Conflict });
+        }
+        sqlx::query(&format!(
+            "INSERT INTO releases ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            Self::RELEASE_COLUMNS
+        ))
+        .bind(&r.id)
+        .bind(&r.name)
+        .bind(&r.version)
+        .bind(&r.family)
+        .bind(json(&r.hardware))
+        .bind(r.security_version)
+        .bind(&r.sha256)
+        .bind(r.size)
+        .bind(&r.manifest_sha256)
+        .bind(json(&r.signers))
+        .bind(&r.builder_id)
+        .bind(pairs(&r.requires))
+        .bind(r.published_ms)
+        .bind(&r.published_by)
+        .execute(&mut *tx)
+        .await?;
+        for (kind, body) in meta {
+            sqlx::query("INSERT INTO release_meta (release, kind, body) VALUES ($1, $2, $3)")
+                .bind(&r.id)
+                .bind(*kind)
+                .bind(body)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(Inserted::Created)
+    }
+
+    pub async fn release(&self, id: &str) -> Result<Option<ReleaseRow>> {
+        let row = sqlx::query(&format!("SELECT {} FROM releases WHERE id = $1", Self::RELEASE_COLUMNS))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(Self::release_row).transpose()
+    }
+
+    pub async fn releases(&self) -> Result<Vec<ReleaseRow>> {
+        let rows = sqlx::query(&format!("SELECT {} FROM releases ORDER BY published_ms, id", Self::RELEASE_COLUMNS))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(Self::release_row).collect()
+    }
+
+    /// A release's stored metadata (`manifest`, `manifest.dsse`, `provenance`, `sbom`).
+    pub async fn release_meta(&self, id: &str, kind: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT body FROM release_meta WHERE release = $1 AND kind = $2")
+            .bind(id)
+            .bind(kind)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("body")).transpose()?)
+    }
+
+    /// Puts a release into a channel; false if it was already there.
+    pub async fn promote(&self, channel: &str, release: &str, by: &str, now_ms: i64) -> Result<bool> {
+        let exists = sqlx::query("SELECT release FROM channels WHERE channel = $1 AND release = $2")
+            .bind(channel)
+            .bind(release)
+            .fetch_optional(&self.pool)
+            .await?;
+        if exists.is_some() {
+            return Ok(false);
+        }
+        sqlx::query("INSERT INTO channels (channel, release, promoted_ms, promoted_by) VALUES ($1, $2, $3, $4)")
+            .bind(channel)
+            .bind(release)
+            .bind(now_ms)
+            .bind(by)
+            .execute(&self.pool)
+            .await?;
+        Ok(true)
+    }
+
+    /// Channels a release is in.
+    pub async fn channels_of(&self, release: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT channel FROM channels WHERE release = $1 ORDER BY channel")
+            .bind(release)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get("channel")?)).collect()
+    }
+
+    /// Releases in a channel, oldest promotion first.
+    pub async fn channel(&self, channel: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT release FROM channels WHERE channel = $1 ORDER BY promoted_ms, release")
+            .bind(channel)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get("release")?)).collect()
+    }
+
+    // ---------------------------------------------------------- rollouts and journal
+
+    /// Inserts a rollout; false if the id is taken.
+    pub async fn insert_rollout(&self, r: &RolloutRow) -> Result<bool> {
+        let exists =
+            sqlx::query("SELECT id FROM rollouts WHERE id = $1").bind(&r.id).fetch_optional(&self.pool).await?;
+        if exists.is_some() {
+            return Ok(false);
+        }
+        sqlx::query("INSERT INTO rollouts (id, release, plan, created_ms, created_by) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&r.id)
+            .bind(&r.release)
+            .bind(&r.plan)
+            .bind(r.created_ms)
+            .bind(&r.created_by)
+            .execute(&self.pool)
+            .await?;
+        Ok(true)
+    }
+
+    pub async fn rollouts(&self) -> Result<Vec<RolloutRow>> {
+        let rows =
+            sqlx::query("SELECT id, release, plan, created_ms, created_by FROM rollouts ORDER BY created_ms, id")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RolloutRow {
+                    id: r.try_get("id")?,
+                    release: r.try_get("release")?,
+                    plan: r.try_get("plan")?,
+                    created_ms: r.try_get("created_ms")?,
+                    created_by: r.try_get("created_by")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Appends entries to the controller journal in one transaction.
+    pub async fn append_journal(&self, entries: &[(i64, String)]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for (at, entry) in entries {
+            sqlx::query("INSERT INTO journal (at_ms, entry) VALUES ($1, $2)")
+                .bind(*at)
+                .bind(entry)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Journal entries after `seq`, in order.
+    pub async fn journal_since(&self, seq: i64) -> Result<Vec<(i64, i64, String)>> {
+        let rows = sqlx::query("SELECT seq, at_ms, entry FROM journal WHERE seq > $1 ORDER BY seq")
+            .bind(seq)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get("seq")?, r.try_get("at_ms")?, r.try_get("entry")?))).collect()
+    }
+
+    // ---------------------------------------------------------- audit
+
+    /// Appends to the audit log (append-only: nothing updates or deletes it).
+    pub async fn audit(&self, e: &AuditEntry) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO audit (at_ms, actor, action, subject, detail, remote) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(e.at_ms)
+        .bind(&e.actor)
+        .bind(&e.action)
+        .bind(&e.subject)
+        .bind(&e.detail)
+        .bind(&e.remote)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Audit entries after `after_id`, optionally one action, oldest first.
+    pub async fn audit_log(&self, after_id: i64, action: Option<&str>, limit: i64) -> Result<Vec<AuditEntry>> {
+        let rows = sqlx::query(
+            "SELECT id, at_ms, actor, action, subject, detail, remote FROM audit \
+             WHERE id > $1 AND ($2 = '' OR action = $2) ORDER BY id LIMIT $3",
+        )
+        .bind(after_id)
+        .bind(action.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    id: r.try_get("id")?,
+                    at_ms: r.try_get("at_ms")?,
+                    actor: r.try_get("actor")?,
+                    action: r.try_get("action")?,
+                    subject: r.try_get("subject")?,
+                    detail: r.try_get("detail")?,
+                    remote: r.try_get("remote")?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Why an enrollment was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EnrollRefusal {
+    /// Unknown, used up or expired.
+    BadToken,
+    AlreadyEnrolled,
+}
+
+/// The wall clock in milliseconds (the store's own bookkeeping only).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}

@@ -1,0 +1,159 @@
+//! The store against SQLite (always) and PostgreSQL (when
+//! `UPDRAFT_TEST_DATABASE_URL` is set; required under `CI=true`).
+
+use updraft_proto::{AuditEntry, Role};
+use updraft_store::{DeviceRow, EnrollRefusal, Inserted, ReleaseRow, RolloutRow, Store};
+
+/// Stores to test: SQLite in a temp dir, and PostgreSQL in a fresh schema.
+pub async fn stores() -> Vec<(String, Store, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Store::open(&format!("sqlite://{}", dir.path().join("db.sqlite").display())).await.unwrap();
+    let mut out = vec![("sqlite".to_owned(), sqlite, Some(dir))];
+    if let Some(url) = postgres_url() {
+        out.push(("postgres".to_owned(), fresh_postgres(&url).await, None));
+    }
+    out
+}
+
+pub fn postgres_url() -> Option<String> {
+    match std::env::var("UPDRAFT_TEST_DATABASE_URL") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ => {
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "UPDRAFT_TEST_DATABASE_URL must be set in CI");
+            eprintln!("skipped PostgreSQL: UPDRAFT_TEST_DATABASE_URL is not set");
+            None
+        }
+    }
+}
+
+/// A PostgreSQL store in its own schema, so that tests do not see each other.
+pub async fn fresh_postgres(url: &str) -> Store {
+    use rand_core::RngCore;
+    let mut b = [0u8; 6];
+    rand_core::OsRng.fill_bytes(&mut b);
+    let schema = format!("t_{}", hex::encode(b));
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(url).await.expect("PostgreSQL at UPDRAFT_TEST_DATABASE_URL");
+    sqlx::raw_sql(&format!("CREATE SCHEMA {schema}")).execute(&pool).await.unwrap();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    Store::open(&format!("{url}{sep}options=-csearch_path%3D{schema}")).await.unwrap()
+}
+
+fn device(id: &str) -> DeviceRow {
+    DeviceRow {
+        id: id.into(),
+        family: "sensor".into(),
+        hardware: "rev-a".into(),
+        region: "eu".into(),
+        tags: vec!["lab".into()],
+        channel: Some("stable".into()),
+        release: Some("fw@1.0.0".into()),
+        last_known_good: Some("fw@1.0.0".into()),
+        components: vec![("bootloader".into(), "1.4.0".into())],
+        utc_offset_min: 60,
+        enrolled_ms: 0,
+        last_seen_ms: None,
+    }
+}
+
+#[tokio::test]
+async fn tokens_enrollment_devices_releases_journal_audit() {
+    for (name, s, _dir) in stores().await {
+        // API tokens: stored hashed, found by secret, revocable.
+        let (id, secret) = s.create_api_token("ci", Role::Releaser, 1).await.unwrap();
+        assert!(secret.starts_with("upa_"));
+        assert_eq!(s.find_api_token(&secret).await.unwrap().unwrap().role, Role::Releaser, "{name}");
+        assert!(s.find_api_token("upa_wrong").await.unwrap().is_none());
+        assert!(s.revoke_api_token(id).await.unwrap());
+        assert!(s.find_api_token(&secret).await.unwrap().is_none());
+
+        // Enrollment: limited uses, expiry, one device id once.
+        let e = s.create_enrollment_token(2, 1_000, "admin", 0).await.unwrap();
+        let t1 = s.enroll(&e, &device("d1"), 10).await.unwrap().unwrap();
+        assert_eq!(s.enroll(&e, &device("d1"), 10).await.unwrap(), Err(EnrollRefusal::AlreadyEnrolled));
+        s.enroll(&e, &device("d2"), 10).await.unwrap().unwrap();
+        assert_eq!(s.enroll(&e, &device("d3"), 10).await.unwrap(), Err(EnrollRefusal::BadToken), "{name}: uses");
+        let late = s.create_enrollment_token(5, 100, "admin", 0).await.unwrap();
+        assert_eq!(s.enroll(&late, &device("d4"), 100).await.unwrap(), Err(EnrollRefusal::BadToken), "{name}: expiry");
+        let d1 = s.device_by_token(&t1).await.unwrap().unwrap();
+        assert_eq!(d1, DeviceRow { enrolled_ms: 10, ..device("d1") });
+        assert_eq!(s.devices("", 10).await.unwrap().len(), 2);
+
+        // Releases: immutable.
+        let r = ReleaseRow {
+            id: "fw@2.0.0".into(),
+            name: "fw".into(),
+            version: "2.0.0".into(),
+            family: "sensor".into(),
+            hardware: vec!["rev-a".into()],
+            security_version: 3,
+            sha256: "ab".repeat(32),
+            size: 10,
+            manifest_sha256: "cd".repeat(32),
+            signers: vec!["k1".into()],
+            builder_id: "b".into(),
+            requires: vec![("bootloader".into(), ">=1.4".into())],
+            published_ms: 5,
+            published_by: "token:ci".into(),
+        };
+        assert_eq!(s.insert_release(&r, &[("manifest", "{}".into())]).await.unwrap(), Inserted::Created);
+        assert_eq!(s.insert_release(&r, &[]).await.unwrap(), Inserted::Identical);
+        let other = ReleaseRow { sha256: "ef".repeat(32), ..r.clone() };
+        assert_eq!(s.insert_release(&other, &[]).await.unwrap(), Inserted::Conflict);
+        assert_eq!(s.release("fw@2.0.0").await.unwrap().unwrap(), r);
+        assert_eq!(s.release_meta("fw@2.0.0", "manifest").await.unwrap().as_deref(), Some("{}"));
+        assert!(s.promote("beta", "fw@2.0.0", "x", 6).await.unwrap());
+        assert!(!s.promote("beta", "fw@2.0.0", "x", 7).await.unwrap());
+        assert_eq!(s.channels_of("fw@2.0.0").await.unwrap(), ["beta"]);
+
+        // Rollouts and the journal.
+        let ro = RolloutRow {
+            id: "r1".into(),
+            release: "fw@2.0.0".into(),
+            plan: "p".into(),
+            created_ms: 1,
+            created_by: "op".into(),
+        };
+        assert!(s.insert_rollout(&ro).await.unwrap());
+        assert!(!s.insert_rollout(&ro).await.unwrap());
+        s.append_journal(&[(1, "a".into()), (2, "b".into())]).await.unwrap();
+        let j = s.journal_since(0).await.unwrap();
+        assert_eq!(j.iter().map(|e| e.2.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(s.journal_since(j[0].0).await.unwrap().len(), 1);
+
+        // Audit.
+        for action in ["release.publish", "rollout.create"] {
+            s.audit(&AuditEntry {
+                id: 0,
+                at_ms: 1,
+                actor: "token:ci".into(),
+                action: action.into(),
+                subject: "x".into(),
+                detail: String::new(),
+                remote: "127.0.0.1".into(),
+            })
+            .await
+            .unwrap();
+        }
+        assert_eq!(s.audit_log(0, None, 10).await.unwrap().len(), 2);
+        assert_eq!(s.audit_log(0, Some("rollout.create"), 10).await.unwrap().len(), 1, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn blobs_are_content_addressed_and_written_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = updraft_store::BlobStore::open(dir.path()).await.unwrap();
+    let mut w = blobs.writer().await.unwrap();
+    w.write(b"hello ").await.unwrap();
+    w.write(b"world").await.unwrap();
+    let digest = w.finish().await.unwrap();
+    assert_eq!(digest.to_hex(), "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9");
+    let path = w.commit(&digest).await.unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), b"hello world");
+    // An abandoned upload leaves nothing.
+    let mut w = blobs.writer().await.unwrap();
+    w.write(b"partial").await.unwrap();
+    drop(w);
+    assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+}
