@@ -797,3 +797,23 @@ pub fn inspect_file(path: &Path) -> Result<Inspection> {
     let f = File::open(path).map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
     inspect(BufReader::new(f))
 }
+
+// ------------------------------------------------------------------ raw metadata
+
+/// The metadata files of a bundle, as stored in it (for a server that keeps
+/// them beside the blob). Read without any check: verify the bundle first.
+#[derive(Clone, Debug)]
+pub struct MetadataFiles {
+    pub manifest: Vec<u8>,
+    pub manifest_dsse: Vec<u8>,
+    pub provenance_dsse: Vec<u8>,
+    pub sbom: Option<Vec<u8>>,
+}
+
+/// Reads the metadata files of the bundle at `path`.
+pub fn metadata_files(path: &Path) -> Result<MetadataFiles> {
+    let f = File::open(path).map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+    let mut ar = archive::Reader::new(BufReader::new(f), MAX_ENTRIES);
+    let raw = read_meta(&mut ar)?;
+    Ok(MetadataFiles { manifest: raw.manifest, manifest_dsse: raw.manifest_dsse, provenance_dsse: raw.provenance, sbom: raw.sbom })
+}

@@ -1,0 +1,915 @@
+//! Routes and handlers. Every route is listed once in [`ROUTES`] with the
+//! access it needs; the router, the OpenAPI document and the role tests are
+//! all built from that table.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use updraft_proto::*;
+use updraft_rollout::{Decision, InstallReason, Output, Plan, StayReason};
+use updraft_store::{hash_secret, DeviceRow, Inserted, ReleaseRow, RolloutRow};
+use updraft_types::{DeviceId, ReleaseId, RolloutId, Sha256Digest};
+
+use crate::error::{ApiError, ApiResult};
+use crate::journal::{self, Entry};
+use crate::metrics::{Kind, METRICS};
+use crate::{now_ms, App};
+
+/// Who may call a route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Public,
+    /// A device token.
+    Device,
+    /// A device token or any API token.
+    Any,
+    /// An API token with this role (or admin).
+    Role(Role),
+}
+
+/// One route of the API.
+#[derive(Clone, Copy, Debug)]
+pub struct RouteSpec {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub access: Access,
+    pub summary: &'static str,
+}
+
+macro_rules! routes {
+    ($($method:literal $path:literal $access:expr, $summary:literal;)*) => {
+        /// Every route of the API.
+        pub const ROUTES: &[RouteSpec] = &[$(RouteSpec { method: $method, path: $path, access: $access, summary: $summary }),*];
+    };
+}
+
+routes! {
+    "GET" "/healthz" Access::Public, "Liveness: 200 when the server answers.";
+    "GET" "/metrics" Access::Public, "Prometheus metrics in the text format.";
+    "GET" "/api/openapi.json" Access::Public, "This API, as an OpenAPI 3.1 document.";
+    "POST" "/api/v1/device/enroll" Access::Public, "Enroll a device with an enrollment token; returns its device token.";
+    "POST" "/api/v1/device/check-in" Access::Device, "Report state; get an assignment or the reason there is none.";
+    "POST" "/api/v1/device/events" Access::Device, "Report an install event.";
+    "POST" "/api/v1/device/health" Access::Device, "Report health telemetry.";
+    "GET" "/api/v1/artifacts/{sha256}" Access::Any, "Download a blob (Range, ETag, resume).";
+    "GET" "/api/v1/releases" Access::Role(Role::Viewer), "List releases.";
+    "POST" "/api/v1/releases" Access::Role(Role::Releaser), "Publish a bundle (the request body, streamed); verified against the trust root.";
+    "GET" "/api/v1/releases/{id}" Access::Role(Role::Viewer), "Show a release.";
+    "GET" "/api/v1/releases/{id}/{file}" Access::Role(Role::Viewer), "A release's manifest, signatures, provenance or SBOM.";
+    "GET" "/api/v1/channels/{channel}" Access::Role(Role::Viewer), "Releases in a channel.";
+    "POST" "/api/v1/channels/{channel}/releases" Access::Role(Role::Releaser), "Promote a release into a channel.";
+    "GET" "/api/v1/rollouts" Access::Role(Role::Viewer), "List rollouts with their status.";
+    "POST" "/api/v1/rollouts" Access::Role(Role::Operator), "Create (and start) a rollout from a plan.";
+    "GET" "/api/v1/rollouts/{id}" Access::Role(Role::Viewer), "A rollout's status: waves, strata, gates.";
+    "POST" "/api/v1/rollouts/{id}/{command}" Access::Role(Role::Operator), "start, pause, resume, advance, abort or rollback.";
+    "GET" "/api/v1/devices" Access::Role(Role::Viewer), "List devices.";
+    "GET" "/api/v1/devices/{id}" Access::Role(Role::Viewer), "Show a device.";
+    "GET" "/api/v1/audit" Access::Role(Role::Viewer), "The audit log.";
+    "GET" "/api/v1/tokens" Access::Role(Role::Admin), "List API tokens.";
+    "POST" "/api/v1/tokens" Access::Role(Role::Admin), "Create an API token (shown once).";
+    "DELETE" "/api/v1/tokens/{id}" Access::Role(Role::Admin), "Revoke an API token.";
+    "POST" "/api/v1/enrollment-tokens" Access::Role(Role::Admin), "Create an enrollment token (shown once).";
+}
+
+/// JSON request bodies are small; bundles stream through their own route.
+pub const MAX_JSON_BYTES: usize = 256 * 1024;
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(|| async { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], METRICS.encode()) }))
+        .route("/api/openapi.json", get(|| async { Json(crate::openapi::document()) }))
+        .route("/api/v1/device/enroll", post(enroll))
+        .route("/api/v1/device/check-in", post(check_in))
+        .route("/api/v1/device/events", post(events))
+        .route("/api/v1/device/health", post(health))
+        .route("/api/v1/artifacts/{sha256}", get(download))
+        .route("/api/v1/releases", get(list_releases).post(publish).layer(DefaultBodyLimit::disable()))
+        .route("/api/v1/releases/{id}", get(show_release))
+        .route("/api/v1/releases/{id}/{file}", get(release_file))
+        .route("/api/v1/channels/{channel}", get(show_channel))
+        .route("/api/v1/channels/{channel}/releases", post(promote))
+        .route("/api/v1/rollouts", get(list_rollouts).post(create_rollout))
+        .route("/api/v1/rollouts/{id}", get(show_rollout))
+        .route("/api/v1/rollouts/{id}/{command}", post(rollout_command))
+        .route("/api/v1/devices", get(list_devices))
+        .route("/api/v1/devices/{id}", get(show_device))
+        .route("/api/v1/audit", get(audit_log))
+        .route("/api/v1/tokens", get(list_tokens).post(create_token))
+        .route("/api/v1/tokens/{id}", delete(revoke_token))
+        .route("/api/v1/enrollment-tokens", post(create_enrollment_token))
+        .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
+        .layer(axum::middleware::from_fn(observe))
+        .fallback(|| async { ApiError::not_found("no such route; hint: see /api/openapi.json") })
+        .with_state(app)
+}
+
+/// Request latency by route.
+async fn observe(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let started = Instant::now();
+    let res = next.run(req).await;
+    METRICS.latency.get_or_create(&crate::metrics::Route { route }).observe(started.elapsed().as_secs_f64());
+    res
+}
+
+// ------------------------------------------------------------------ auth
+
+/// Who is calling.
+#[derive(Clone, Debug)]
+pub enum Actor {
+    Token { name: String, role: Role },
+    Device { id: DeviceId },
+}
+
+impl Actor {
+    fn label(&self) -> String {
+        match self {
+            Actor::Token { name, .. } => format!("token:{name}"),
+            Actor::Device { id } => format!("device:{id}"),
+        }
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+}
+
+async fn authenticate(app: &App, headers: &HeaderMap) -> ApiResult<Actor> {
+    let secret = bearer(headers).ok_or_else(ApiError::unauthorized)?;
+    if secret.starts_with("upd_") {
+        let hash = hash_secret(secret);
+        if let Some(id) = app.device_tokens.read().expect("token cache").get(&hash) {
+            return Ok(Actor::Device { id: id.clone() });
+        }
+        let device = app.store.device_by_token(secret).await?.ok_or_else(ApiError::unauthorized)?;
+        let id = DeviceId::new(device.id);
+        app.device_tokens.write().expect("token cache").insert(hash, id.clone());
+        return Ok(Actor::Device { id });
+    }
+    let token = app.store.find_api_token(secret).await?.ok_or_else(ApiError::unauthorized)?;
+    Ok(Actor::Token { name: token.name, role: token.role })
+}
+
+async fn require(app: &App, headers: &HeaderMap, access: Access) -> ApiResult<Actor> {
+    let actor = authenticate(app, headers).await?;
+    match (access, &actor) {
+        (Access::Public, _) | (Access::Any, _) => Ok(actor),
+        (Access::Device, Actor::Device { .. }) => Ok(actor),
+        (Access::Device, Actor::Token { .. }) => Err(ApiError::forbidden("this route is for devices; use a device token")),
+        (Access::Role(_), Actor::Device { .. }) => Err(ApiError::forbidden("devices may not use the operator API")),
+        (Access::Role(needed), Actor::Token { role, .. }) => {
+            if role.allows(needed) {
+                Ok(actor)
+            } else {
+                Err(ApiError::forbidden(format!(
+                    "this needs the {} role; the token has {}",
+                    needed.as_str(),
+                    role.as_str()
+                )))
+            }
+        }
+    }
+}
+
+fn device_of(actor: &Actor) -> &DeviceId {
+    match actor {
+        Actor::Device { id } => id,
+        Actor::Token { .. } => unreachable!("checked by require"),
+    }
+}
+
+async fn audit(app: &App, actor: &str, action: &str, subject: &str, detail: String, remote: SocketAddr) {
+    let entry = AuditEntry {
+        id: 0,
+        at_ms: now_ms(),
+        actor: actor.to_owned(),
+        action: action.to_owned(),
+        subject: subject.to_owned(),
+        detail,
+        remote: remote.ip().to_string(),
+    };
+    if let Err(e) = app.store.audit(&entry).await {
+        tracing::error!(%e, action, "audit log write failed");
+    }
+}
+
+/// Parses a JSON body with a 400 that names the problem.
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+fn check_id(kind: &str, s: &str) -> ApiResult<()> {
+    let ok = !s.is_empty()
+        && s.len() <= 128
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@' | b'+' | b':'))
+        && !s.contains("..");
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "invalid {kind} {s:?}: 1 to 128 characters of A-Z a-z 0-9 . _ - @ + :"
+        )))
+    }
+}
+
+// ------------------------------------------------------------------ controller
+
+/// Applies a journal entry to the controller and handles the side outputs
+/// (audit, metrics). Returns the outputs.
+async fn apply(app: &App, entry: Entry) -> ApiResult<Vec<Output>> {
+    let outputs = {
+        let mut core = app.core.lock().await;
+        core.apply(&app.store, now_ms(), entry).await?
+    };
+    for o in &outputs {
+        match o {
+            Output::StateChanged { rollout, state } => {
+                let detail = serde_json::to_string(state).unwrap_or_default();
+                audit_system(app, "rollout.state", rollout.as_str(), detail).await;
+                METRICS
+                    .rollout_state
+                    .get_or_create(&crate::metrics::RolloutState { rollout: rollout.to_string(), state: state.name().into() })
+                    .set(1);
+            }
+            Output::WaveStarted { rollout, wave, target_devices } => {
+                audit_system(app, "rollout.wave", rollout.as_str(), format!("wave {wave}, {target_devices} devices")).await;
+            }
+            Output::Gate { rollout, report, .. } => {
+                METRICS
+                    .gate_results
+                    .get_or_create(&crate::metrics::GateResult {
+                        gate: report.gate.clone(),
+                        verdict: format!("{:?}", report.test.verdict).to_lowercase(),
+                    })
+                    .inc();
+                let detail = serde_json::to_string(report).unwrap_or_default();
+                audit_system(app, "rollout.gate", rollout.as_str(), detail).await;
+            }
+            Output::Quarantined { release, rollout } => {
+                audit_system(app, "release.quarantine", release.as_str(), format!("by rollout {rollout}")).await;
+            }
+            Output::Decision { .. } | Output::Rejected { .. } => {}
+        }
+    }
+    Ok(outputs)
+}
+
+async fn audit_system(app: &App, action: &str, subject: &str, detail: String) {
+    audit(app, "system", action, subject, detail, SocketAddr::from(([0, 0, 0, 0], 0))).await;
+}
+
+fn rejection(outputs: &[Output]) -> Option<String> {
+    outputs.iter().find_map(|o| match o {
+        Output::Rejected { reason } => Some(reason.clone()),
+        _ => None,
+    })
+}
+
+/// The periodic controller work (timeouts, soaks, gate evaluation).
+pub async fn tick(app: &App) {
+    if let Err(e) = apply(app, Entry::Tick).await {
+        tracing::error!(message = %e.message, "controller tick failed");
+    }
+}
+
+// ------------------------------------------------------------------ devices
+
+fn device_entry(d: &DeviceRow) -> Entry {
+    Entry::Device {
+        id: DeviceId::new(&d.id),
+        family: d.family.clone(),
+        hardware: d.hardware.clone(),
+        region: d.region.clone(),
+        tags: d.tags.clone(),
+        channel: d.channel.clone(),
+        release: d.release.as_deref().map(ReleaseId::new),
+        last_known_good: d.last_known_good.as_deref().map(ReleaseId::new),
+        components: d.components.clone(),
+        utc_offset_min: d.utc_offset_min,
+    }
+}
+
+async fn enroll(State(app): State<Arc<App>>, ConnectInfo(remote): ConnectInfo<SocketAddr>, body: axum::body::Bytes) -> ApiResult<Response> {
+    let req: EnrollRequest = parse(&body)?;
+    check_id("device id", req.device_id.as_str())?;
+    for (what, v) in [("family", &req.family), ("hardware", &req.hardware)] {
+        check_id(what, v)?;
+    }
+    if !req.region.is_empty() {
+        check_id("region", &req.region)?;
+    }
+    for (c, v) in &req.components {
+        check_id("component", c)?;
+        semver::Version::parse(v).map_err(|e| ApiError::bad_request(format!("component {c} version {v:?}: {e}")))?;
+    }
+    let device = DeviceRow {
+        id: req.device_id.to_string(),
+        family: req.family,
+        hardware: req.hardware,
+        region: req.region,
+        tags: req.tags,
+        channel: req.channel,
+        release: req.release.as_ref().map(|r| r.to_string()),
+        last_known_good: req.release.as_ref().map(|r| r.to_string()),
+        components: req.components.into_iter().collect(),
+        utc_offset_min: req.utc_offset_min,
+        enrolled_ms: now_ms(),
+        last_seen_ms: None,
+    };
+    let token = match app.store.enroll(&req.enrollment_token, &device, now_ms()).await? {
+        Ok(t) => t,
+        Err(updraft_store::EnrollRefusal::BadToken) => {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "bad-enrollment-token",
+                "the enrollment token is unknown, used up or expired; hint: ask an admin for a new one",
+            ))
+        }
+        Err(updraft_store::EnrollRefusal::AlreadyEnrolled) => {
+            return Err(ApiError::conflict(format!("device {} is already enrolled", device.id)))
+        }
+    };
+    apply(&app, device_entry(&device)).await?;
+    audit(&app, &format!("device:{}", device.id), "device.enroll", &device.id, format!("{}/{}", device.family, device.hardware), remote).await;
+    Ok((StatusCode::CREATED, Json(EnrollResponse { device_id: req.device_id, device_token: token })).into_response())
+}
+
+fn reason_name(r: &StayReason) -> String {
+    serde_json::to_value(r).ok().and_then(|v| v["kind"].as_str().map(str::to_owned)).unwrap_or_else(|| "unknown".into())
+}
+
+async fn check_in(State(app): State<Arc<App>>, headers: HeaderMap, body: axum::body::Bytes) -> ApiResult<Json<CheckInResponse>> {
+    let actor = require(&app, &headers, Access::Device).await?;
+    let device = device_of(&actor).clone();
+    let req: CheckInRequest = parse(&body)?;
+    METRICS.check_ins.inc();
+    let outputs = apply(&app, Entry::CheckIn { device: device.clone(), release: req.release.clone() }).await?;
+    let decision = outputs.into_iter().find_map(|o| match o {
+        Output::Decision { decision, .. } => Some(decision),
+        _ => None,
+    });
+    let response = match decision {
+        Some(Decision::Install { release, rollout, reason }) => {
+            let row = app.store.release(release.as_str()).await?.ok_or_else(|| ApiError::internal("assigned release is missing"))?;
+            let reason = match reason {
+                InstallReason::Rollout => "rollout",
+                InstallReason::SteppingStone { .. } => "stepping_stone",
+                InstallReason::Rollback { .. } => "rollback",
+            };
+            METRICS.assignments.get_or_create(&Kind { kind: reason.into() }).inc();
+            let path = format!("/api/v1/artifacts/{}", row.sha256);
+            let bundle_url = match &app.public_url {
+                Some(base) => format!("{}{path}", base.trim_end_matches('/')),
+                None => path,
+            };
+            CheckInResponse {
+                assignment: Some(Assignment {
+                    release,
+                    rollout,
+                    reason: reason.into(),
+                    bundle_url,
+                    sha256: row.sha256.parse().map_err(ApiError::internal)?,
+                    size: row.size as u64,
+                }),
+                reason: None,
+                next_check_in_s: app.poll_interval_s,
+            }
+        }
+        Some(Decision::Stay { reason }) => {
+            CheckInResponse { assignment: None, reason: Some(reason_name(&reason)), next_check_in_s: app.poll_interval_s }
+        }
+        None => CheckInResponse { assignment: None, reason: Some("unknown_device".into()), next_check_in_s: app.poll_interval_s },
+    };
+    Ok(Json(response))
+}
+
+async fn events(State(app): State<Arc<App>>, headers: HeaderMap, body: axum::body::Bytes) -> ApiResult<StatusCode> {
+    let actor = require(&app, &headers, Access::Device).await?;
+    let device = device_of(&actor).clone();
+    let req: EventRequest = parse(&body)?;
+    let event = match req.event {
+        EventKind::Downloaded => "downloaded",
+        EventKind::Installed => "installed",
+        EventKind::TrialBoot => "trial_boot",
+        EventKind::Committed => "committed",
+        EventKind::RevertedBoot => "reverted_boot",
+        EventKind::RevertedHealth => "reverted_health",
+        EventKind::Failed => "failed",
+    };
+    if app.store.release(req.release.as_str()).await?.is_none() {
+        return Err(ApiError::unprocessable("unknown-release", format!("no release {}", req.release)));
+    }
+    METRICS.events.get_or_create(&Kind { kind: event.into() }).inc();
+    apply(&app, Entry::Event { device: device.clone(), release: req.release.clone(), event: event.into() }).await?;
+    if req.event == EventKind::Committed {
+        if let Some(mut row) = app.store.device(device.as_str()).await? {
+            row.release = Some(req.release.to_string());
+            row.last_known_good = Some(req.release.to_string());
+            row.last_seen_ms = Some(now_ms());
+            app.store.update_device(&row).await?;
+        }
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn health(State(app): State<Arc<App>>, headers: HeaderMap, body: axum::body::Bytes) -> ApiResult<StatusCode> {
+    let actor = require(&app, &headers, Access::Device).await?;
+    let device = device_of(&actor).clone();
+    let req: HealthRequest = parse(&body)?;
+    if req.period_s == 0 || req.period_s > 7 * 86400 {
+        return Err(ApiError::bad_request("periodS must be between 1 and 604800"));
+    }
+    if req.metrics.len() > 64 || req.metrics.values().any(|v| !v.is_finite()) {
+        return Err(ApiError::bad_request("at most 64 metrics, each a finite number"));
+    }
+    apply(
+        &app,
+        Entry::Health {
+            device,
+            period_s: req.period_s,
+            boots: req.boots,
+            crashes: req.crashes,
+            metrics: req.metrics.into_iter().collect(),
+        },
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ------------------------------------------------------------------ artifacts
+
+/// Parses a single `bytes=a-b`, `bytes=a-` or `bytes=-n` range.
+fn parse_range(value: &str, size: u64) -> Option<(u64, u64)> {
+    let spec = value.strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", n) => {
+            let n: u64 = n.parse().ok()?;
+            if n == 0 {
+                return None;
+            }
+            (size.saturating_sub(n), size.checked_sub(1)?)
+        }
+        (a, "") => (a.parse().ok()?, size.checked_sub(1)?),
+        (a, b) => (a.parse().ok()?, b.parse::<u64>().ok()?.min(size.checked_sub(1)?)),
+    };
+    (start <= end && start < size).then_some((start, end))
+}
+
+async fn download(State(app): State<Arc<App>>, headers: HeaderMap, Path(sha256): Path<String>) -> ApiResult<Response> {
+    require(&app, &headers, Access::Any).await?;
+    let digest: Sha256Digest = sha256
+        .parse()
+        .map_err(|e| ApiError::bad_request(format!("{e}; hint: artifacts are addressed by their sha256")))?;
+    let path = app.blobs.path(&digest);
+    let mut file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ApiError::not_found(format!("no artifact {digest}"))),
+        Err(e) => return Err(ApiError::internal(e)),
+    };
+    let size = file.metadata().await.map_err(ApiError::internal)?.len();
+    let etag = format!("\"{digest}\"");
+    if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    // A Range applies only if the If-Range validator (when given) still matches.
+    let if_range_ok = headers.get(header::IF_RANGE).is_none_or(|v| v.to_str().ok() == Some(etag.as_str()));
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok()).filter(|_| if_range_ok);
+    let (status, start, len) = match range {
+        None => (StatusCode::OK, 0, size),
+        Some(r) => match parse_range(r, size) {
+            Some((a, b)) => (StatusCode::PARTIAL_CONTENT, a, b - a + 1),
+            None => {
+                return Ok((
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    [(header::CONTENT_RANGE, format!("bytes */{size}"))],
+                )
+                    .into_response())
+            }
+        },
+    };
+    if start > 0 {
+        file.seek(std::io::SeekFrom::Start(start)).await.map_err(ApiError::internal)?;
+    }
+    if start == 0 {
+        METRICS.downloads.inc();
+    }
+    let stream = tokio_util::io::ReaderStream::with_capacity(file.take(len), 256 * 1024)
+        .inspect(|chunk| {
+            if let Ok(c) = chunk {
+                METRICS.download_bytes.inc_by(c.len() as u64);
+            }
+        });
+    let mut response = Response::new(Body::from_stream(stream));
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::ETAG, HeaderValue::from_str(&etag).map_err(ApiError::internal)?);
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
+    if status == StatusCode::PARTIAL_CONTENT {
+        let cr = format!("bytes {start}-{}/{size}", start + len - 1);
+        h.insert(header::CONTENT_RANGE, HeaderValue::from_str(&cr).map_err(ApiError::internal)?);
+    }
+    Ok(response)
+}
+
+// ------------------------------------------------------------------ releases
+
+async fn release_view(app: &App, r: ReleaseRow) -> ApiResult<Release> {
+    let channels = app.store.channels_of(&r.id).await?;
+    Ok(Release {
+        id: ReleaseId::new(&r.id),
+        name: r.name,
+        version: r.version,
+        family: r.family,
+        hardware: r.hardware,
+        security_version: r.security_version as u64,
+        sha256: r.sha256.parse().map_err(ApiError::internal)?,
+        size: r.size as u64,
+        manifest_sha256: r.manifest_sha256.parse().map_err(ApiError::internal)?,
+        signers: r.signers,
+        builder_id: r.builder_id,
+        channels,
+        published_ms: r.published_ms,
+        published_by: r.published_by,
+    })
+}
+
+async fn publish(
+    State(app): State<Arc<App>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let actor = require(&app, &headers, Access::Role(Role::Releaser)).await?;
+    let Some(trust) = app.trust.clone() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no-trust-root",
+            "the server has no trust root, so it cannot verify bundles; hint: start it with --trust root.json",
+        ));
+    };
+    // Stream the body to a temporary blob; nothing is kept unless it verifies.
+    let mut writer = app.blobs.writer().await?;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("upload interrupted: {e}")))?;
+        writer.write(&chunk).await?;
+    }
+    let digest = writer.finish().await?;
+    let size = writer.size();
+    let temp = writer.temp_path().to_path_buf();
+    let verified = tokio::task::spawn_blocking(move || {
+        let v = updraft_bundle::verify_file(&temp, &trust, &updraft_bundle::Policy::default(), &updraft_bundle::NoProgress)?;
+        let files = updraft_bundle::metadata_files(&temp)?;
+        Ok::<_, updraft_bundle::Error>((v, files))
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    let (v, files) = match verified {
+        Ok(x) => x,
+        Err(updraft_bundle::Error::Rejected(r)) => {
+            return Err(ApiError::unprocessable("bundle-rejected", format!("the bundle was refused: {r}")))
+        }
+        Err(e) => return Err(ApiError::internal(e)),
+    };
+    let m = &v.header.manifest;
+    let id = format!("{}@{}", m.name, m.version);
+    let row = ReleaseRow {
+        id: id.clone(),
+        name: m.name.clone(),
+        version: m.version.to_string(),
+        family: m.family.clone(),
+        hardware: m.hardware.clone(),
+        security_version: m.security_version.0 as i64,
+        sha256: digest.to_hex(),
+        size: size as i64,
+        manifest_sha256: v.header.manifest_sha256.to_hex(),
+        signers: v.header.signers.iter().map(|k| k.to_hex()).collect(),
+        builder_id: v.header.provenance.builder_id.clone(),
+        requires: m.requires.iter().map(|r| (r.component.clone(), r.version.to_string())).collect(),
+        published_ms: now_ms(),
+        published_by: actor.label(),
+    };
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let mut meta = vec![
+        ("manifest", text(&files.manifest)),
+        ("signatures", text(&files.manifest_dsse)),
+        ("provenance", text(&files.provenance_dsse)),
+    ];
+    if let Some(s) = &files.sbom {
+        meta.push(("sbom", text(s)));
+    }
+    match app.store.insert_release(&row, &meta).await? {
+        Inserted::Conflict => {
+            return Err(ApiError::conflict(format!(
+                "release {id} already exists with other bytes; releases never change; hint: publish a new version"
+            )))
+        }
+        Inserted::Identical => {
+            let existing = app.store.release(&id).await?.ok_or_else(|| ApiError::internal("release vanished"))?;
+            return Ok((StatusCode::OK, Json(release_view(&app, existing).await?)).into_response());
+        }
+        Inserted::Created => {}
+    }
+    writer.commit(&digest).await?;
+    // Component images provide their component at the release's version.
+    let provides = m
+        .images
+        .iter()
+        .filter_map(|i| match &i.target {
+            updraft_bundle::Target::Component(c) => Some((c.clone(), m.version.to_string())),
+            updraft_bundle::Target::Slot => None,
+        })
+        .collect();
+    apply(
+        &app,
+        Entry::Release {
+            id: ReleaseId::new(&id),
+            family: row.family.clone(),
+            hardware: row.hardware.clone(),
+            requires: row.requires.clone(),
+            provides,
+        },
+    )
+    .await?;
+    audit(&app, &actor.label(), "release.publish", &id, format!("sha256 {digest}, {size} bytes"), remote).await;
+    Ok((StatusCode::CREATED, Json(release_view(&app, row).await?)).into_response())
+}
+
+async fn list_releases(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult<Json<Vec<Release>>> {
+    require(&app, &headers, Access::Role(Role::Viewer)).await?;
+    let mut out = Vec::new();
+    for r in app.store.releases().await? {
+        out.push(release_view(&app, r).await?);
+    }
+    Ok(Json(out))
+}
+
+async fn show_release(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<Release>> {
+    require(&app, &headers, Access::Role(Role::Viewer)).await?;
+    check_id("release", &id)?;
+    let r = app.store.release(&id).await?.ok_or_else(|| ApiError::not_found(format!("no release {id}")))?;
+    Ok(Json(release_view(&app, r).await?))
+}
+
+async fn release_file(State(app): State<Arc<App>>, headers: HeaderMap, Path((id, file)): Path<(String, String)>) -> ApiResult<Response> {
+    require(&app, &headers, Access::Role(Role::Viewer)).await?;
+    check_id("release", &id)?;
+    if !matches!(file.as_str(), "manifest" | "signatures" | "provenance" | "sbom") {
+        return Err(ApiError::not_found(format!("no file {file:?}; hint: manifest, signatures, provenance or sbom")));
+    }
+    let body = app
+        .store
+        .release_meta(&id, &file)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("release {id} has no {file}")))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+async fn show_channel(State(app): State<Arc<App>>, headers: HeaderMap, Path(channel): Path<String>) -> ApiResult<Json<Vec<String>>> {
+    require(&app, &headers, Access::Role(Role::Viewer)).await?;
+    check_id("channel", &channel)?;
+    Ok(Json(app.store.channel(&channel).await?))
+}
+
+async fn promote(
+    State(app): State<Arc<App>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(channel): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<StatusCode> {
+    let actor = require(&app, &headers, Access::Role(Role::Releaser)).await?;
+    check_id("channel", &channel)?;
+    let req: PromoteRequest = parse(&body)?;
+    if app.store.release(req.release.as_str()).await?.is_none() {
+        return Err(ApiError::not_found(format!("no release {}", req.release)));
+    }
+    let added = app.store.promote(&channel, req.release.as_str(), &actor.label(), now_ms()).await?;
+    if added {
+        audit(&app, &actor.label(), "channel.promote", &channel, req.release.to_string(), remote).await;
+        Ok(StatusCode::CREATED)
+    } else {
+        Ok(StatusCode::OK)
+    }
+}
+
+// ------------------------------------------------------------------ rollouts
+
+async fn create_rollout(
+    State(app): State<Arc<App>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let actor = require(&app, &headers, Access::Role(Role::Operator)).await?;
+    let req: CreateRolloutRequest = parse(&body)?;
+    check_id("rollout id", req.id.as_str())?;
+    Plan::from_toml(&req.plan).map_err(|e| ApiError::unprocessable("invalid-plan", e.to_string()))?;
+    if app.store.release(req.release.as_str()).await?.is_none() {
+        return Err(ApiError::not_found(format!("no release {}", req.release)));
+    }
+    if app.core.lock().await.controller.status(&req.id).is_some() {
+        return Err(ApiError::conflict(format!("rollout {} already exists", req.id)));
+    }
+    let outputs =
+        apply(&app, Entry::CreateRollout { id: req.id.clone(), release: req.release.clone(), plan: req.plan.clone() }).await?;
+    if let Some(reason) = rejection(&outputs) {
+        return Err(ApiError::unprocessable("rollout-rejected", reason));
+    }
+    app.store
+        .insert_rollout(&RolloutRow {
+            id: req.id.to_string(),
+            release: req.release.to_string(),
+            plan: req.plan.clone(),
+            created_ms: now_ms(),
+            created_by: actor.label(),
+        })
+        .await?;
+    audit(&app, &actor.label(), "rollout.create", req.id.as_str(), req.release.to_string(), remote).await;
+    if req.start {
+        let outputs = apply(&app, Entry::Command { rollout: req.id.clone(), command: "start".into() }).await?;
+        if let Some(reason) = rejection(&outputs) {
+            return Err(ApiError::conflict(reason));
+        }
+        audit(&app, &actor.label(), "rollout.start", req.id.as_str(), String::new(), remote).await;
+    }
+    let status = app.core.lock().await.controller.status(&req.id);
+    Ok((StatusCode::CREATED, Json(status)).into_response())
+}
+
+async fn list_rollouts(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult<Response> {
+    require(&app, &headers, Access::Role(Role::Viewer)).await?;
+    let rows = app.store.rollouts().await?;
+    let core = app.core.lock().await;
+    let out: Vec<_> = rows.iter().filter_map(|r| core.controller.status(&RolloutId::new(&r.id))).collect();
+    Ok(Json(out).into_response())
+}
+
+async fn show_rollout(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Response> {
+    require(&app, &headers, Access::Role(Role::Viewer)).await?;
+    check_id("rollout id", &id)?;
+    let status = app.core.lock().await.controller.status(&RolloutId::new(&id));
+    match status {
+        Some(s) => Ok(Json(s).into_response()),
+        None => Err(ApiError::not_found(format!("no rollout {id}"))),
+    }
+}
+
+async fn rollout_command(
+    State(app): State<Arc<App>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path((id, command)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let actor = require(&app, &headers, Access::Role(Role::Operator)).await?;
+    check_id("rollout id", &id)?;
+    if journal::parse_command(&command).is_none() {
+        return Err(ApiError::not_found(format!(
+            "no command {command:?}; hint: start, pause, resume, advance, abort or rollback"
+        )));
+    }
+    let rollout = RolloutId::new(&id);
+    if app.core.lock().await.controller.status(&rollout).is_none() {
+        return Err(ApiError::not_found(format!("no rollout {id}")));
+    }
+    let outputs = apply(&app, Entry::Command { rollout: rollout.clone(), command: command.clone() }).await?;
+    if let Some(reason) = rejection(&outputs) {
+        return Err(ApiError::conflict(reason));
+    }
+    audit(&app, &actor.label(), &format!("rollout.{command}"), &id, String::new(), remote).await;
+    let status = app.core.lock().await.controller.status(&rollout);
+    Ok(Json(status).into_response())
+}
+
+// ------------------------------------------------------------------ devices, audit, tokens
+
+fn device_view(d: DeviceRow) -> Device {
+    Device {
+        id: DeviceId::new(d.id),
+        family: d.family,
+        hardware: d.hardware,
+        region: d.region,
+        tags: d.tags,
+        channel: d.channel,
+        release: d.release.map(ReleaseId::new),
+        last_known_good: d.last_known_good.map(ReleaseId::new),
+        enrolled_ms: d.enrolled_ms,
+        last_seen_ms: d.last_seen_ms,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Page {
+    #[serde(default)]
+    after: String,
+    #[serde(default = "default_limit")]
+    limit: i64,
+}
+
+fn default_limit() -> i64 {
+    100
+}
+
+async fn list_devices(State(app): State<Arc<App>>, headers: HeaderMap, Query(page): Query<Page>) -> ApiResult<Json<Vec<Device>>> {
+    require(&app, &headers, Access::Role(Role::Viewer)).await?;
+    let rows = app.store.devices(&page.after, page.limit.clamp(1, 1000)).await?;
+    Ok(Json(rows.into_iter().map(device_view).collect()))
+}
+
+async fn show_device(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<Device>> {
+    require(&app, &headers, Access::Role(Role::Viewer)).await?;
+    check_id("device id", &id)?;
+    let d = app.store.device(&id).await?.ok_or_else(|| ApiError::not_found(format!("no device {id}")))?;
+    Ok(Json(device_view(d)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    #[serde(default)]
+    after: i64,
+    #[serde(default)]
+    action: Option<String>,
+    #[serde(default = "default_limit")]
+    limit: i64,
+}
+
+async fn audit_log(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Query<AuditQuery>) -> ApiResult<Json<Vec<AuditEntry>>> {
+    require(&app, &headers, Access::Role(Role::Viewer)).await?;
+    Ok(Json(app.store.audit_log(q.after, q.action.as_deref(), q.limit.clamp(1, 1000)).await?))
+}
+
+async fn list_tokens(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult<Json<Vec<TokenInfo>>> {
+    require(&app, &headers, Access::Role(Role::Admin)).await?;
+    Ok(Json(app.store.list_api_tokens().await?))
+}
+
+async fn create_token(
+    State(app): State<Arc<App>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let actor = require(&app, &headers, Access::Role(Role::Admin)).await?;
+    let req: CreateTokenRequest = parse(&body)?;
+    check_id("token name", &req.name)?;
+    let (id, token) = app.store.create_api_token(&req.name, req.role, now_ms()).await?;
+    audit(&app, &actor.label(), "token.create", &req.name, req.role.as_str().into(), remote).await;
+    Ok((StatusCode::CREATED, Json(CreatedToken { id, name: req.name, role: req.role, token })).into_response())
+}
+
+async fn revoke_token(
+    State(app): State<Arc<App>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let actor = require(&app, &headers, Access::Role(Role::Admin)).await?;
+    let id: i64 = id.parse().map_err(|_| ApiError::bad_request(format!("token id {id:?} is not a number")))?;
+    if !app.store.revoke_api_token(id).await? {
+        return Err(ApiError::not_found(format!("no token {id}")));
+    }
+    audit(&app, &actor.label(), "token.revoke", &id.to_string(), String::new(), remote).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn create_enrollment_token(
+    State(app): State<Arc<App>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let actor = require(&app, &headers, Access::Role(Role::Admin)).await?;
+    let req: CreateEnrollmentTokenRequest = parse(&body)?;
+    if req.uses == 0 || req.uses > 1_000_000 || req.expires_in_s == 0 || req.expires_in_s > 366 * 86400 {
+        return Err(ApiError::bad_request("uses must be 1 to 1000000 and expiresInS 1 to 31622400"));
+    }
+    let expires_ms = now_ms() + (req.expires_in_s as i64) * 1000;
+    let token = app.store.create_enrollment_token(req.uses, expires_ms, &actor.label(), now_ms()).await?;
+    audit(&app, &actor.label(), "enrollment-token.create", "-", format!("{} uses", req.uses), remote).await;
+    Ok((StatusCode::CREATED, Json(CreatedEnrollmentToken { token, uses: req.uses, expires_ms })).into_response())
+}

@@ -1,0 +1,138 @@
+//! The Updraft delivery server: an immutable, content-addressed artifact
+//! repository, a device registry with enrollment, the device API (check-in,
+//! events, health, downloads with Range), the operator API (releases,
+//! channels, rollouts, devices, tokens, audit) with role-checked API tokens,
+//! Prometheus metrics and an OpenAPI 3.1 document. It drives the rollout
+//! controller with the real clock and journals every change before
+//! acknowledging it.
+
+mod api;
+mod core;
+mod error;
+mod journal;
+pub mod metrics;
+mod openapi;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use updraft_bundle::TrustedRoot;
+use updraft_proto::Role;
+use updraft_store::{BlobStore, Store};
+
+pub use api::ROUTES;
+pub use openapi::document as openapi_document;
+
+/// How the server runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// `sqlite://PATH` or `postgres://...`.
+    pub database_url: String,
+    /// Folder of the blob store.
+    pub blob_dir: PathBuf,
+    /// The trust root bundles are verified against (none: uploads are refused).
+    pub trust: Option<TrustedRoot>,
+    /// The URL devices use to reach this server (for download links).
+    pub public_url: Option<String>,
+    /// How often devices should check in.
+    pub poll_interval_s: u32,
+}
+
+/// The shared state of the handlers.
+pub struct App {
+    pub store: Store,
+    pub blobs: BlobStore,
+    pub trust: Option<TrustedRoot>,
+    pub public_url: Option<String>,
+    pub poll_interval_s: u32,
+    core: tokio::sync::Mutex<core::Core>,
+    /// Device token hash → device id (so that check-ins do not query the database).
+    device_tokens: std::sync::RwLock<std::collections::HashMap<String, updraft_types::DeviceId>>,
+}
+
+/// What starting a server produced.
+pub struct Started {
+    pub app: Arc<App>,
+    pub addr: SocketAddr,
+    /// The admin token created on first start (shown once), if any.
+    pub first_admin_token: Option<String>,
+    pub handle: tokio::task::JoinHandle<()>,
+}
+
+fn now_ms() -> i64 {
+    updraft_store::now_ms()
+}
+
+impl App {
+    /// Opens the store and blobs, rebuilds the controller from the journal,
+    /// and creates the first admin token if there is none.
+    pub async fn open(config: &Config) -> Result<(Arc<App>, Option<String>), updraft_store::StoreError> {
+        let store = Store::open(&config.database_url).await?;
+        let blobs = BlobStore::open(&config.blob_dir).await?;
+        let core = core::Core::load(&store).await?;
+        tracing::info!(entries = core.journaled, "controller rebuilt from the journal");
+        let first_admin_token = if store.count_api_tokens().await? == 0 {
+            let (_, secret) = store.create_api_token("admin", Role::Admin, now_ms()).await?;
+            Some(secret)
+        } else {
+            None
+        };
+        let app = Arc::new(App {
+            store,
+            blobs,
+            trust: config.trust.clone(),
+            public_url: config.public_url.clone(),
+            poll_interval_s: config.poll_interval_s,
+            core: tokio::sync::Mutex::new(core),
+            device_tokens: Default::default(),
+        });
+        Ok((app, first_admin_token))
+    }
+}
+
+/// Starts serving on `config.listen` (port 0 picks a free port) and runs
+/// the controller's periodic work. Returns once the socket is bound.
+pub async fn start(config: Config) -> Result<Started, Box<dyn std::error::Error + Send + Sync>> {
+    let (app, first_admin_token) = App::open(&config).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let router = api::router(app.clone());
+    let ticker = app.clone();
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(Duration::from_secs(1));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            api::tick(&ticker).await;
+        }
+    });
+    let handle = tokio::spawn(async move {
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(e) = axum::serve(listener, service).with_graceful_shutdown(shutdown_signal()).await {
+            tracing::error!(%e, "server stopped");
+        }
+    });
+    Ok(Started { app, addr, first_admin_token, handle })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
