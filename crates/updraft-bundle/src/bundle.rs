@@ -815,5 +815,10 @@ pub fn metadata_files(path: &Path) -> Result<MetadataFiles> {
     let f = File::open(path).map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
     let mut ar = archive::Reader::new(BufReader::new(f), MAX_ENTRIES);
     let raw = read_meta(&mut ar)?;
-    Ok(MetadataFiles { manifest: raw.manifest, manifest_dsse: raw.manifest_dsse, provenance_dsse: raw.provenance, sbom: raw.sbom })
+    Ok(MetadataFiles {
+        manifest: raw.manifest,
+        manifest_dsse: raw.manifest_dsse,
+        provenance_dsse: raw.provenance,
+        sbom: raw.sbom,
+    })
 }

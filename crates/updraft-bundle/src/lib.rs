@@ -22,8 +22,9 @@ pub mod provenance;
 pub mod trust;
 
 pub use bundle::{
-    create, inspect, inspect_file, metadata_files, open, sign, verify, verify_file, MetadataFiles, BundleStream, CreateParams, Created, DigestCheck,
-    ImageInput, Inspection, NoProgress, Policy, Progress, SignOutcome, Signers, VerifiedBundle, VerifiedHeader,
+    create, inspect, inspect_file, metadata_files, open, sign, verify, verify_file, BundleStream, CreateParams,
+    Created, DigestCheck, ImageInput, Inspection, MetadataFiles, NoProgress, Policy, Progress, SignOutcome, Signers,
+    VerifiedBundle, VerifiedHeader,
 };
 pub use error::{Error, KeyError, Rejection, Result};
 pub use keys::{Algorithm, PrivateKey, PublicKey};

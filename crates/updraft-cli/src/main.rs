@@ -4,6 +4,7 @@
 mod cmd_bundle;
 mod cmd_keys;
 mod cmd_rollout;
+mod cmd_serve;
 mod cmd_trust;
 mod demo;
 mod output;
@@ -34,6 +35,8 @@ enum Command {
     /// Create, co-sign, verify and inspect firmware bundles.
     #[command(subcommand)]
     Bundle(cmd_bundle::BundleCmd),
+    /// Run the delivery server (SQLite and a blob folder under ./updraft-data by default).
+    Serve(Box<cmd_serve::ServeArgs>),
     /// Check rollout plans.
     #[command(subcommand)]
     Rollout(cmd_rollout::RolloutCmd),
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
         Command::Trust(c) => cmd_trust::run(c, &ctx),
         Command::Bundle(c) => cmd_bundle::run(c, &ctx),
         Command::Rollout(c) => cmd_rollout::run(c, &ctx),
+        Command::Serve(a) => cmd_serve::run(*a, &ctx),
         Command::Demo(a) => demo::run(a, &ctx),
     };
     match result {

@@ -171,7 +171,9 @@ async fn require(app: &App, headers: &HeaderMap, access: Access) -> ApiResult<Ac
     match (access, &actor) {
         (Access::Public, _) | (Access::Any, _) => Ok(actor),
         (Access::Device, Actor::Device { .. }) => Ok(actor),
-        (Access::Device, Actor::Token { .. }) => Err(ApiError::forbidden("this route is for devices; use a device token")),
+        (Access::Device, Actor::Token { .. }) => {
+            Err(ApiError::forbidden("this route is for devices; use a device token"))
+        }
         (Access::Role(_), Actor::Device { .. }) => Err(ApiError::forbidden("devices may not use the operator API")),
         (Access::Role(needed), Actor::Token { role, .. }) => {
             if role.allows(needed) {
@@ -222,9 +224,7 @@ fn check_id(kind: &str, s: &str) -> ApiResult<()> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::bad_request(format!(
-            "invalid {kind} {s:?}: 1 to 128 characters of A-Z a-z 0-9 . _ - @ + :"
-        )))
+        Err(ApiError::bad_request(format!("invalid {kind} {s:?}: 1 to 128 characters of A-Z a-z 0-9 . _ - @ + :")))
     }
 }
 
@@ -244,11 +244,15 @@ async fn apply(app: &App, entry: Entry) -> ApiResult<Vec<Output>> {
                 audit_system(app, "rollout.state", rollout.as_str(), detail).await;
                 METRICS
                     .rollout_state
-                    .get_or_create(&crate::metrics::RolloutState { rollout: rollout.to_string(), state: state.name().into() })
+                    .get_or_create(&crate::metrics::RolloutState {
+                        rollout: rollout.to_string(),
+                        state: state.name().into(),
+                    })
                     .set(1);
             }
             Output::WaveStarted { rollout, wave, target_devices } => {
-                audit_system(app, "rollout.wave", rollout.as_str(), format!("wave {wave}, {target_devices} devices")).await;
+                audit_system(app, "rollout.wave", rollout.as_str(), format!("wave {wave}, {target_devices} devices"))
+                    .await;
             }
             Output::Gate { rollout, report, .. } => {
                 METRICS
@@ -305,7 +309,11 @@ fn device_entry(d: &DeviceRow) -> Entry {
     }
 }
 
-async fn enroll(State(app): State<Arc<App>>, ConnectInfo(remote): ConnectInfo<SocketAddr>, body: axum::body::Bytes) -> ApiResult<Response> {
+async fn enroll(
+    State(app): State<Arc<App>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
     let req: EnrollRequest = parse(&body)?;
     check_id("device id", req.device_id.as_str())?;
     for (what, v) in [("family", &req.family), ("hardware", &req.hardware)] {
@@ -346,7 +354,15 @@ async fn enroll(State(app): State<Arc<App>>, ConnectInfo(remote): ConnectInfo<So
         }
     };
     apply(&app, device_entry(&device)).await?;
-    audit(&app, &format!("device:{}", device.id), "device.enroll", &device.id, format!("{}/{}", device.family, device.hardware), remote).await;
+    audit(
+        &app,
+        &format!("device:{}", device.id),
+        "device.enroll",
+        &device.id,
+        format!("{}/{}", device.family, device.hardware),
+        remote,
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(EnrollResponse { device_id: req.device_id, device_token: token })).into_response())
 }
 
@@ -354,7 +370,11 @@ fn reason_name(r: &StayReason) -> String {
     serde_json::to_value(r).ok().and_then(|v| v["kind"].as_str().map(str::to_owned)).unwrap_or_else(|| "unknown".into())
 }
 
-async fn check_in(State(app): State<Arc<App>>, headers: HeaderMap, body: axum::body::Bytes) -> ApiResult<Json<CheckInResponse>> {
+async fn check_in(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<CheckInResponse>> {
     let actor = require(&app, &headers, Access::Device).await?;
     let device = device_of(&actor).clone();
     let req: CheckInRequest = parse(&body)?;
@@ -366,7 +386,11 @@ async fn check_in(State(app): State<Arc<App>>, headers: HeaderMap, body: axum::b
     });
     let response = match decision {
         Some(Decision::Install { release, rollout, reason }) => {
-            let row = app.store.release(release.as_str()).await?.ok_or_else(|| ApiError::internal("assigned release is missing"))?;
+            let row = app
+                .store
+                .release(release.as_str())
+                .await?
+                .ok_or_else(|| ApiError::internal("assigned release is missing"))?;
             let reason = match reason {
                 InstallReason::Rollout => "rollout",
                 InstallReason::SteppingStone { .. } => "stepping_stone",
@@ -391,10 +415,16 @@ async fn check_in(State(app): State<Arc<App>>, headers: HeaderMap, body: axum::b
                 next_check_in_s: app.poll_interval_s,
             }
         }
-        Some(Decision::Stay { reason }) => {
-            CheckInResponse { assignment: None, reason: Some(reason_name(&reason)), next_check_in_s: app.poll_interval_s }
-        }
-        None => CheckInResponse { assignment: None, reason: Some("unknown_device".into()), next_check_in_s: app.poll_interval_s },
+        Some(Decision::Stay { reason }) => CheckInResponse {
+            assignment: None,
+            reason: Some(reason_name(&reason)),
+            next_check_in_s: app.poll_interval_s,
+        },
+        None => CheckInResponse {
+            assignment: None,
+            reason: Some("unknown_device".into()),
+            next_check_in_s: app.poll_interval_s,
+        },
     };
     Ok(Json(response))
 }
@@ -483,7 +513,9 @@ async fn download(State(app): State<Arc<App>>, headers: HeaderMap, Path(sha256):
     let path = app.blobs.path(&digest);
     let mut file = match tokio::fs::File::open(&path).await {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ApiError::not_found(format!("no artifact {digest}"))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ApiError::not_found(format!("no artifact {digest}")))
+        }
         Err(e) => return Err(ApiError::internal(e)),
     };
     let size = file.metadata().await.map_err(ApiError::internal)?.len();
@@ -499,10 +531,7 @@ async fn download(State(app): State<Arc<App>>, headers: HeaderMap, Path(sha256):
         Some(r) => match parse_range(r, size) {
             Some((a, b)) => (StatusCode::PARTIAL_CONTENT, a, b - a + 1),
             None => {
-                return Ok((
-                    StatusCode::RANGE_NOT_SATISFIABLE,
-                    [(header::CONTENT_RANGE, format!("bytes */{size}"))],
-                )
+                return Ok((StatusCode::RANGE_NOT_SATISFIABLE, [(header::CONTENT_RANGE, format!("bytes */{size}"))])
                     .into_response())
             }
         },
@@ -513,12 +542,11 @@ async fn download(State(app): State<Arc<App>>, headers: HeaderMap, Path(sha256):
     if start == 0 {
         METRICS.downloads.inc();
     }
-    let stream = tokio_util::io::ReaderStream::with_capacity(file.take(len), 256 * 1024)
-        .inspect(|chunk| {
-            if let Ok(c) = chunk {
-                METRICS.download_bytes.inc_by(c.len() as u64);
-            }
-        });
+    let stream = tokio_util::io::ReaderStream::with_capacity(file.take(len), 256 * 1024).inspect(|chunk| {
+        if let Ok(c) = chunk {
+            METRICS.download_bytes.inc_by(c.len() as u64);
+        }
+    });
     let mut response = Response::new(Body::from_stream(stream));
     *response.status_mut() = status;
     let h = response.headers_mut();
@@ -581,7 +609,12 @@ async fn publish(
     let size = writer.size();
     let temp = writer.temp_path().to_path_buf();
     let verified = tokio::task::spawn_blocking(move || {
-        let v = updraft_bundle::verify_file(&temp, &trust, &updraft_bundle::Policy::default(), &updraft_bundle::NoProgress)?;
+        let v = updraft_bundle::verify_file(
+            &temp,
+            &trust,
+            &updraft_bundle::Policy::default(),
+            &updraft_bundle::NoProgress,
+        )?;
         let files = updraft_bundle::metadata_files(&temp)?;
         Ok::<_, updraft_bundle::Error>((v, files))
     })
@@ -667,14 +700,22 @@ async fn list_releases(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiRe
     Ok(Json(out))
 }
 
-async fn show_release(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<Release>> {
+async fn show_release(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Release>> {
     require(&app, &headers, Access::Role(Role::Viewer)).await?;
     check_id("release", &id)?;
     let r = app.store.release(&id).await?.ok_or_else(|| ApiError::not_found(format!("no release {id}")))?;
     Ok(Json(release_view(&app, r).await?))
 }
 
-async fn release_file(State(app): State<Arc<App>>, headers: HeaderMap, Path((id, file)): Path<(String, String)>) -> ApiResult<Response> {
+async fn release_file(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path((id, file)): Path<(String, String)>,
+) -> ApiResult<Response> {
     require(&app, &headers, Access::Role(Role::Viewer)).await?;
     check_id("release", &id)?;
     if !matches!(file.as_str(), "manifest" | "signatures" | "provenance" | "sbom") {
@@ -688,7 +729,11 @@ async fn release_file(State(app): State<Arc<App>>, headers: HeaderMap, Path((id,
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-async fn show_channel(State(app): State<Arc<App>>, headers: HeaderMap, Path(channel): Path<String>) -> ApiResult<Json<Vec<String>>> {
+async fn show_channel(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(channel): Path<String>,
+) -> ApiResult<Json<Vec<String>>> {
     require(&app, &headers, Access::Role(Role::Viewer)).await?;
     check_id("channel", &channel)?;
     Ok(Json(app.store.channel(&channel).await?))
@@ -735,7 +780,8 @@ async fn create_rollout(
         return Err(ApiError::conflict(format!("rollout {} already exists", req.id)));
     }
     let outputs =
-        apply(&app, Entry::CreateRollout { id: req.id.clone(), release: req.release.clone(), plan: req.plan.clone() }).await?;
+        apply(&app, Entry::CreateRollout { id: req.id.clone(), release: req.release.clone(), plan: req.plan.clone() })
+            .await?;
     if let Some(reason) = rejection(&outputs) {
         return Err(ApiError::unprocessable("rollout-rejected", reason));
     }
@@ -834,13 +880,21 @@ fn default_limit() -> i64 {
     100
 }
 
-async fn list_devices(State(app): State<Arc<App>>, headers: HeaderMap, Query(page): Query<Page>) -> ApiResult<Json<Vec<Device>>> {
+async fn list_devices(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(page): Query<Page>,
+) -> ApiResult<Json<Vec<Device>>> {
     require(&app, &headers, Access::Role(Role::Viewer)).await?;
     let rows = app.store.devices(&page.after, page.limit.clamp(1, 1000)).await?;
     Ok(Json(rows.into_iter().map(device_view).collect()))
 }
 
-async fn show_device(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<Device>> {
+async fn show_device(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Device>> {
     require(&app, &headers, Access::Role(Role::Viewer)).await?;
     check_id("device id", &id)?;
     let d = app.store.device(&id).await?.ok_or_else(|| ApiError::not_found(format!("no device {id}")))?;
@@ -858,7 +912,11 @@ struct AuditQuery {
     limit: i64,
 }
 
-async fn audit_log(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Query<AuditQuery>) -> ApiResult<Json<Vec<AuditEntry>>> {
+async fn audit_log(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<Json<Vec<AuditEntry>>> {
     require(&app, &headers, Access::Role(Role::Viewer)).await?;
     Ok(Json(app.store.audit_log(q.after, q.action.as_deref(), q.limit.clamp(1, 1000)).await?))
 }

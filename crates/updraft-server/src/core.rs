@@ -71,7 +71,12 @@ impl Core {
     /// Applies one entry at `now_ms`, journals it if it changed anything, and
     /// returns the controller's outputs. The caller holds the lock, so the
     /// journal order is the order of application.
-    pub async fn apply(&mut self, store: &Store, now_ms: i64, entry: Entry) -> Result<Vec<Output>, updraft_store::StoreError> {
+    pub async fn apply(
+        &mut self,
+        store: &Store,
+        now_ms: i64,
+        entry: Entry,
+    ) -> Result<Vec<Output>, updraft_store::StoreError> {
         let release_changed = match &entry {
             Entry::CheckIn { device, release } => {
                 self.last_release.insert(device.clone(), release.clone()).as_ref() != Some(release)

@@ -61,7 +61,6 @@ pub enum Entry {
     Tick,
 }
 
-
 pub fn parse_command(s: &str) -> Option<rollout::Command> {
     Some(match s {
         "start" => rollout::Command::Start,
@@ -73,7 +72,6 @@ pub fn parse_command(s: &str) -> Option<rollout::Command> {
         _ => return None,
     })
 }
-
 
 pub fn parse_event(s: &str) -> Option<rollout::InstallEvent> {
     Some(match s {
@@ -97,34 +95,52 @@ impl Entry {
     /// parses, which a journal written by this server never does).
     pub fn to_input(&self) -> Option<rollout::Input> {
         Some(match self.clone() {
-            Entry::Release { id, family, hardware, requires, provides } => rollout::Input::Release(rollout::ReleaseInfo {
-                id,
-                family,
-                hardware,
-                requires: requires.iter().filter_map(|(c, r)| semver::VersionReq::parse(r).ok().map(|r| (c.clone(), r))).collect(),
-                provides: versions(&provides),
-            }),
-            Entry::Device { id, family, hardware, region, tags, channel, release, last_known_good, components, utc_offset_min } => {
-                rollout::Input::Device(rollout::DeviceInfo {
+            Entry::Release { id, family, hardware, requires, provides } => {
+                rollout::Input::Release(rollout::ReleaseInfo {
                     id,
                     family,
                     hardware,
-                    region,
-                    tags,
-                    channel,
-                    release,
-                    last_known_good,
-                    components: versions(&components),
-                    utc_offset_min,
+                    requires: requires
+                        .iter()
+                        .filter_map(|(c, r)| semver::VersionReq::parse(r).ok().map(|r| (c.clone(), r)))
+                        .collect(),
+                    provides: versions(&provides),
                 })
             }
+            Entry::Device {
+                id,
+                family,
+                hardware,
+                region,
+                tags,
+                channel,
+                release,
+                last_known_good,
+                components,
+                utc_offset_min,
+            } => rollout::Input::Device(rollout::DeviceInfo {
+                id,
+                family,
+                hardware,
+                region,
+                tags,
+                channel,
+                release,
+                last_known_good,
+                components: versions(&components),
+                utc_offset_min,
+            }),
             Entry::CreateRollout { id, release, plan } => {
                 rollout::Input::CreateRollout { id, release, plan: rollout::Plan::from_toml(&plan).ok()? }
             }
-            Entry::Command { rollout, command } => rollout::Input::Command { rollout, command: parse_command(&command)? },
+            Entry::Command { rollout, command } => {
+                rollout::Input::Command { rollout, command: parse_command(&command)? }
+            }
             Entry::LiftQuarantine { release } => rollout::Input::LiftQuarantine { release },
             Entry::CheckIn { device, release } => rollout::Input::CheckIn { device, release },
-            Entry::Event { device, release, event } => rollout::Input::Event { device, release, event: parse_event(&event)? },
+            Entry::Event { device, release, event } => {
+                rollout::Input::Event { device, release, event: parse_event(&event)? }
+            }
             Entry::Health { device, period_s, boots, crashes, metrics } => rollout::Input::Health {
                 device,
                 sample: rollout::HealthSample { period_s, boots, crashes, custom: metrics },

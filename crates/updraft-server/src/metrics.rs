@@ -59,7 +59,8 @@ impl Metrics {
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
-    let latency = Family::<Route, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 14)));
+    let latency =
+        Family::<Route, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 14)));
     let m = Metrics {
         check_ins: Counter::default(),
         assignments: Family::default(),

@@ -204,6 +204,12 @@ impl Store {
         &self.pool
     }
 
+    /// Runs SQL without parameters (administration and tests).
+    pub async fn execute_raw(&self, sql: &str) -> Result<()> {
+        sqlx::raw_sql(sql).execute(&self.pool).await?;
+        Ok(())
+    }
+
     async fn migrate(&self) -> Result<()> {
         sqlx::raw_sql(
             "CREATE TABLE IF NOT EXISTS updraft_migrations (version BIGINT PRIMARY KEY, applied_ms BIGINT NOT NULL)",

@@ -1,0 +1,128 @@
+//! `updraft serve`: the delivery server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use serde::Deserialize;
+use updraft_types::Timestamp;
+
+use crate::cmd_trust::load_trusted;
+use crate::Ctx;
+
+#[derive(Args, Default)]
+pub struct ServeArgs {
+    /// A TOML file with any of the settings below (flags and environment win).
+    #[arg(long, env = "UPDRAFT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data folder: the SQLite database and the blob store live here by default.
+    #[arg(long, env = "UPDRAFT_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, env = "UPDRAFT_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// sqlite://PATH or postgres://USER@HOST/DB.
+    #[arg(long, env = "UPDRAFT_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Folder of the content-addressed blob store.
+    #[arg(long, env = "UPDRAFT_BLOB_DIR")]
+    blob_dir: Option<PathBuf>,
+    /// The trust root that uploaded bundles must verify against.
+    #[arg(long, env = "UPDRAFT_TRUST")]
+    trust: Option<PathBuf>,
+    /// Newer trust root versions to walk to, in order.
+    #[arg(long = "trust-update")]
+    trust_updates: Vec<PathBuf>,
+    /// The URL devices reach this server at (for download links).
+    #[arg(long, env = "UPDRAFT_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// How often devices should check in, in seconds.
+    #[arg(long, env = "UPDRAFT_POLL_INTERVAL_S")]
+    poll_interval_s: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    database_url: Option<String>,
+    blob_dir: Option<PathBuf>,
+    trust: Option<PathBuf>,
+    #[serde(default)]
+    trust_updates: Vec<PathBuf>,
+    public_url: Option<String>,
+    poll_interval_s: Option<u32>,
+}
+
+pub fn run(a: ServeArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let file: FileConfig = match &a.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+            toml::from_str(&text).with_context(|| format!("invalid config file {}", p.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let data_dir = a.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("updraft-data"));
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let database_url = a
+        .database_url
+        .or(file.database_url)
+        .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("updraft.sqlite").display()));
+    let blob_dir = a.blob_dir.or(file.blob_dir).unwrap_or_else(|| data_dir.join("blobs"));
+    let listen = a.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let trust_path = a.trust.or(file.trust);
+    let updates = if a.trust_updates.is_empty() { file.trust_updates } else { a.trust_updates };
+    let trust = match &trust_path {
+        Some(p) => Some(load_trusted(p, &updates, Timestamp::now())?),
+        None => None,
+    };
+    let config = updraft_server::Config {
+        listen,
+        database_url: database_url.clone(),
+        blob_dir,
+        trust,
+        public_url: a.public_url.or(file.public_url),
+        poll_interval_s: a.poll_interval_s.or(file.poll_interval_s).unwrap_or(60),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("UPDRAFT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::env::var_os("NO_COLOR").is_none())
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let started =
+            updraft_server::start(config).await.map_err(|e| anyhow::anyhow!("cannot start the server: {e}"))?;
+        eprintln!("updraft serving on http://{} (database {})", started.addr, redact(&database_url));
+        if trust_path.is_none() {
+            eprintln!("warning: no --trust root: bundle uploads will be refused until one is configured");
+        }
+        if let Some(token) = &started.first_admin_token {
+            eprintln!("first start: created an admin API token; it is shown only this once:");
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{token}");
+            }
+        }
+        started.handle.await.ok();
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Hides a password in a database URL.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if url[s + 3..at].contains(':') => {
+            let user_end = s + 3 + url[s + 3..at].find(':').unwrap_or(0);
+            format!("{}:***{}", &url[..user_end], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
