@@ -20,6 +20,152 @@ pub enum RolloutCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Create a rollout on the server from a plan, and start it.
+    Create {
+        plan: PathBuf,
+        /// The release to roll out (NAME@VERSION).
+        #[arg(long)]
+        release: String,
+        /// The rollout's id (default: derived from the release).
+        #[arg(long)]
+        id: Option<String>,
+        /// Create it without starting it.
+        #[arg(long)]
+        no_start: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List rollouts.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a rollout's status: waves, strata, gates.
+    Status {
+        id: String,
+        /// Keep watching, with live progress bars, until it ends.
+        #[arg(long)]
+        watch: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pause a rollout.
+    Pause {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resume a paused rollout.
+    Resume {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move to the next wave now, whatever the gates say.
+    Advance {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop assigning; devices keep what they have.
+    Abort {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop and give devices that took the release their last known good release.
+    Rollback {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn status_text(v: &serde_json::Value, s: &mut String) {
+    let state = &v["state"];
+    s.push_str(&format!(
+        "rollout {} of {}: {} in wave {}/{}, {} devices selected, {} installing\n",
+        v["rollout"].as_str().unwrap_or("?"),
+        v["release"].as_str().unwrap_or("?"),
+        state["state"].as_str().unwrap_or("?"),
+        v["wave"],
+        v["waves"],
+        v["selected"],
+        v["inFlight"]
+    ));
+    if let Some(reason) = state["reason"].as_str() {
+        s.push_str(&format!("  reason: {reason}\n"));
+    }
+    for (i, w) in v["perWave"].as_array().into_iter().flatten().enumerate() {
+        if w["assigned"].as_u64().unwrap_or(0) == 0 {
+            continue;
+        }
+        s.push_str(&format!(
+            "  wave {}: assigned {}, in progress {}, committed {}, reverted {}, failed {}, silent {}\n",
+            i + 1,
+            w["assigned"],
+            w["inProgress"],
+            w["committed"],
+            w["reverted"],
+            w["failed"],
+            w["silent"]
+        ));
+    }
+    for g in v["gates"].as_array().into_iter().flatten() {
+        let t = &g["test"];
+        s.push_str(&format!(
+            "  gate {:<20} {:<22} {:<9} {} of {} failed (threshold {})\n",
+            g["gate"].as_str().unwrap_or("?"),
+            g["scope"].as_str().unwrap_or("?"),
+            t["verdict"].as_str().unwrap_or("?"),
+            t["failures"],
+            t["trials"],
+            t["threshold"]
+        ));
+    }
+}
+
+fn watch(c: &crate::client::Client, id: &str) -> anyhow::Result<()> {
+    let multi = indicatif::MultiProgress::new();
+    let style =
+        indicatif::ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} done {msg}").expect("template");
+    let header = multi.add(indicatif::ProgressBar::new_spinner());
+    let mut bars: Vec<indicatif::ProgressBar> = Vec::new();
+    loop {
+        let v = c.get(&format!("/api/v1/rollouts/{id}"))?;
+        let state = v["state"]["state"].as_str().unwrap_or("?").to_owned();
+        header.set_message(format!(
+            "{} of {}: {state}, wave {}/{}",
+            id,
+            v["release"].as_str().unwrap_or("?"),
+            v["wave"],
+            v["waves"]
+        ));
+        for (i, w) in v["perWave"].as_array().into_iter().flatten().enumerate() {
+            if bars.len() <= i {
+                let b = multi.add(indicatif::ProgressBar::new(0));
+                b.set_style(style.clone());
+                b.set_prefix(format!("wave {}", i + 1));
+                bars.push(b);
+            }
+            let done =
+                ["committed", "reverted", "failed", "silent"].iter().map(|k| w[*k].as_u64().unwrap_or(0)).sum::<u64>();
+            bars[i].set_length(w["assigned"].as_u64().unwrap_or(0));
+            bars[i].set_position(done);
+            bars[i].set_message(format!(
+                "{} committed, {} reverted, {} failed, {} silent",
+                w["committed"], w["reverted"], w["failed"], w["silent"]
+            ));
+        }
+        if matches!(state.as_str(), "completed" | "aborted" | "rolled_back") {
+            header.finish();
+            for b in &bars {
+                b.finish();
+            }
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
 }
 
 #[derive(Serialize)]
@@ -47,8 +193,57 @@ struct PlanView<'a> {
     window: Option<String>,
 }
 
-pub fn run(cmd: RolloutCmd, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
+pub fn run(cmd: RolloutCmd, client: &crate::client::ClientArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let command = |id: &str, what: &str, json: bool| -> anyhow::Result<ExitCode> {
+        let c = crate::client::Client::new(client)?;
+        let v = c.post_empty(&format!("/api/v1/rollouts/{id}/{what}"))?;
+        emit(json, &v, |s| status_text(&v, s))?;
+        Ok(ExitCode::SUCCESS)
+    };
     match cmd {
+        RolloutCmd::Create { plan, release, id, no_start, json } => {
+            let text = std::fs::read_to_string(&plan).with_context(|| format!("cannot read {}", plan.display()))?;
+            Plan::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", plan.display()))?;
+            let id = id.unwrap_or_else(|| release.replace('@', "-"));
+            let c = crate::client::Client::new(client)?;
+            let v = c.post(
+                "/api/v1/rollouts",
+                &serde_json::json!({ "id": id, "release": release, "plan": text, "start": !no_start }),
+            )?;
+            emit(json, &v, |s| status_text(&v, s))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        RolloutCmd::List { json } => {
+            let c = crate::client::Client::new(client)?;
+            let v = c.get("/api/v1/rollouts")?;
+            emit(json, &v, |s| {
+                for r in v.as_array().into_iter().flatten() {
+                    s.push_str(&format!(
+                        "{:<24} {:<24} {:<12} wave {}/{}\n",
+                        r["rollout"].as_str().unwrap_or("?"),
+                        r["release"].as_str().unwrap_or("?"),
+                        r["state"]["state"].as_str().unwrap_or("?"),
+                        r["wave"],
+                        r["waves"]
+                    ));
+                }
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        RolloutCmd::Status { id, watch: live, json } => {
+            let c = crate::client::Client::new(client)?;
+            if live && crate::output::progress_enabled(ctx.quiet, json) {
+                watch(&c, &id)?;
+            }
+            let v = c.get(&format!("/api/v1/rollouts/{id}"))?;
+            emit(json, &v, |s| status_text(&v, s))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        RolloutCmd::Pause { id, json } => command(&id, "pause", json),
+        RolloutCmd::Resume { id, json } => command(&id, "resume", json),
+        RolloutCmd::Advance { id, json } => command(&id, "advance", json),
+        RolloutCmd::Abort { id, json } => command(&id, "abort", json),
+        RolloutCmd::Rollback { id, json } => command(&id, "rollback", json),
         RolloutCmd::Check { plan, json } => {
             let text = std::fs::read_to_string(&plan).with_context(|| format!("cannot read {}", plan.display()))?;
             let p = match Plan::from_toml(&text) {

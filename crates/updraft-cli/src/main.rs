@@ -1,10 +1,12 @@
 //! `updraft`: the command line. Glue only: it parses flags, calls the
 //! library crates, and prints through [`output`].
 
+mod client;
 mod cmd_bundle;
 mod cmd_keys;
 mod cmd_rollout;
 mod cmd_serve;
+mod cmd_server_client;
 mod cmd_trust;
 mod demo;
 mod output;
@@ -20,6 +22,8 @@ struct Cli {
     /// No progress bars.
     #[arg(long, short, global = true)]
     quiet: bool,
+    #[command(flatten)]
+    client: client::ClientArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -37,9 +41,37 @@ enum Command {
     Bundle(cmd_bundle::BundleCmd),
     /// Run the delivery server (SQLite and a blob folder under ./updraft-data by default).
     Serve(Box<cmd_serve::ServeArgs>),
-    /// Check rollout plans.
+    /// Check rollout plans; create, watch and steer rollouts on a server.
     #[command(subcommand)]
     Rollout(cmd_rollout::RolloutCmd),
+    /// Publish, list and show releases on a server.
+    #[command(subcommand)]
+    Release(cmd_server_client::ReleaseCmd),
+    /// Promote releases between channels.
+    #[command(subcommand)]
+    Channel(cmd_server_client::ChannelCmd),
+    /// List and show enrolled devices.
+    #[command(subcommand)]
+    Devices(cmd_server_client::DevicesCmd),
+    /// Create enrollment tokens for devices.
+    #[command(subcommand, name = "enroll-token")]
+    EnrollToken(cmd_server_client::EnrollTokenCmd),
+    /// Create, list and revoke API tokens.
+    #[command(subcommand)]
+    Token(cmd_server_client::TokenCmd),
+    /// Query the server's audit log.
+    Audit {
+        /// Only this action (e.g. release.publish).
+        #[arg(long)]
+        action: Option<String>,
+        /// Entries after this id.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a complete bundle round trip on generated sample data.
     Demo(demo::DemoArgs),
 }
@@ -56,7 +88,15 @@ fn main() -> ExitCode {
         Command::Keys(c) => cmd_keys::run(c, &ctx),
         Command::Trust(c) => cmd_trust::run(c, &ctx),
         Command::Bundle(c) => cmd_bundle::run(c, &ctx),
-        Command::Rollout(c) => cmd_rollout::run(c, &ctx),
+        Command::Rollout(c) => cmd_rollout::run(c, &cli.client, &ctx),
+        Command::Release(c) => cmd_server_client::release(c, &cli.client, &ctx),
+        Command::Channel(c) => cmd_server_client::channel(c, &cli.client, &ctx),
+        Command::Devices(c) => cmd_server_client::devices(c, &cli.client, &ctx),
+        Command::EnrollToken(c) => cmd_server_client::enroll_token(c, &cli.client, &ctx),
+        Command::Token(c) => cmd_server_client::token(c, &cli.client, &ctx),
+        Command::Audit { action, after, limit, json } => {
+            cmd_server_client::audit(action, after, limit, json, &cli.client)
+        }
         Command::Serve(a) => cmd_serve::run(*a, &ctx),
         Command::Demo(a) => demo::run(a, &ctx),
     };
@@ -66,6 +106,7 @@ fn main() -> ExitCode {
             let rejected = e.chain().any(|c| {
                 c.downcast_ref::<updraft_bundle::Error>().is_some_and(|e| e.rejection().is_some())
                     || c.downcast_ref::<updraft_bundle::Rejection>().is_some()
+                    || c.downcast_ref::<client::Refused>().is_some_and(|r| r.status < 500)
             });
             eprintln!("error: {e}");
             for cause in e.chain().skip(1) {

@@ -6,6 +6,7 @@
 mod bundle;
 mod keys;
 mod rollout;
+mod server;
 mod trust;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,144 @@
+//! `updraft serve` as a process, driven by the CLI client commands, killed
+//! with SIGKILL and restarted: nothing it acknowledged is lost.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use crate::{create_args, key, strs, updraft, updraft_with, workspace};
+
+struct Server {
+    child: Child,
+    url: String,
+    token: Option<String>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `updraft serve` on a free port and waits for it to say where it listens.
+fn serve(dir: &Path) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_updraft"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--trust", "root.json", "--data-dir", "data"])
+        .current_dir(dir)
+        .env("UPDRAFT_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut url = None;
+    let mut first = false;
+    for line in stderr.lines() {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("updraft serving on ") {
+            url = Some(rest.split_whitespace().next().unwrap().to_owned());
+        }
+        if line.starts_with("first start") {
+            first = true;
+        }
+        if url.is_some() {
+            break;
+        }
+    }
+    let url = url.expect("the server printed its address");
+    let _ = first;
+    Server { child, url, token: None }
+}
+
+fn read_admin_token(server: &mut Server) -> String {
+    let mut line = String::new();
+    BufReader::new(server.child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    line.trim().to_owned()
+}
+
+fn cli(dir: &Path, server: &Server, token: &str, args: &[&str]) -> crate::Run {
+    let url = server.url.clone();
+    let token = token.to_owned();
+    updraft_with(dir, args, move |c| {
+        c.env("UPDRAFT_SERVER", url).env("UPDRAFT_TOKEN", token).env("UPDRAFT_CLIENT_CONFIG", "/nonexistent");
+    })
+}
+
+#[test]
+fn the_cli_drives_a_server_that_survives_sigkill() {
+    let dir = workspace();
+    let d = dir.path();
+    updraft(d, &strs(&create_args("fw", "fw.bundle", &[key("release-a.key"), key("release-c.key")]))).ok();
+    let mut server = serve(d);
+    let admin = read_admin_token(&mut server);
+    assert!(admin.starts_with("upa_"), "{admin:?}");
+    let _ = server.token.take();
+
+    // Tokens with roles.
+    let releaser =
+        cli(d, &server, &admin, &["token", "create", "ci", "--role", "releaser"]).ok().stdout.trim().to_owned();
+    let operator =
+        cli(d, &server, &admin, &["token", "create", "ops", "--role", "operator"]).ok().stdout.trim().to_owned();
+    let run = cli(d, &server, &releaser, &["token", "list"]);
+    assert_eq!(run.code, 1, "a releaser cannot list tokens: {}", run.stderr);
+    assert!(run.stderr.contains("forbidden"), "{}", run.stderr);
+
+    // Publish (verified), promote, list.
+    let run = cli(d, &server, &releaser, &["release", "publish", "fw.bundle", "--channel", "beta", "--json"]).ok();
+    let rel: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(rel["id"], "sensor-fw@2.3.1");
+    assert_eq!(rel["channels"], serde_json::json!(["beta"]));
+    let run = cli(d, &server, &releaser, &["release", "list"]).ok();
+    assert!(run.stdout.starts_with("sensor-fw@2.3.1"), "{}", run.stdout);
+
+    // A rollout, paused by hand.
+    std::fs::write(
+        d.join("plan.toml"),
+        "[selector]\nfamily = \"nrf52\"\n[[waves]]\npercent = 10\nsoak = \"1d\"\n[[waves]]\npercent = 100\n",
+    )
+    .unwrap();
+    let run =
+        cli(d, &server, &operator, &["rollout", "create", "plan.toml", "--release", "sensor-fw@2.3.1", "--id", "r1"])
+            .ok();
+    assert!(run.stdout.contains("rollout r1 of sensor-fw@2.3.1: running"), "{}", run.stdout);
+    let run = cli(d, &server, &operator, &["rollout", "pause", "r1"]).ok();
+    assert!(run.stdout.contains(": paused"), "{}", run.stdout);
+    let run = cli(d, &server, &operator, &["rollout", "pause", "r1"]);
+    assert_eq!(run.code, 1, "pausing twice is refused: {}", run.stderr);
+    let enroll = cli(d, &server, &admin, &["enroll-token", "create", "--uses", "5", "--expires", "1h"])
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
+    assert!(enroll.starts_with("upe_"));
+
+    // SIGKILL, restart: everything acknowledged is there.
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let server = serve(d);
+    let run = cli(d, &server, &admin, &["rollout", "status", "r1", "--json"]).ok();
+    let status: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(status["state"]["state"], "paused");
+    let run = cli(d, &server, &operator, &["rollout", "resume", "r1"]).ok();
+    assert!(run.stdout.contains(": running"), "{}", run.stdout);
+    let run = cli(d, &server, &admin, &["audit", "--json"]).ok();
+    let audit: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let actions: Vec<&str> = audit.as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    for a in [
+        "token.create",
+        "release.publish",
+        "channel.promote",
+        "rollout.create",
+        "rollout.pause",
+        "enrollment-token.create",
+        "rollout.resume",
+    ] {
+        assert!(actions.contains(&a), "{a} missing: {actions:?}");
+    }
+    // Unreachable server: exit 2.
+    let run = updraft_with(d, &["release", "list"], |c| {
+        c.env("UPDRAFT_SERVER", "http://127.0.0.1:9").env("UPDRAFT_TOKEN", "x");
+    });
+    assert_eq!(run.code, 2, "{}", run.stderr);
+}
