@@ -10,6 +10,15 @@ use serde::Deserialize;
 use updraft_types::Timestamp;
 
 use crate::cmd_trust::load_trusted;
+
+/// Writes a line to stderr, ignoring failures: a server must not die
+/// because whoever started it closed its stderr.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
 use crate::Ctx;
 
 #[derive(Args, Default)]
@@ -99,16 +108,15 @@ pub fn run(a: ServeArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         let started =
             updraft_server::start(config).await.map_err(|e| anyhow::anyhow!("cannot start the server: {e}"))?;
-        eprintln!("updraft serving on http://{} (database {})", started.addr, redact(&database_url));
+        say!("updraft serving on http://{} (database {})", started.addr, redact(&database_url));
         if trust_path.is_none() {
-            eprintln!("warning: no --trust root: bundle uploads will be refused until one is configured");
+            say!("warning: no --trust root: bundle uploads will be refused until one is configured");
         }
         if let Some(token) = &started.first_admin_token {
-            eprintln!("first start: created an admin API token; it is shown only this once:");
-            #[allow(clippy::print_stdout)]
-            {
-                println!("{token}");
-            }
+            say!("first start: created an admin API token; it is shown only this once:");
+            use std::io::Write as _;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{token}").and_then(|()| out.flush());
         }
         started.handle.await.ok();
         Ok::<_, anyhow::Error>(())

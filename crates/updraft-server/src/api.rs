@@ -233,10 +233,18 @@ fn check_id(kind: &str, s: &str) -> ApiResult<()> {
 /// Applies a journal entry to the controller and handles the side outputs
 /// (audit, metrics). Returns the outputs.
 async fn apply(app: &App, entry: Entry) -> ApiResult<Vec<Output>> {
-    let outputs = {
+    let (outputs, pending) = {
         let mut core = app.core.lock().await;
-        core.apply(&app.store, now_ms(), entry).await?
+        core.apply(now_ms(), entry)
     };
+    // Acknowledge only what is durable.
+    if let Some(p) = pending {
+        match p.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(ApiError::internal(format!("journal: {e}"))),
+            Err(_) => return Err(ApiError::internal("journal writer stopped")),
+        }
+    }
     for o in &outputs {
         match o {
             Output::StateChanged { rollout, state } => {

@@ -20,6 +20,50 @@ pub struct Core {
     last_release: HashMap<DeviceId, Option<ReleaseId>>,
     /// Journal entries replayed or written.
     pub journaled: u64,
+    writer: Option<JournalWriter>,
+}
+
+/// A journal entry waiting for its batch to commit.
+pub type Pending = tokio::sync::oneshot::Receiver<Result<(), String>>;
+
+type Job = (i64, String, tokio::sync::oneshot::Sender<Result<(), String>>);
+
+/// Group commit: entries are queued in the order they were applied, and a
+/// writer task commits whatever has queued up in one transaction. Callers
+/// wait for their entry's commit before they answer, outside the lock, so a
+/// slow fsync delays the answer but not the other requests.
+#[derive(Clone)]
+pub struct JournalWriter {
+    tx: tokio::sync::mpsc::UnboundedSender<Job>,
+}
+
+/// Entries one transaction commits at most.
+const MAX_BATCH: usize = 1024;
+
+impl JournalWriter {
+    pub fn spawn(store: Store) -> JournalWriter {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(job) => batch.push(job),
+                        Err(_) => break,
+                    }
+                }
+                let rows: Vec<(i64, String)> = batch.iter().map(|(at, text, _)| (*at, text.clone())).collect();
+                let result = store.append_journal(&rows).await.map_err(|e| e.to_string());
+                if let Err(e) = &result {
+                    tracing::error!(error = %e, "journal write failed");
+                }
+                for (_, _, done) in batch {
+                    let _ = done.send(result.clone());
+                }
+            }
+        });
+        JournalWriter { tx }
+    }
 }
 
 /// Whether an applied input must be journaled.
@@ -46,7 +90,8 @@ fn must_journal(entry: &Entry, outputs: &[Output], release_changed: bool) -> boo
 impl Core {
     /// Rebuilds the controller from the journal.
     pub async fn load(store: &Store) -> Result<Core, updraft_store::StoreError> {
-        let mut core = Core { controller: Controller::new(EPOCH), last_release: HashMap::new(), journaled: 0 };
+        let mut core =
+            Core { controller: Controller::new(EPOCH), last_release: HashMap::new(), journaled: 0, writer: None };
         let entries = store.journal_since(0).await?;
         for (_, at, text) in entries {
             let entry: Entry = match serde_json::from_str(&text) {
@@ -56,9 +101,7 @@ impl Core {
                     continue;
                 }
             };
-            if let Entry::CheckIn { device, release } = &entry {
-                core.last_release.insert(device.clone(), release.clone());
-            }
+            core.note_release(&entry);
             if let Some(input) = entry.to_input() {
                 core.controller.handle(UnixMs(at.max(0) as u64), input);
                 while core.controller.poll_output().is_some() {}
@@ -68,34 +111,47 @@ impl Core {
         Ok(core)
     }
 
-    /// Applies one entry at `now_ms`, journals it if it changed anything, and
-    /// returns the controller's outputs. The caller holds the lock, so the
-    /// journal order is the order of application.
-    pub async fn apply(
-        &mut self,
-        store: &Store,
-        now_ms: i64,
-        entry: Entry,
-    ) -> Result<Vec<Output>, updraft_store::StoreError> {
-        let release_changed = match &entry {
-            Entry::CheckIn { device, release } => {
+    /// Starts journaling new entries through `writer`.
+    pub fn set_writer(&mut self, writer: JournalWriter) {
+        self.writer = Some(writer);
+    }
+
+    /// Remembers the release a device reported or registered with; true if
+    /// it changed.
+    fn note_release(&mut self, entry: &Entry) -> bool {
+        match entry {
+            Entry::CheckIn { device, release } | Entry::Device { id: device, release, .. } => {
                 self.last_release.insert(device.clone(), release.clone()).as_ref() != Some(release)
             }
             _ => false,
-        };
+        }
+    }
+
+    /// Applies one entry at `now_ms` and returns the controller's outputs
+    /// and, if the entry changed anything, its place in the journal queue:
+    /// the caller waits for it before acknowledging. The caller holds the
+    /// lock, so the journal order is the order of application.
+    pub fn apply(&mut self, now_ms: i64, entry: Entry) -> (Vec<Output>, Option<Pending>) {
+        let release_changed = self.note_release(&entry);
         let Some(input) = entry.to_input() else {
-            return Ok(vec![Output::Rejected { reason: "unreadable input".into() }]);
+            return (vec![Output::Rejected { reason: "unreadable input".into() }], None);
         };
         self.controller.handle(UnixMs(now_ms.max(0) as u64), input);
         let mut outputs = Vec::new();
         while let Some(o) = self.controller.poll_output() {
             outputs.push(o);
         }
+        let mut pending = None;
         if must_journal(&entry, &outputs, release_changed) {
             let text = serde_json::to_string(&entry).expect("journal entry serialises");
-            store.append_journal(&[(now_ms, text)]).await?;
+            let (done, wait) = tokio::sync::oneshot::channel();
+            let writer = self.writer.as_ref().expect("a journal writer is set before serving");
+            if writer.tx.send((now_ms, text, done)).is_err() {
+                tracing::error!("the journal writer has stopped");
+            }
             self.journaled += 1;
+            pending = Some(wait);
         }
-        Ok(outputs)
+        (outputs, pending)
     }
 }

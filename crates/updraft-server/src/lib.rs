@@ -72,7 +72,8 @@ impl App {
     pub async fn open(config: &Config) -> Result<(Arc<App>, Option<String>), updraft_store::StoreError> {
         let store = Store::open(&config.database_url).await?;
         let blobs = BlobStore::open(&config.blob_dir).await?;
-        let core = core::Core::load(&store).await?;
+        let mut core = core::Core::load(&store).await?;
+        core.set_writer(core::JournalWriter::spawn(store.clone()));
         tracing::info!(entries = core.journaled, "controller rebuilt from the journal");
         let first_admin_token = if store.count_api_tokens().await? == 0 {
             let (_, secret) = store.create_api_token("admin", Role::Admin, now_ms()).await?;

@@ -34,7 +34,8 @@ fn serve(dir: &Path) -> Server {
     let stderr = BufReader::new(child.stderr.take().unwrap());
     let mut url = None;
     let mut first = false;
-    for line in stderr.lines() {
+    let mut lines = stderr.lines();
+    for line in lines.by_ref() {
         let line = line.unwrap();
         if let Some(rest) = line.strip_prefix("updraft serving on ") {
             url = Some(rest.split_whitespace().next().unwrap().to_owned());
@@ -47,6 +48,8 @@ fn serve(dir: &Path) -> Server {
         }
     }
     let url = url.expect("the server printed its address");
+    // Keep reading its stderr so that it never writes into a closed pipe.
+    std::thread::spawn(move || for _ in lines {});
     let _ = first;
     Server { child, url, token: None }
 }
