@@ -302,7 +302,7 @@ pub async fn tick(app: &App) {
 
 // ------------------------------------------------------------------ devices
 
-fn device_entry(d: &DeviceRow) -> Entry {
+pub(crate) fn device_entry(d: &DeviceRow) -> Entry {
     Entry::Device {
         id: DeviceId::new(&d.id),
         family: d.family.clone(),

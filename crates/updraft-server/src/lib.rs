@@ -94,6 +94,26 @@ impl App {
     }
 }
 
+/// Imports devices with known device tokens (bulk registration from another
+/// system, and benchmarks): the rows and their controller journal entries,
+/// before the server starts. Returns how many were imported.
+pub async fn import_devices(
+    store: &Store,
+    devices: &[(updraft_store::DeviceRow, String)],
+) -> Result<usize, updraft_store::StoreError> {
+    for chunk in devices.chunks(5000) {
+        let rows: Vec<(updraft_store::DeviceRow, String)> =
+            chunk.iter().map(|(d, token)| (d.clone(), updraft_store::hash_secret(token))).collect();
+        store.insert_devices(&rows).await?;
+        let entries: Vec<(i64, String)> = chunk
+            .iter()
+            .map(|(d, _)| (d.enrolled_ms, serde_json::to_string(&api::device_entry(d)).expect("entry serialises")))
+            .collect();
+        store.append_journal(&entries).await?;
+    }
+    Ok(devices.len())
+}
+
 /// Starts serving on `config.listen` (port 0 picks a free port) and runs
 /// the controller's periodic work. Returns once the socket is bound.
 pub async fn start(config: Config) -> Result<Started, Box<dyn std::error::Error + Send + Sync>> {

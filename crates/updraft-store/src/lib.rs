@@ -358,6 +358,34 @@ impl Store {
         Ok(Ok(secret))
     }
 
+    /// Inserts devices with their token hashes in one transaction (bulk
+    /// import; enrollment is the normal way in). Existing ids are refused.
+    pub async fn insert_devices(&self, devices: &[(DeviceRow, String)]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for (d, token_hash) in devices {
+            sqlx::query(
+                "INSERT INTO devices (id, token_hash, family, hardware, region, tags, channel, release, last_known_good, components, utc_offset_min, enrolled_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            )
+            .bind(&d.id)
+            .bind(token_hash)
+            .bind(&d.family)
+            .bind(&d.hardware)
+            .bind(&d.region)
+            .bind(json(&d.tags))
+            .bind(d.channel.clone())
+            .bind(d.release.clone())
+            .bind(d.last_known_good.clone())
+            .bind(pairs(&d.components))
+            .bind(i64::from(d.utc_offset_min))
+            .bind(d.enrolled_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     fn device_row(row: &AnyRow) -> Result<DeviceRow> {
         Ok(DeviceRow {
             id: row.try_get("id")?,
