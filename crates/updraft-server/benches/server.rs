@@ -34,7 +34,10 @@ fn agent() -> ureq::Agent {
 }
 
 /// Runs `clients` threads calling `f(agent, i)` for `seconds`; returns (requests/s, p50 ms, p99 ms).
-fn load(clients: u64, seconds: u64, f: Arc<dyn Fn(&ureq::Agent, u64) -> bool + Send + Sync>) -> (f64, f64, f64, u64) {
+/// One request of a load: the agent and the request number; true if it succeeded.
+type Request = Arc<dyn Fn(&ureq::Agent, u64) -> bool + Send + Sync>;
+
+fn load(clients: u64, seconds: u64, f: Request) -> (f64, f64, f64, u64) {
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let handles: Vec<_> = (0..clients)
