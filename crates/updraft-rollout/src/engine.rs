@@ -110,6 +110,12 @@ impl Symbols {
 
 type Rel = u32;
 
+/// What a read-only decision found: the answer, or that an assignment is due.
+enum Step {
+    Done(Decision),
+    Assign { r: usize, target: Rel, reason: InstallReason },
+}
+
 /// A device: about 90 bytes, plus its id once in the index.
 struct Device {
     /// `fnv1a` of the id (the id itself lives only in the index).
@@ -717,6 +723,53 @@ impl Controller {
     }
 
     fn decide(&mut self, idx: u32, now_s: u32) -> Decision {
+        for r in 0..self.rollouts.len() {
+            if let Some(m) = self.rollouts[r].member_mut(idx) {
+                m.last_seen_s = now_s;
+            }
+        }
+        let (r, target, reason) = match self.decide_readonly(idx, self.now) {
+            Step::Done(d) => return d,
+            Step::Assign { r, target, reason } => (r, target, reason),
+        };
+        // Pacing.
+        if !self.take_pacing_slot(r) {
+            return Decision::Stay { reason: StayReason::Paced };
+        }
+        let rollout = &mut self.rollouts[r];
+        let rel = rollout.release;
+        let m = rollout.members.get_mut(idx as usize).and_then(Option::as_mut).expect("member");
+        m.status = if target == rel { MemberStatus::Assigned } else { MemberStatus::SteppingStone };
+        m.wave = rollout.wave as u8;
+        m.last_seen_s = now_s;
+        rollout.in_flight += 1;
+        let deadline = self.now.plus(rollout.plan.silence_timeout).0;
+        self.deadlines.push(Reverse((deadline, r as u32, idx)));
+        self.install(r, target, reason)
+    }
+
+    /// The decision for a check-in from `device` reporting `release` at
+    /// `now`, if answering it changes nothing: the reported release is the
+    /// one recorded and no new assignment (with its pacing) is due. `None`
+    /// means the check-in must go through `handle`. Replicas answer such
+    /// check-ins from their own state without coordinating.
+    pub fn peek_check_in(&self, now: UnixMs, device: &DeviceId, release: Option<&ReleaseId>) -> Option<Decision> {
+        let &idx = self.device_index.get(device.as_str())?;
+        let reported = match release {
+            Some(r) => Some(*self.release_index.get(r)?),
+            None => None,
+        };
+        if reported != self.devices[idx as usize].release {
+            return None;
+        }
+        match self.decide_readonly(idx, now) {
+            Step::Done(d) => Some(d),
+            Step::Assign { .. } => None,
+        }
+    }
+
+    /// Everything a decision needs to know, without changing anything.
+    fn decide_readonly(&self, idx: u32, now: UnixMs) -> Step {
         let current = self.devices[idx as usize].release;
         // Rollbacks first: a device running a halted release goes back.
         // Otherwise the newest rollout that has not ended applies, else the
@@ -724,8 +777,9 @@ impl Controller {
         let mut live: Option<usize> = None;
         let mut ended: Option<usize> = None;
         for r in (0..self.rollouts.len()).rev() {
-            let Some(m) = self.rollouts[r].member_mut(idx) else { continue };
-            m.last_seen_s = now_s;
+            if self.rollouts[r].member(idx).is_none() {
+                continue;
+            }
             let rollout = &self.rollouts[r];
             match rollout.state {
                 RolloutState::RolledBack { .. } => {
@@ -735,7 +789,7 @@ impl Controller {
                             .lkg
                             .filter(|&l| l != rollout.release)
                             .or(d.previous_good.filter(|&l| l != rollout.release));
-                        return match good {
+                        return Step::Done(match good {
                             Some(lkg) => Decision::Install {
                                 release: self.releases[lkg as usize].info.id.clone(),
                                 rollout: rollout.id.clone(),
@@ -744,7 +798,7 @@ impl Controller {
                                 },
                             },
                             None => Decision::Stay { reason: StayReason::NoLastKnownGood },
-                        };
+                        });
                     }
                     ended.get_or_insert(r);
                 }
@@ -757,46 +811,50 @@ impl Controller {
             }
         }
         let Some(r) = live.or(ended) else {
-            return Decision::Stay { reason: StayReason::NoRollout };
+            return Step::Done(Decision::Stay { reason: StayReason::NoRollout });
         };
         let rollout = &self.rollouts[r];
         let rel = rollout.release;
         if current == Some(rel) {
-            return Decision::Stay { reason: StayReason::UpToDate };
+            return Step::Done(Decision::Stay { reason: StayReason::UpToDate });
         }
         let member = rollout.member(idx).expect("member");
         if self.releases[rel as usize].quarantined {
-            return Decision::Stay { reason: StayReason::Quarantined };
+            return Step::Done(Decision::Stay { reason: StayReason::Quarantined });
         }
         match &rollout.state {
             RolloutState::Running | RolloutState::Completed => {}
-            other => return Decision::Stay { reason: StayReason::RolloutNotRunning { state: state_reason(other) } },
+            other => {
+                return Step::Done(Decision::Stay {
+                    reason: StayReason::RolloutNotRunning { state: state_reason(other) },
+                })
+            }
         }
         match member.status {
             MemberStatus::Failed | MemberStatus::Reverted | MemberStatus::Silent => {
-                return Decision::Stay { reason: StayReason::FailedBefore };
+                return Step::Done(Decision::Stay { reason: StayReason::FailedBefore });
             }
             MemberStatus::Assigned
             | MemberStatus::Downloaded
             | MemberStatus::Installed
             | MemberStatus::TrialBoot
-            | MemberStatus::Committed => return self.install(r, rel, InstallReason::Rollout),
+            | MemberStatus::Committed => return Step::Done(self.install(r, rel, InstallReason::Rollout)),
             MemberStatus::Selected | MemberStatus::SteppingStone => {}
         }
         // In the current wave's cohort?
         let stratum = &rollout.strata[member.stratum as usize];
         if stratum.threshold.is_none_or(|t| member.hash > t) {
             let next = (rollout.wave + 2).min(rollout.plan.waves.len());
-            return Decision::Stay { reason: StayReason::NotInWave { wave: next } };
+            return Step::Done(Decision::Stay { reason: StayReason::NotInWave { wave: next } });
         }
         // Maintenance window, in the device's local time.
         if let Some(w) = rollout.plan.window {
-            let local_min = ((self.now.0 / 60_000) as i64 + i64::from(self.devices[idx as usize].utc_offset_min))
+            let local_min = ((now.0 / 60_000) as i64 + i64::from(self.devices[idx as usize].utc_offset_min))
                 .rem_euclid(1440) as u16;
             if !w.contains(local_min) {
-                return Decision::Stay {
+                return Step::Done(Decision::Stay {
                     reason: StayReason::OutsideWindow { opens_in_min: w.minutes_until_open(local_min) },
-                };
+                });
             }
         }
         // Requirements, met directly or through a stepping stone.
@@ -804,26 +862,14 @@ impl Controller {
             None => (rel, InstallReason::Rollout),
             Some(req) => match self.stepping_stone(idx, rel, 0) {
                 Some(s) => (s, InstallReason::SteppingStone { toward: self.releases[rel as usize].info.id.clone() }),
-                None => return Decision::Stay { reason: StayReason::HeldBack { requirement: req } },
+                None => return Step::Done(Decision::Stay { reason: StayReason::HeldBack { requirement: req } }),
             },
         };
         if member.status == MemberStatus::SteppingStone && target != rel {
             // Already on its way to the stepping stone.
-            return self.install(r, target, reason);
+            return Step::Done(self.install(r, target, reason));
         }
-        // Pacing.
-        if !self.take_pacing_slot(r) {
-            return Decision::Stay { reason: StayReason::Paced };
-        }
-        let rollout = &mut self.rollouts[r];
-        let m = rollout.members.get_mut(idx as usize).and_then(Option::as_mut).expect("member");
-        m.status = if target == rel { MemberStatus::Assigned } else { MemberStatus::SteppingStone };
-        m.wave = rollout.wave as u8;
-        m.last_seen_s = now_s;
-        rollout.in_flight += 1;
-        let deadline = self.now.plus(rollout.plan.silence_timeout).0;
-        self.deadlines.push(Reverse((deadline, r as u32, idx)));
-        self.install(r, target, reason)
+        Step::Assign { r, target, reason }
     }
 
     fn install(&self, r: usize, release: Rel, reason: InstallReason) -> Decision {

@@ -233,18 +233,23 @@ fn check_id(kind: &str, s: &str) -> ApiResult<()> {
 /// Applies a journal entry to the controller and handles the side outputs
 /// (audit, metrics). Returns the outputs.
 async fn apply(app: &App, entry: Entry) -> ApiResult<Vec<Output>> {
-    let (outputs, pending) = {
-        let mut core = app.core.lock().await;
-        core.apply(now_ms(), entry)
-    };
-    // Acknowledge only what is durable.
-    if let Some(p) = pending {
-        match p.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(ApiError::internal(format!("journal: {e}"))),
-            Err(_) => return Err(ApiError::internal("journal writer stopped")),
+    let outputs = if app.replicated {
+        apply_replicated(app, entry).await?
+    } else {
+        let (outputs, pending) = {
+            let mut core = app.core.lock().await;
+            core.apply(now_ms(), entry)
+        };
+        // Acknowledge only what is durable.
+        if let Some(p) = pending {
+            match p.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(ApiError::internal(format!("journal: {e}"))),
+                Err(_) => return Err(ApiError::internal("journal writer stopped")),
+            }
         }
-    }
+        outputs
+    };
     for o in &outputs {
         match o {
             Output::StateChanged { rollout, state } => {
@@ -282,6 +287,46 @@ async fn apply(app: &App, entry: Entry) -> ApiResult<Vec<Output>> {
     Ok(outputs)
 }
 
+/// Replicated mode (PostgreSQL, possibly several server processes): a
+/// check-in that cannot change anything is answered from this replica's
+/// state; anything else takes the journal lock, applies the entries other
+/// replicas wrote since, applies its own and appends it, in one transaction,
+/// so that every replica applies the same entries in the same order.
+async fn apply_replicated(app: &App, entry: Entry) -> ApiResult<Vec<Output>> {
+    if let Some(outputs) = app.core.lock().await.peek(now_ms(), &entry) {
+        return Ok(outputs);
+    }
+    let mut lock = app.store.lock_journal().await?;
+    let mut core = app.core.lock().await;
+    let newer = lock.since(core.applied_seq).await?;
+    core.catch_up(newer);
+    let now = now_ms();
+    let (outputs, text) = core.apply_local(now, entry);
+    if let Some(text) = text {
+        let seq = lock.append(now, &text).await?;
+        core.applied_seq = seq;
+    }
+    // If the commit fails, this replica has applied an entry nobody else
+    // will see: rebuild from the journal rather than diverge.
+    if let Err(e) = lock.commit().await {
+        drop(core);
+        app.rebuild().await;
+        return Err(ApiError::internal(e));
+    }
+    Ok(outputs)
+}
+
+/// Brings this replica up to date with entries other replicas wrote.
+pub async fn catch_up(app: &App) -> ApiResult<()> {
+    if !app.replicated {
+        return Ok(());
+    }
+    let mut core = app.core.lock().await;
+    let newer = app.store.journal_since(core.applied_seq).await?;
+    core.catch_up(newer);
+    Ok(())
+}
+
 async fn audit_system(app: &App, action: &str, subject: &str, detail: String) {
     audit(app, "system", action, subject, detail, SocketAddr::from(([0, 0, 0, 0], 0))).await;
 }
@@ -293,7 +338,8 @@ fn rejection(outputs: &[Output]) -> Option<String> {
     })
 }
 
-/// The periodic controller work (timeouts, soaks, gate evaluation).
+/// The periodic controller work (timeouts, soaks, gate evaluation); only
+/// the leader runs it.
 pub async fn tick(app: &App) {
     if let Err(e) = apply(app, Entry::Tick).await {
         tracing::error!(message = %e.message, "controller tick failed");
@@ -784,6 +830,7 @@ async fn create_rollout(
     if app.store.release(req.release.as_str()).await?.is_none() {
         return Err(ApiError::not_found(format!("no release {}", req.release)));
     }
+    catch_up(&app).await?;
     if app.core.lock().await.controller.status(&req.id).is_some() {
         return Err(ApiError::conflict(format!("rollout {} already exists", req.id)));
     }
@@ -816,6 +863,7 @@ async fn create_rollout(
 
 async fn list_rollouts(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult<Response> {
     require(&app, &headers, Access::Role(Role::Viewer)).await?;
+    catch_up(&app).await?;
     let rows = app.store.rollouts().await?;
     let core = app.core.lock().await;
     let out: Vec<_> = rows.iter().filter_map(|r| core.controller.status(&RolloutId::new(&r.id))).collect();
@@ -824,6 +872,7 @@ async fn list_rollouts(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiRe
 
 async fn show_rollout(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Response> {
     require(&app, &headers, Access::Role(Role::Viewer)).await?;
+    catch_up(&app).await?;
     check_id("rollout id", &id)?;
     let status = app.core.lock().await.controller.status(&RolloutId::new(&id));
     match status {
@@ -846,6 +895,7 @@ async fn rollout_command(
         )));
     }
     let rollout = RolloutId::new(&id);
+    catch_up(&app).await?;
     if app.core.lock().await.controller.status(&rollout).is_none() {
         return Err(ApiError::not_found(format!("no rollout {id}")));
     }

@@ -21,6 +21,8 @@ pub struct Core {
     /// Journal entries replayed or written.
     pub journaled: u64,
     writer: Option<JournalWriter>,
+    /// The last journal entry applied (replicated mode).
+    pub applied_seq: i64,
 }
 
 /// A journal entry waiting for its batch to commit.
@@ -67,20 +69,15 @@ impl JournalWriter {
 }
 
 /// Whether an applied input must be journaled.
-fn must_journal(entry: &Entry, outputs: &[Output], release_changed: bool) -> bool {
+fn must_journal(entry: &Entry, outputs: &[Output], may_change: bool) -> bool {
     if outputs.iter().any(|o| matches!(o, Output::Rejected { .. })) {
         return false;
     }
     match entry {
         // A check-in changes state when the device reports a new release or
-        // is assigned something (pacing, membership status).
-        Entry::CheckIn { .. } => {
-            release_changed
-                || outputs.iter().any(|o| {
-                    matches!(o, Output::Decision { decision: updraft_rollout::Decision::Install { .. }, .. })
-                        || !matches!(o, Output::Decision { .. })
-                })
-        }
+        // could be assigned something (pacing, membership status), or when
+        // time-driven work ran on the way.
+        Entry::CheckIn { .. } => may_change || outputs.iter().any(|o| !matches!(o, Output::Decision { .. })),
         // A tick changes state only when something happened.
         Entry::Tick => !outputs.is_empty(),
         _ => true,
@@ -90,25 +87,40 @@ fn must_journal(entry: &Entry, outputs: &[Output], release_changed: bool) -> boo
 impl Core {
     /// Rebuilds the controller from the journal.
     pub async fn load(store: &Store) -> Result<Core, updraft_store::StoreError> {
-        let mut core =
-            Core { controller: Controller::new(EPOCH), last_release: HashMap::new(), journaled: 0, writer: None };
+        let mut core = Core {
+            controller: Controller::new(EPOCH),
+            last_release: HashMap::new(),
+            journaled: 0,
+            writer: None,
+            applied_seq: 0,
+        };
         let entries = store.journal_since(0).await?;
-        for (_, at, text) in entries {
+        core.catch_up(entries);
+        Ok(core)
+    }
+
+    /// Applies journal entries after `applied_seq`, in order (at start-up,
+    /// all of them; later, those other replicas wrote).
+    pub fn catch_up(&mut self, entries: Vec<(i64, i64, String)>) {
+        for (seq, at, text) in entries {
+            if seq <= self.applied_seq {
+                continue;
+            }
+            self.applied_seq = seq;
             let entry: Entry = match serde_json::from_str(&text) {
                 Ok(e) => e,
                 Err(e) => {
-                    tracing::error!(%e, "unreadable journal entry skipped");
+                    tracing::error!(%e, seq, "unreadable journal entry skipped");
                     continue;
                 }
             };
-            core.note_release(&entry);
+            self.note_release(&entry);
             if let Some(input) = entry.to_input() {
-                core.controller.handle(UnixMs(at.max(0) as u64), input);
-                while core.controller.poll_output().is_some() {}
+                self.controller.handle(UnixMs(at.max(0) as u64), input);
+                while self.controller.poll_output().is_some() {}
             }
-            core.journaled += 1;
+            self.journaled += 1;
         }
-        Ok(core)
     }
 
     /// Starts journaling new entries through `writer`.
@@ -132,6 +144,34 @@ impl Core {
     /// the caller waits for it before acknowledging. The caller holds the
     /// lock, so the journal order is the order of application.
     pub fn apply(&mut self, now_ms: i64, entry: Entry) -> (Vec<Output>, Option<Pending>) {
+        let (outputs, text) = self.apply_local(now_ms, entry);
+        let pending = text.map(|text| {
+            let (done, wait) = tokio::sync::oneshot::channel();
+            let writer = self.writer.as_ref().expect("a journal writer is set before serving");
+            if writer.tx.send((now_ms, text, done)).is_err() {
+                tracing::error!("the journal writer has stopped");
+            }
+            wait
+        });
+        (outputs, pending)
+    }
+
+    /// The answer to a check-in that changes nothing, computed without
+    /// changing anything (see `Controller::peek_check_in`).
+    pub fn peek(&self, now_ms: i64, entry: &Entry) -> Option<Vec<Output>> {
+        match entry {
+            Entry::CheckIn { device, release } => self
+                .controller
+                .peek_check_in(UnixMs(now_ms.max(0) as u64), device, release.as_ref())
+                .map(|decision| vec![Output::Decision { device: device.clone(), decision }]),
+            _ => None,
+        }
+    }
+
+    /// Applies one entry and returns the outputs and, if it must be
+    /// journaled, its text (the caller appends it).
+    pub fn apply_local(&mut self, now_ms: i64, entry: Entry) -> (Vec<Output>, Option<String>) {
+        let may_change = matches!(entry, Entry::CheckIn { .. }) && self.peek(now_ms, &entry).is_none();
         let release_changed = self.note_release(&entry);
         let Some(input) = entry.to_input() else {
             return (vec![Output::Rejected { reason: "unreadable input".into() }], None);
@@ -141,17 +181,11 @@ impl Core {
         while let Some(o) = self.controller.poll_output() {
             outputs.push(o);
         }
-        let mut pending = None;
-        if must_journal(&entry, &outputs, release_changed) {
-            let text = serde_json::to_string(&entry).expect("journal entry serialises");
-            let (done, wait) = tokio::sync::oneshot::channel();
-            let writer = self.writer.as_ref().expect("a journal writer is set before serving");
-            if writer.tx.send((now_ms, text, done)).is_err() {
-                tracing::error!("the journal writer has stopped");
-            }
+        let mut text = None;
+        if must_journal(&entry, &outputs, release_changed || may_change) {
+            text = Some(serde_json::to_string(&entry).expect("journal entry serialises"));
             self.journaled += 1;
-            pending = Some(wait);
         }
-        (outputs, pending)
+        (outputs, text)
     }
 }

@@ -49,8 +49,50 @@ pub struct App {
     pub public_url: Option<String>,
     pub poll_interval_s: u32,
     core: tokio::sync::Mutex<core::Core>,
+    /// Several server processes may share the database (PostgreSQL): state
+    /// changes go through the journal lock, and only the leader ticks.
+    pub replicated: bool,
+    leadership: tokio::sync::Mutex<Option<updraft_store::Leadership>>,
     /// Device token hash → device id (so that check-ins do not query the database).
     device_tokens: std::sync::RwLock<std::collections::HashMap<String, updraft_types::DeviceId>>,
+}
+
+impl App {
+    /// Whether this replica leads (runs the periodic controller work),
+    /// trying to become the leader if nobody is.
+    pub async fn try_lead(&self) -> bool {
+        let mut guard = self.leadership.lock().await;
+        if let Some(l) = guard.as_mut() {
+            if l.alive().await {
+                return true;
+            }
+            tracing::warn!("lost the leadership: its database connection died");
+            *guard = None;
+        }
+        match self.store.try_lead().await {
+            Ok(Some(l)) => {
+                tracing::info!("leading: this replica runs the periodic controller work");
+                *guard = Some(l);
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                tracing::error!(%e, "leader election failed");
+                false
+            }
+        }
+    }
+
+    /// Rebuilds the controller from the journal (after a failed commit).
+    async fn rebuild(&self) {
+        match core::Core::load(&self.store).await {
+            Ok(mut fresh) => {
+                fresh.set_writer(core::JournalWriter::spawn(self.store.clone()));
+                *self.core.lock().await = fresh;
+            }
+            Err(e) => tracing::error!(%e, "cannot rebuild the controller from the journal"),
+        }
+    }
 }
 
 /// What starting a server produced.
@@ -72,6 +114,7 @@ impl App {
     pub async fn open(config: &Config) -> Result<(Arc<App>, Option<String>), updraft_store::StoreError> {
         let store = Store::open(&config.database_url).await?;
         let blobs = BlobStore::open(&config.blob_dir).await?;
+        let store_kind = store.kind();
         let mut core = core::Core::load(&store).await?;
         core.set_writer(core::JournalWriter::spawn(store.clone()));
         tracing::info!(entries = core.journaled, "controller rebuilt from the journal");
@@ -88,6 +131,8 @@ impl App {
             public_url: config.public_url.clone(),
             poll_interval_s: config.poll_interval_s,
             core: tokio::sync::Mutex::new(core),
+            replicated: store_kind == updraft_store::DbKind::Postgres,
+            leadership: tokio::sync::Mutex::new(None),
             device_tokens: Default::default(),
         });
         Ok((app, first_admin_token))
@@ -127,7 +172,11 @@ pub async fn start(config: Config) -> Result<Started, Box<dyn std::error::Error 
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             interval.tick().await;
-            api::tick(&ticker).await;
+            if ticker.try_lead().await {
+                api::tick(&ticker).await;
+            } else if let Err(e) = api::catch_up(&ticker).await {
+                tracing::error!(message = %e.message, "catching up with the journal failed");
+            }
         }
     });
     let handle = tokio::spawn(async move {

@@ -641,6 +641,36 @@ impl Store {
         rows.iter().map(|r| Ok((r.try_get("seq")?, r.try_get("at_ms")?, r.try_get("entry")?))).collect()
     }
 
+    /// Takes the journal lock (PostgreSQL: a transaction-scoped advisory
+    /// lock), so that replicas append to the journal one at a time and each
+    /// applies every entry in journal order. Released at commit or drop.
+    pub async fn lock_journal(&self) -> Result<JournalLock> {
+        let mut tx = self.pool.begin().await?;
+        if self.kind == DbKind::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(JOURNAL_LOCK_KEY).execute(&mut *tx).await?;
+        }
+        Ok(JournalLock { tx })
+    }
+
+    /// Tries to become the leader (the one replica that runs periodic
+    /// controller work). PostgreSQL: a session advisory lock held on a
+    /// dedicated connection for as long as the returned guard lives, and
+    /// released by the database if this process dies. SQLite has one process:
+    /// it always leads.
+    pub async fn try_lead(&self) -> Result<Option<Leadership>> {
+        if self.kind == DbKind::Sqlite {
+            return Ok(Some(Leadership { conn: None }));
+        }
+        let mut conn = self.pool.acquire().await?;
+        let row =
+            sqlx::query("SELECT pg_try_advisory_lock($1) AS ok").bind(LEADER_LOCK_KEY).fetch_one(&mut *conn).await?;
+        if row.try_get::<bool, _>("ok")? {
+            Ok(Some(Leadership { conn: Some(conn.detach()) }))
+        } else {
+            Ok(None)
+        }
+    }
+
     // ---------------------------------------------------------- audit
 
     /// Appends to the audit log (append-only: nothing updates or deletes it).
@@ -683,6 +713,57 @@ impl Store {
                 })
             })
             .collect()
+    }
+}
+
+/// Advisory lock key of the journal (PostgreSQL).
+const JOURNAL_LOCK_KEY: i64 = 0x7570_6472_6674_6a6c;
+/// Advisory lock key of the leader (PostgreSQL).
+const LEADER_LOCK_KEY: i64 = 0x7570_6472_6674_6c64;
+
+/// The journal, locked for appending (see [`Store::lock_journal`]).
+pub struct JournalLock {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+}
+
+impl JournalLock {
+    /// Entries after `seq`, in order.
+    pub async fn since(&mut self, seq: i64) -> Result<Vec<(i64, i64, String)>> {
+        let rows = sqlx::query("SELECT seq, at_ms, entry FROM journal WHERE seq > $1 ORDER BY seq")
+            .bind(seq)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get("seq")?, r.try_get("at_ms")?, r.try_get("entry")?))).collect()
+    }
+
+    /// Appends an entry; returns its sequence number.
+    pub async fn append(&mut self, at_ms: i64, entry: &str) -> Result<i64> {
+        let row = sqlx::query("INSERT INTO journal (at_ms, entry) VALUES ($1, $2) RETURNING seq")
+            .bind(at_ms)
+            .bind(entry)
+            .fetch_one(&mut *self.tx)
+            .await?;
+        Ok(row.try_get("seq")?)
+    }
+
+    pub async fn commit(self) -> Result<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Held by the leader replica; dropping it gives up leadership.
+pub struct Leadership {
+    conn: Option<sqlx::AnyConnection>,
+}
+
+impl Leadership {
+    /// Whether the leadership still holds (its connection is alive).
+    pub async fn alive(&mut self) -> bool {
+        match &mut self.conn {
+            None => true,
+            Some(c) => sqlx::Connection::ping(c).await.is_ok(),
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod flow;
+mod replicas;
 mod roles;
 
 use std::net::SocketAddr;
@@ -17,14 +18,23 @@ use updraft_types::{SecurityVersion, Timestamp};
 pub struct TestServer {
     pub addr: SocketAddr,
     pub admin: String,
+    pub app: Option<std::sync::Arc<updraft_server::App>>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl Drop for TestServer {
     fn drop(&mut self) {
+        drop(self.app.take());
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_timeout(std::time::Duration::from_secs(5));
         }
+    }
+}
+
+impl TestServer {
+    /// Runs `f` on the server's runtime.
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.runtime.as_ref().unwrap().block_on(f)
     }
 }
 
@@ -104,7 +114,7 @@ impl Env {
             }
             None => std::fs::read_to_string(self.dir.path().join("admin-token")).unwrap(),
         };
-        TestServer { addr: started.addr, admin, runtime: Some(runtime) }
+        TestServer { addr: started.addr, admin, app: Some(started.app), runtime: Some(runtime) }
     }
 
     /// Writes a bundle of `name` `version` with a `size`-byte image; returns its path.
