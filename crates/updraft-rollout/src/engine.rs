@@ -755,10 +755,8 @@ impl Controller {
     /// check-ins from their own state without coordinating.
     pub fn peek_check_in(&self, now: UnixMs, device: &DeviceId, release: Option<&ReleaseId>) -> Option<Decision> {
         let &idx = self.device_index.get(device.as_str())?;
-        let reported = match release {
-            Some(r) => Some(*self.release_index.get(r)?),
-            None => None,
-        };
+        // As `check_in` records it: a release the controller does not know is none.
+        let reported = release.and_then(|r| self.release_index.get(r).copied());
         if reported != self.devices[idx as usize].release {
             return None;
         }

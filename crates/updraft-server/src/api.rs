@@ -296,20 +296,25 @@ async fn apply_replicated(app: &App, entry: Entry) -> ApiResult<Vec<Output>> {
     if let Some(outputs) = app.core.lock().await.peek(now_ms(), &entry) {
         return Ok(outputs);
     }
+    // Writers are serialised by the journal lock (across replicas and within
+    // this one); the controller's mutex is held only while applying, so that
+    // read-only check-ins are not held up by database round trips.
     let mut lock = app.store.lock_journal().await?;
-    let mut core = app.core.lock().await;
-    let newer = lock.since(core.applied_seq).await?;
-    core.catch_up(newer);
+    let applied = app.core.lock().await.applied_seq;
+    let newer = lock.since(applied).await?;
     let now = now_ms();
-    let (outputs, text) = core.apply_local(now, entry);
+    let (outputs, text) = {
+        let mut core = app.core.lock().await;
+        core.catch_up(newer);
+        core.apply_local(now, entry)
+    };
     if let Some(text) = text {
         let seq = lock.append(now, &text).await?;
-        core.applied_seq = seq;
+        app.core.lock().await.applied_seq = seq;
     }
     // If the commit fails, this replica has applied an entry nobody else
     // will see: rebuild from the journal rather than diverge.
     if let Err(e) = lock.commit().await {
-        drop(core);
         app.rebuild().await;
         return Err(ApiError::internal(e));
     }
