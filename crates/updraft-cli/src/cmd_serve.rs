@@ -35,9 +35,13 @@ pub struct ServeArgs {
     /// sqlite://PATH or postgres://USER@HOST/DB.
     #[arg(long, env = "UPDRAFT_DATABASE_URL")]
     database_url: Option<String>,
-    /// Folder of the content-addressed blob store.
+    /// Folder of the content-addressed blob store (and of uploads being verified).
     #[arg(long, env = "UPDRAFT_BLOB_DIR")]
     blob_dir: Option<PathBuf>,
+    /// Keep blobs in an object store instead: s3://BUCKET/PREFIX (credentials,
+    /// region and endpoint from AWS_* variables) or file:///PATH.
+    #[arg(long, env = "UPDRAFT_BLOB_STORE")]
+    blob_store: Option<String>,
     /// The trust root that uploaded bundles must verify against.
     #[arg(long, env = "UPDRAFT_TRUST")]
     trust: Option<PathBuf>,
@@ -59,6 +63,7 @@ struct FileConfig {
     listen: Option<SocketAddr>,
     database_url: Option<String>,
     blob_dir: Option<PathBuf>,
+    blob_store: Option<String>,
     trust: Option<PathBuf>,
     #[serde(default)]
     trust_updates: Vec<PathBuf>,
@@ -92,6 +97,7 @@ pub fn run(a: ServeArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
         listen,
         database_url: database_url.clone(),
         blob_dir,
+        blob_url: a.blob_store.or(file.blob_store),
         trust,
         public_url: a.public_url.or(file.public_url),
         poll_interval_s: a.poll_interval_s.or(file.poll_interval_s).unwrap_or(60),

@@ -132,6 +132,7 @@ fn bench(db_label: &str, database_url: Option<String>) {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             database_url: database_url.clone(),
             blob_dir: dir.path().join("blobs"),
+            blob_url: None,
             trust: Some(trusted),
             public_url: None,
             poll_interval_s: 60,

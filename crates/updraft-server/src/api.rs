@@ -15,7 +15,6 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use futures_util::StreamExt;
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use updraft_proto::*;
 use updraft_rollout::{Decision, InstallReason, Output, Plan, StayReason};
 use updraft_store::{hash_secret, DeviceRow, Inserted, ReleaseRow, RolloutRow};
@@ -569,15 +568,9 @@ async fn download(State(app): State<Arc<App>>, headers: HeaderMap, Path(sha256):
     let digest: Sha256Digest = sha256
         .parse()
         .map_err(|e| ApiError::bad_request(format!("{e}; hint: artifacts are addressed by their sha256")))?;
-    let path = app.blobs.path(&digest);
-    let mut file = match tokio::fs::File::open(&path).await {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(ApiError::not_found(format!("no artifact {digest}")))
-        }
-        Err(e) => return Err(ApiError::internal(e)),
+    let Some(size) = app.blobs.size(&digest).await? else {
+        return Err(ApiError::not_found(format!("no artifact {digest}")));
     };
-    let size = file.metadata().await.map_err(ApiError::internal)?.len();
     let etag = format!("\"{digest}\"");
     if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
@@ -595,13 +588,10 @@ async fn download(State(app): State<Arc<App>>, headers: HeaderMap, Path(sha256):
             }
         },
     };
-    if start > 0 {
-        file.seek(std::io::SeekFrom::Start(start)).await.map_err(ApiError::internal)?;
-    }
     if start == 0 {
         METRICS.downloads.inc();
     }
-    let stream = tokio_util::io::ReaderStream::with_capacity(file.take(len), 256 * 1024).inspect(|chunk| {
+    let stream = app.blobs.read_range(&digest, start, len).await?.inspect(|chunk| {
         if let Ok(c) = chunk {
             METRICS.download_bytes.inc_by(c.len() as u64);
         }
@@ -725,7 +715,7 @@ async fn publish(
         }
         Inserted::Created => {}
     }
-    writer.commit(&digest).await?;
+    app.blobs.commit(writer, &digest).await?;
     // Component images provide their component at the release's version.
     let provides = m
         .images

@@ -31,8 +31,11 @@ pub struct Config {
     pub listen: SocketAddr,
     /// `sqlite://PATH` or `postgres://...`.
     pub database_url: String,
-    /// Folder of the blob store.
+    /// Folder of the blob store (and of uploads being verified).
     pub blob_dir: PathBuf,
+    /// An object store for blobs instead of the folder: `s3://BUCKET/PREFIX`
+    /// (with the standard `AWS_*` variables) or `file:///PATH`.
+    pub blob_url: Option<String>,
     /// The trust root bundles are verified against (none: uploads are refused).
     pub trust: Option<TrustedRoot>,
     /// The URL devices use to reach this server (for download links).
@@ -113,7 +116,10 @@ impl App {
     /// and creates the first admin token if there is none.
     pub async fn open(config: &Config) -> Result<(Arc<App>, Option<String>), updraft_store::StoreError> {
         let store = Store::open(&config.database_url).await?;
-        let blobs = BlobStore::open(&config.blob_dir).await?;
+        let blobs = match &config.blob_url {
+            Some(url) => BlobStore::open_url(url, &config.blob_dir.join("tmp")).await?,
+            None => BlobStore::open(&config.blob_dir).await?,
+        };
         let store_kind = store.kind();
         let mut core = core::Core::load(&store).await?;
         core.set_writer(core::JournalWriter::spawn(store.clone()));

@@ -17,7 +17,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 use updraft_proto::{AuditEntry, Role, TokenInfo};
 
-pub use blobs::{BlobStore, BlobWriter};
+pub use blobs::{BlobStore, BlobWriter, ByteStream};
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +32,8 @@ pub enum StoreError {
     },
     #[error("unsupported database URL {0:?}; hint: use sqlite://PATH or postgres://USER@HOST/DB")]
     BadUrl(String),
+    #[error("invalid blob store URL {0}")]
+    BadBlobUrl(String),
     #[error("corrupt row: {0}")]
     Corrupt(String),
 }

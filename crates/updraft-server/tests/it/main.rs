@@ -41,6 +41,9 @@ impl TestServer {
 pub struct Env {
     pub dir: tempfile::TempDir,
     pub database_url: String,
+    /// PostgreSQL runs keep blobs in an object store (file:// through
+    /// object_store, the code path S3 uses); SQLite runs in the folder.
+    pub blob_url: Option<String>,
     pub trust: TrustedRoot,
     pub release_key: PrivateKey,
     pub build_key: PrivateKey,
@@ -87,7 +90,8 @@ pub fn env(db: &str) -> Env {
     )
     .unwrap();
     let trust = trust::verify_pinned(&root, Timestamp::now()).unwrap();
-    Env { dir, database_url, trust, release_key, build_key }
+    let blob_url = (db != "sqlite").then(|| format!("file://{}", dir.path().join("objects").display()));
+    Env { dir, database_url, blob_url, trust, release_key, build_key }
 }
 
 async fn sqlx_create_schema(url: &str, schema: &str) {
@@ -102,6 +106,7 @@ impl Env {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             database_url: self.database_url.clone(),
             blob_dir: self.dir.path().join("blobs"),
+            blob_url: self.blob_url.clone(),
             trust: Some(self.trust.clone()),
             public_url: None,
             poll_interval_s: 30,

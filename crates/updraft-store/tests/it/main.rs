@@ -142,18 +142,40 @@ async fn tokens_enrollment_devices_releases_journal_audit() {
 
 #[tokio::test]
 async fn blobs_are_content_addressed_and_written_once() {
+    use futures_util::StreamExt;
     let dir = tempfile::tempdir().unwrap();
-    let blobs = updraft_store::BlobStore::open(dir.path()).await.unwrap();
-    let mut w = blobs.writer().await.unwrap();
-    w.write(b"hello ").await.unwrap();
-    w.write(b"world").await.unwrap();
-    let digest = w.finish().await.unwrap();
-    assert_eq!(digest.to_hex(), "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9");
-    let path = w.commit(&digest).await.unwrap();
-    assert_eq!(std::fs::read(&path).unwrap(), b"hello world");
-    // An abandoned upload leaves nothing.
-    let mut w = blobs.writer().await.unwrap();
-    w.write(b"partial").await.unwrap();
-    drop(w);
-    assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    // The local folder, and the object-store code path (file:// through object_store).
+    let local = updraft_store::BlobStore::open(&dir.path().join("local")).await.unwrap();
+    let url = format!("file://{}", dir.path().join("objects").display());
+    let object = updraft_store::BlobStore::open_url(&url, &dir.path().join("tmp")).await.unwrap();
+    for blobs in [local, object] {
+        let mut w = blobs.writer().await.unwrap();
+        w.write(b"hello ").await.unwrap();
+        w.write(b"world").await.unwrap();
+        let digest = w.finish().await.unwrap();
+        assert_eq!(digest.to_hex(), "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9");
+        blobs.commit(w, &digest).await.unwrap();
+        assert_eq!(blobs.size(&digest).await.unwrap(), Some(11), "{blobs:?}");
+        let mut read = Vec::new();
+        let mut s = blobs.read_range(&digest, 6, 5).await.unwrap();
+        while let Some(chunk) = s.next().await {
+            read.extend_from_slice(&chunk.unwrap());
+        }
+        assert_eq!(read, b"world", "{blobs:?}");
+        // Written once: committing other bytes under the same digest changes nothing.
+        let mut w = blobs.writer().await.unwrap();
+        w.write(b"HELLO WORLD").await.unwrap();
+        w.finish().await.unwrap();
+        blobs.commit(w, &digest).await.unwrap();
+        assert_eq!(blobs.size(&digest).await.unwrap(), Some(11));
+        // An abandoned upload leaves nothing.
+        let mut w = blobs.writer().await.unwrap();
+        w.write(b"partial").await.unwrap();
+        drop(w);
+        let missing = updraft_types::Sha256Digest([9; 32]);
+        assert_eq!(blobs.size(&missing).await.unwrap(), None);
+    }
+    for tmp in [dir.path().join("local/tmp"), dir.path().join("tmp")] {
+        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "{}", tmp.display());
+    }
 }
