@@ -54,6 +54,12 @@ pub struct ServeArgs {
     /// How often devices should check in, in seconds.
     #[arg(long, env = "UPDRAFT_POLL_INTERVAL_S")]
     poll_interval_s: Option<u32>,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "UPDRAFT_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "UPDRAFT_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -69,6 +75,8 @@ struct FileConfig {
     trust_updates: Vec<PathBuf>,
     public_url: Option<String>,
     poll_interval_s: Option<u32>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 pub fn run(a: ServeArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
@@ -101,6 +109,11 @@ pub fn run(a: ServeArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
         trust,
         public_url: a.public_url.or(file.public_url),
         poll_interval_s: a.poll_interval_s.or(file.poll_interval_s).unwrap_or(60),
+        tls: match (a.tls_cert.or(file.tls_cert), a.tls_key.or(file.tls_key)) {
+            (Some(cert), Some(key)) => Some(updraft_server::TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => anyhow::bail!("TLS needs both a certificate and a key; hint: --tls-cert and --tls-key"),
+        },
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -111,10 +124,12 @@ pub fn run(a: ServeArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
         .with_ansi(std::env::var_os("NO_COLOR").is_none())
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let tls_on = config.tls.is_some();
     runtime.block_on(async move {
         let started =
             updraft_server::start(config).await.map_err(|e| anyhow::anyhow!("cannot start the server: {e}"))?;
-        say!("updraft serving on http://{} (database {})", started.addr, redact(&database_url));
+        let scheme = if tls_on { "https" } else { "http" };
+        say!("updraft serving on {scheme}://{} (database {})", started.addr, redact(&database_url));
         if trust_path.is_none() {
             say!("warning: no --trust root: bundle uploads will be refused until one is configured");
         }

@@ -136,6 +136,7 @@ fn bench(db_label: &str, database_url: Option<String>) {
             trust: Some(trusted),
             public_url: None,
             poll_interval_s: 60,
+            tls: None,
         }))
         .unwrap();
     let replay = t.elapsed();

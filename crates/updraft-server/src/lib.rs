@@ -42,6 +42,73 @@ pub struct Config {
     pub public_url: Option<String>,
     /// How often devices should check in.
     pub poll_interval_s: u32,
+    /// Serve HTTPS with this certificate chain and private key (PEM files).
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files of a TLS certificate chain and its private key.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+fn tls_config(
+    files: &TlsFiles,
+) -> Result<std::sync::Arc<tokio_rustls::rustls::ServerConfig>, Box<dyn std::error::Error + Send + Sync>> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .map_err(|e| format!("cannot read TLS certificate {}: {e}", files.cert.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("invalid TLS certificate {}: {e}", files.cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!("no certificate in {}", files.cert.display()).into());
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| format!("invalid TLS key {}: {e}", files.key.display()))?;
+    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("TLS certificate and key do not fit: {e}"))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(std::sync::Arc::new(config))
+}
+
+/// Serves HTTPS: TLS with rustls on each accepted connection, then HTTP/1.1.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    config: std::sync::Arc<tokio_rustls::rustls::ServerConfig>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    loop {
+        let (tcp, remote) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(%e, "accept failed");
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let service = router.clone().layer(axum::Extension(axum::extract::ConnectInfo(remote)));
+        tokio::spawn(async move {
+            let tls = match acceptor.accept(tcp).await {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::debug!(%e, %remote, "TLS handshake failed");
+                    return;
+                }
+            };
+            let service = hyper_util::service::TowerToHyperService::new(service);
+            let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            if let Err(e) = builder.serve_connection(hyper_util::rt::TokioIo::new(tls), service).await {
+                tracing::debug!(%e, %remote, "connection ended with an error");
+            }
+        });
+    }
 }
 
 /// The shared state of the handlers.
@@ -168,6 +235,7 @@ pub async fn import_devices(
 /// Starts serving on `config.listen` (port 0 picks a free port) and runs
 /// the controller's periodic work. Returns once the socket is bound.
 pub async fn start(config: Config) -> Result<Started, Box<dyn std::error::Error + Send + Sync>> {
+    let tls = config.tls.as_ref().map(tls_config).transpose()?;
     let (app, first_admin_token) = App::open(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
@@ -186,9 +254,19 @@ pub async fn start(config: Config) -> Result<Started, Box<dyn std::error::Error 
         }
     });
     let handle = tokio::spawn(async move {
-        let service = router.into_make_service_with_connect_info::<SocketAddr>();
-        if let Err(e) = axum::serve(listener, service).with_graceful_shutdown(shutdown_signal()).await {
-            tracing::error!(%e, "server stopped");
+        match tls {
+            Some(tls) => {
+                tokio::select! {
+                    () = serve_tls(listener, router, tls) => {},
+                    () = shutdown_signal() => {},
+                }
+            }
+            None => {
+                let service = router.into_make_service_with_connect_info::<SocketAddr>();
+                if let Err(e) = axum::serve(listener, service).with_graceful_shutdown(shutdown_signal()).await {
+                    tracing::error!(%e, "server stopped");
+                }
+            }
         }
     });
     Ok(Started { app, addr, first_admin_token, handle })

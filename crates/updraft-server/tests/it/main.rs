@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod flow;
+mod https;
 mod replicas;
 mod roles;
 
@@ -44,6 +45,7 @@ pub struct Env {
     /// PostgreSQL runs keep blobs in an object store (file:// through
     /// object_store, the code path S3 uses); SQLite runs in the folder.
     pub blob_url: Option<String>,
+    pub tls: Option<updraft_server::TlsFiles>,
     pub trust: TrustedRoot,
     pub release_key: PrivateKey,
     pub build_key: PrivateKey,
@@ -91,7 +93,7 @@ pub fn env(db: &str) -> Env {
     .unwrap();
     let trust = trust::verify_pinned(&root, Timestamp::now()).unwrap();
     let blob_url = (db != "sqlite").then(|| format!("file://{}", dir.path().join("objects").display()));
-    Env { dir, database_url, blob_url, trust, release_key, build_key }
+    Env { dir, database_url, blob_url, tls: None, trust, release_key, build_key }
 }
 
 async fn sqlx_create_schema(url: &str, schema: &str) {
@@ -110,6 +112,7 @@ impl Env {
             trust: Some(self.trust.clone()),
             public_url: None,
             poll_interval_s: 30,
+            tls: self.tls.clone(),
         };
         let started = runtime.block_on(updraft_server::start(config)).unwrap();
         let admin = match started.first_admin_token.clone() {
