@@ -9,7 +9,7 @@ use clap::Args;
 use serde::Deserialize;
 use updraft_types::Timestamp;
 
-use crate::cmd_trust::load_trusted;
+use crate::cmd_trust::{load_root, load_trusted};
 
 /// Writes a line to stderr, ignoring failures: a server must not die
 /// because whoever started it closed its stderr.
@@ -98,7 +98,14 @@ pub fn run(a: ServeArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let trust_path = a.trust.or(file.trust);
     let updates = if a.trust_updates.is_empty() { file.trust_updates } else { a.trust_updates };
     let trust = match &trust_path {
-        Some(p) => Some(load_trusted(p, &updates, Timestamp::now())?),
+        Some(p) => {
+            // Checked here for a clear error; the server walks the chain again.
+            load_trusted(p, &updates, Timestamp::now())?;
+            Some(updraft_server::TrustConfig {
+                pinned: load_root(p)?,
+                updates: updates.iter().map(|u| load_root(u)).collect::<anyhow::Result<_>>()?,
+            })
+        }
         None => None,
     };
     let config = updraft_server::Config {

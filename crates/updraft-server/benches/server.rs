@@ -94,7 +94,6 @@ fn bench(db_label: &str, database_url: Option<String>) {
         &[&release_key],
     )
     .unwrap();
-    let trusted = trust::verify_pinned(&root, Timestamp::now()).unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
 
     // Devices, imported in bulk.
@@ -133,7 +132,7 @@ fn bench(db_label: &str, database_url: Option<String>) {
             database_url: database_url.clone(),
             blob_dir: dir.path().join("blobs"),
             blob_url: None,
-            trust: Some(trusted),
+            trust: Some(updraft_server::TrustConfig { pinned: root, updates: vec![] }),
             public_url: None,
             poll_interval_s: 60,
             tls: None,

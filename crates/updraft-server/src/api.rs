@@ -79,6 +79,8 @@ routes! {
     "POST" "/api/v1/tokens" Access::Role(Role::Admin), "Create an API token (shown once).";
     "DELETE" "/api/v1/tokens/{id}" Access::Role(Role::Admin), "Revoke an API token.";
     "POST" "/api/v1/enrollment-tokens" Access::Role(Role::Admin), "Create an enrollment token (shown once).";
+    "GET" "/api/v1/trust-root" Access::Any, "The newest trust root (the signed file).";
+    "POST" "/api/v1/trust-root" Access::Role(Role::Admin), "Adopt the next trust root version (signed by a threshold of the current one's keys and of its own).";
 }
 
 /// JSON request bodies are small; bundles stream through their own route.
@@ -108,6 +110,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/tokens", get(list_tokens).post(create_token))
         .route("/api/v1/tokens/{id}", delete(revoke_token))
         .route("/api/v1/enrollment-tokens", post(create_enrollment_token))
+        .route("/api/v1/trust-root", get(show_trust_root).post(rotate_trust_root))
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
         .layer(axum::middleware::from_fn(observe))
         .fallback(|| async { ApiError::not_found("no such route; hint: see /api/openapi.json") })
@@ -640,7 +643,7 @@ async fn publish(
     body: Body,
 ) -> ApiResult<Response> {
     let actor = require(&app, &headers, Access::Role(Role::Releaser)).await?;
-    let Some(trust) = app.trust.clone() else {
+    let Some(trust) = app.trust().await?.map(|t| t.trusted) else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "no-trust-root",
@@ -1023,4 +1026,31 @@ async fn create_enrollment_token(
     let token = app.store.create_enrollment_token(req.uses, expires_ms, &actor.label(), now_ms()).await?;
     audit(&app, &actor.label(), "enrollment-token.create", "-", format!("{} uses", req.uses), remote).await;
     Ok((StatusCode::CREATED, Json(CreatedEnrollmentToken { token, uses: req.uses, expires_ms })).into_response())
+}
+
+async fn show_trust_root(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult<Response> {
+    require(&app, &headers, Access::Any).await?;
+    let Some(trust) = app.trust().await? else {
+        return Err(ApiError::not_found("the server has no trust root"));
+    };
+    Ok(([(header::CONTENT_TYPE, "application/json")], trust.latest.to_json()).into_response())
+}
+
+async fn rotate_trust_root(
+    State(app): State<Arc<App>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let actor = require(&app, &headers, Access::Role(Role::Admin)).await?;
+    let next = updraft_bundle::SignedRoot::parse(&body)
+        .map_err(|e| ApiError::unprocessable("invalid-trust-root", format!("not a trust root: {e}")))?;
+    match app.rotate_trust(next, &actor.label()).await? {
+        Ok(t) => {
+            let v = t.latest.root.version;
+            audit(&app, &actor.label(), "trust-root.rotate", &format!("v{v}"), String::new(), remote).await;
+            Ok((StatusCode::CREATED, Json(serde_json::json!({ "version": v }))).into_response())
+        }
+        Err(reason) => Err(ApiError::unprocessable("trust-root-rejected", reason)),
+    }
 }

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use updraft_bundle::TrustedRoot;
+use updraft_bundle::{SignedRoot, TrustedRoot};
 use updraft_proto::Role;
 use updraft_store::{BlobStore, Store};
 
@@ -36,14 +36,30 @@ pub struct Config {
     /// An object store for blobs instead of the folder: `s3://BUCKET/PREFIX`
     /// (with the standard `AWS_*` variables) or `file:///PATH`.
     pub blob_url: Option<String>,
-    /// The trust root bundles are verified against (none: uploads are refused).
-    pub trust: Option<TrustedRoot>,
+    /// The pinned trust root and any newer versions, in order (none: uploads
+    /// are refused). Versions an admin adds later are kept in the database.
+    pub trust: Option<TrustConfig>,
     /// The URL devices use to reach this server (for download links).
     pub public_url: Option<String>,
     /// How often devices should check in.
     pub poll_interval_s: u32,
     /// Serve HTTPS with this certificate chain and private key (PEM files).
     pub tls: Option<TlsFiles>,
+}
+
+/// The trust root the server starts from.
+#[derive(Clone, Debug)]
+pub struct TrustConfig {
+    pub pinned: SignedRoot,
+    pub updates: Vec<SignedRoot>,
+}
+
+/// The trust the server verifies uploads with: the newest root version and
+/// what it verified to.
+#[derive(Clone, Debug)]
+pub struct Trust {
+    pub latest: SignedRoot,
+    pub trusted: TrustedRoot,
 }
 
 /// PEM files of a TLS certificate chain and its private key.
@@ -115,7 +131,7 @@ async fn serve_tls(
 pub struct App {
     pub store: Store,
     pub blobs: BlobStore,
-    pub trust: Option<TrustedRoot>,
+    trust: std::sync::RwLock<Option<Trust>>,
     pub public_url: Option<String>,
     pub poll_interval_s: u32,
     core: tokio::sync::Mutex<core::Core>,
@@ -127,7 +143,68 @@ pub struct App {
     device_tokens: std::sync::RwLock<std::collections::HashMap<String, updraft_types::DeviceId>>,
 }
 
+/// Walks from the pinned root through the configured updates and the
+/// versions stored in the database.
+async fn walk_trust(
+    store: &Store,
+    pinned: &SignedRoot,
+    updates: &[SignedRoot],
+) -> Result<Trust, updraft_store::StoreError> {
+    let mut chain: Vec<SignedRoot> = updates.to_vec();
+    let last = chain.last().unwrap_or(pinned).root.version;
+    for (_, body) in store.trust_roots_after(last as i64).await? {
+        match SignedRoot::parse(body.as_bytes()) {
+            Ok(r) => chain.push(r),
+            Err(e) => return Err(updraft_store::StoreError::Corrupt(format!("stored trust root: {e}"))),
+        }
+    }
+    let trusted = updraft_bundle::trust::verify_chain(pinned, &chain, updraft_types::Timestamp::now())
+        .map_err(|e| updraft_store::StoreError::Corrupt(format!("trust root chain: {e}")))?;
+    let latest = chain.last().cloned().unwrap_or_else(|| pinned.clone());
+    Ok(Trust { latest, trusted })
+}
+
 impl App {
+    /// The current trust, brought up to date with versions other replicas
+    /// stored (`None` if the server has no trust root).
+    pub async fn trust(&self) -> Result<Option<Trust>, updraft_store::StoreError> {
+        let current = self.trust.read().expect("trust lock").clone();
+        let Some(current) = current else { return Ok(None) };
+        let newer = self.store.trust_roots_after(current.latest.root.version as i64).await?;
+        if newer.is_empty() {
+            return Ok(Some(current));
+        }
+        let walked = walk_trust(&self.store, &current.latest, &[]).await?;
+        *self.trust.write().expect("trust lock") = Some(walked.clone());
+        Ok(Some(walked))
+    }
+
+    /// Adopts a new trust root version after checking it against the current one.
+    pub async fn rotate_trust(
+        &self,
+        next: SignedRoot,
+        by: &str,
+    ) -> Result<Result<Trust, String>, updraft_store::StoreError> {
+        let Some(current) = self.trust().await? else {
+            return Ok(Err("the server has no trust root to rotate from; hint: start it with --trust".into()));
+        };
+        let trusted = match updraft_bundle::trust::verify_chain(
+            &current.latest,
+            std::slice::from_ref(&next),
+            updraft_types::Timestamp::now(),
+        ) {
+            Ok(t) => t,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        let body = String::from_utf8_lossy(&next.to_json()).into_owned();
+        if !self.store.add_trust_root(next.root.version as i64, &body, by, now_ms()).await? {
+            return Ok(Err(format!("trust root version {} is already stored", next.root.version)));
+        }
+        let t = Trust { latest: next, trusted };
+        *self.trust.write().expect("trust lock") = Some(t.clone());
+        Ok(Ok(t))
+    }
+
     /// Whether this replica leads (runs the periodic controller work),
     /// trying to become the leader if nobody is.
     pub async fn try_lead(&self) -> bool {
@@ -188,6 +265,10 @@ impl App {
             None => BlobStore::open(&config.blob_dir).await?,
         };
         let store_kind = store.kind();
+        let trust = match &config.trust {
+            Some(t) => Some(walk_trust(&store, &t.pinned, &t.updates).await?),
+            None => None,
+        };
         let mut core = core::Core::load(&store).await?;
         core.set_writer(core::JournalWriter::spawn(store.clone()));
         tracing::info!(entries = core.journaled, "controller rebuilt from the journal");
@@ -200,7 +281,7 @@ impl App {
         let app = Arc::new(App {
             store,
             blobs,
-            trust: config.trust.clone(),
+            trust: std::sync::RwLock::new(trust),
             public_url: config.public_url.clone(),
             poll_interval_s: config.poll_interval_s,
             core: tokio::sync::Mutex::new(core),

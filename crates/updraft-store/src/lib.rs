@@ -53,11 +53,18 @@ struct Migration {
     postgres: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sqlite: include_str!("../migrations/0001_init.sqlite.sql"),
-    postgres: include_str!("../migrations/0001_init.postgres.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sqlite: include_str!("../migrations/0001_init.sqlite.sql"),
+        postgres: include_str!("../migrations/0001_init.postgres.sql"),
+    },
+    Migration {
+        version: 2,
+        sqlite: include_str!("../migrations/0002_trust_roots.sqlite.sql"),
+        postgres: include_str!("../migrations/0002_trust_roots.postgres.sql"),
+    },
+];
 
 /// A new random secret with a prefix naming its kind (`upa_` API token,
 /// `upd_` device token, `upe_` enrollment token).
@@ -671,6 +678,36 @@ impl Store {
         } else {
             Ok(None)
         }
+    }
+
+    // ---------------------------------------------------------- trust roots
+
+    /// Stores a new trust root version; false if that version is stored.
+    pub async fn add_trust_root(&self, version: i64, body: &str, by: &str, now_ms: i64) -> Result<bool> {
+        let exists = sqlx::query("SELECT version FROM trust_roots WHERE version = $1")
+            .bind(version)
+            .fetch_optional(&self.pool)
+            .await?;
+        if exists.is_some() {
+            return Ok(false);
+        }
+        sqlx::query("INSERT INTO trust_roots (version, body, added_ms, added_by) VALUES ($1, $2, $3, $4)")
+            .bind(version)
+            .bind(body)
+            .bind(now_ms)
+            .bind(by)
+            .execute(&self.pool)
+            .await?;
+        Ok(true)
+    }
+
+    /// Stored trust root versions after `version`, in order.
+    pub async fn trust_roots_after(&self, version: i64) -> Result<Vec<(i64, String)>> {
+        let rows = sqlx::query("SELECT version, body FROM trust_roots WHERE version > $1 ORDER BY version")
+            .bind(version)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get("version")?, r.try_get("body")?))).collect()
     }
 
     // ---------------------------------------------------------- audit

@@ -139,3 +139,39 @@ fn publish_enroll_roll_out_download_report_restart() {
         assert!(metrics.contains("updraft_check_ins_total"), "{metrics}");
     }
 }
+
+#[test]
+fn an_admin_rotates_the_trust_root() {
+    use updraft_bundle::trust::{self, RootParams};
+    let env = env("sqlite");
+    let server = env.start();
+    let releaser = server.token("releaser");
+    let new_key = updraft_bundle::PrivateKey::from_ed25519_seed(&[9; 32]).unwrap();
+    let params = RootParams {
+        release_keys: vec![new_key.public().clone()],
+        release_threshold: 1,
+        build_keys: vec![env.build_key.public().clone()],
+        expires: updraft_types::Timestamp(4_000_000_000),
+    };
+    // Signed by the new key only: not a valid successor.
+    let bad = trust::rotate(&env.trust.root, params.clone(), &[&new_key]).unwrap();
+    let r = server.call("POST", "/api/v1/trust-root", Some(&server.admin), Some(bad.to_json()), &[]);
+    assert_eq!((r.status, r.json()["error"].as_str().unwrap()), (422, "trust-root-rejected"), "{}", r.body);
+    let r = server.call("POST", "/api/v1/trust-root", Some(&releaser), Some(bad.to_json()), &[]);
+    assert_eq!(r.status, 403);
+    // Signed by the old and the new key: adopted.
+    let good = trust::rotate(&env.trust.root, params, &[&env.release_key, &new_key]).unwrap();
+    let r = server.call("POST", "/api/v1/trust-root", Some(&server.admin), Some(good.to_json()), &[]);
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(server.get("/api/v1/trust-root", &releaser).bytes, good.to_json());
+    // Bundles signed by the retired key are refused; by the new key, accepted.
+    let old = publish(&server, &releaser, &env.bundle("fw", "3.0.0", 5, 1000));
+    assert_eq!(old.status, 422, "{}", old.body);
+    let new = publish(&server, &releaser, &env.bundle_signed("fw", "3.0.1", 6, 1000, &new_key));
+    assert_eq!(new.status, 201, "{}", new.body);
+    // It survives a restart (the stored version extends the pinned one).
+    drop(server);
+    let server = env.start();
+    let r = publish(&server, &releaser, &env.bundle_signed("fw", "3.0.2", 7, 1000, &new_key));
+    assert_eq!(r.status, 201, "{}", r.body);
+}

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use updraft_bundle::bundle::ImageInput;
 use updraft_bundle::trust::{self, RootParams};
-use updraft_bundle::{BuildContext, CreateParams, NoProgress, PrivateKey, Signers, Source, Target, TrustedRoot};
+use updraft_bundle::{BuildContext, CreateParams, NoProgress, PrivateKey, Signers, Source, Target};
 use updraft_types::{SecurityVersion, Timestamp};
 
 /// A server running on its own runtime; dropping it stops the server.
@@ -46,7 +46,7 @@ pub struct Env {
     /// object_store, the code path S3 uses); SQLite runs in the folder.
     pub blob_url: Option<String>,
     pub tls: Option<updraft_server::TlsFiles>,
-    pub trust: TrustedRoot,
+    pub trust: updraft_bundle::SignedRoot,
     pub release_key: PrivateKey,
     pub build_key: PrivateKey,
 }
@@ -91,7 +91,7 @@ pub fn env(db: &str) -> Env {
         &[&release_key],
     )
     .unwrap();
-    let trust = trust::verify_pinned(&root, Timestamp::now()).unwrap();
+    let trust = root;
     let blob_url = (db != "sqlite").then(|| format!("file://{}", dir.path().join("objects").display()));
     Env { dir, database_url, blob_url, tls: None, trust, release_key, build_key }
 }
@@ -109,7 +109,7 @@ impl Env {
             database_url: self.database_url.clone(),
             blob_dir: self.dir.path().join("blobs"),
             blob_url: self.blob_url.clone(),
-            trust: Some(self.trust.clone()),
+            trust: Some(updraft_server::TrustConfig { pinned: self.trust.clone(), updates: vec![] }),
             public_url: None,
             poll_interval_s: 30,
             tls: self.tls.clone(),
@@ -127,6 +127,11 @@ impl Env {
 
     /// Writes a bundle of `name` `version` with a `size`-byte image; returns its path.
     pub fn bundle(&self, name: &str, version: &str, seed: u8, size: usize) -> PathBuf {
+        self.bundle_signed(name, version, seed, size, &self.release_key)
+    }
+
+    /// The same, signed by `key`.
+    pub fn bundle_signed(&self, name: &str, version: &str, seed: u8, size: usize, key: &PrivateKey) -> PathBuf {
         let dir = self.dir.path().join(format!("in-{name}-{version}-{seed}"));
         std::fs::create_dir_all(&dir).unwrap();
         let image: Vec<u8> = (0..size).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect();
@@ -146,13 +151,8 @@ impl Env {
             build: BuildContext { ci: "local".into(), ..Default::default() },
             updraft_version: "test".into(),
         };
-        updraft_bundle::create(
-            &params,
-            &Signers { release: vec![&self.release_key], build: &self.build_key },
-            &out,
-            &NoProgress,
-        )
-        .unwrap();
+        updraft_bundle::create(&params, &Signers { release: vec![key], build: &self.build_key }, &out, &NoProgress)
+            .unwrap();
         out
     }
 }
