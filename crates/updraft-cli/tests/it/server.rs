@@ -10,7 +10,6 @@ use crate::{create_args, key, strs, updraft, updraft_with, workspace};
 struct Server {
     child: Child,
     url: String,
-    token: Option<String>,
 }
 
 impl Drop for Server {
@@ -33,25 +32,17 @@ fn serve(dir: &Path) -> Server {
         .unwrap();
     let stderr = BufReader::new(child.stderr.take().unwrap());
     let mut url = None;
-    let mut first = false;
     let mut lines = stderr.lines();
     for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(rest) = line.strip_prefix("updraft serving on ") {
+        if let Some(rest) = line.unwrap().strip_prefix("updraft serving on ") {
             url = Some(rest.split_whitespace().next().unwrap().to_owned());
-        }
-        if line.starts_with("first start") {
-            first = true;
-        }
-        if url.is_some() {
             break;
         }
     }
     let url = url.expect("the server printed its address");
     // Keep reading its stderr so that it never writes into a closed pipe.
     std::thread::spawn(move || for _ in lines {});
-    let _ = first;
-    Server { child, url, token: None }
+    Server { child, url }
 }
 
 fn read_admin_token(server: &mut Server) -> String {
@@ -76,7 +67,6 @@ fn the_cli_drives_a_server_that_survives_sigkill() {
     let mut server = serve(d);
     let admin = read_admin_token(&mut server);
     assert!(admin.starts_with("upa_"), "{admin:?}");
-    let _ = server.token.take();
 
     // Tokens with roles.
     let releaser =
