@@ -123,7 +123,17 @@ fn the_core_reads_no_clock_draws_no_randomness_and_does_no_io() {
     for entry in std::fs::read_dir(&src).unwrap() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
-        for word in ["SystemTime", "Instant::now", "rand::", "OsRng", "std::fs", "std::net", "std::process", "std::thread", "println!"] {
+        for word in [
+            "SystemTime",
+            "Instant::now",
+            "rand::",
+            "OsRng",
+            "std::fs",
+            "std::net",
+            "std::process",
+            "std::thread",
+            "println!",
+        ] {
             assert!(!text.contains(word), "{} uses {word}", path.display());
         }
     }
