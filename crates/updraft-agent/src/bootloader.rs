@@ -212,7 +212,23 @@ impl FileModel {
         if let Some(r) = next {
             self.write_raw(&r)?;
         }
+        let body = serde_json::to_vec(&booted).expect("serialises");
+        crate::fsutil::write_atomic(&self.booted_path(), &body)
+            .map_err(|e| BootError::Io { context: "cannot record what booted".into(), source: e })?;
         Ok(booted)
+    }
+
+    fn booted_path(&self) -> PathBuf {
+        self.path.with_extension("booted.json")
+    }
+
+    /// What the last simulated boot booted.
+    pub fn booted(&self) -> Result<Option<Booted>, BootError> {
+        match std::fs::read(self.booted_path()) {
+            Ok(b) => Ok(serde_json::from_slice(&b).ok()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(BootError::Io { context: "cannot read what booted".into(), source: e }),
+        }
     }
 }
 

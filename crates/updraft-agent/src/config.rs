@@ -9,10 +9,73 @@ use crate::bootloader::{Bootloader, FileModel, Grub, UBoot};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Where the journal lives.
+    /// Where the journal and the staged download live.
     pub data_dir: PathBuf,
     pub bootloader: BootloaderConfig,
     pub slots: Slots,
+    /// The server and this device's identity (not needed for `install FILE`).
+    #[serde(default)]
+    pub server: Option<ServerConfig>,
+    /// The pinned trust root, and newer versions to walk to, in order.
+    pub trust_root: PathBuf,
+    #[serde(default)]
+    pub trust_updates: Vec<PathBuf>,
+    /// What the device is (checked against every bundle).
+    pub device: DeviceConfig,
+    /// Health checks run after a trial boot; all must exit 0 in time.
+    #[serde(default)]
+    pub health_checks: Vec<HealthCheck>,
+    /// Seconds between check-ins (a random share of up to 25% is added).
+    #[serde(default = "default_poll")]
+    pub poll_interval_s: u64,
+    /// The command that reboots the device.
+    #[serde(default = "default_reboot")]
+    pub reboot_command: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub url: String,
+    /// A file holding the device token (from enrollment).
+    pub token_file: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    pub family: String,
+    pub hardware: String,
+    /// Versions of other components, e.g. `bootloader = "1.4.2"`.
+    #[serde(default)]
+    pub components: std::collections::BTreeMap<String, String>,
+    /// The release of the factory image (used until the first update).
+    #[serde(default)]
+    pub release: Option<String>,
+    /// Its security version.
+    #[serde(default)]
+    pub security_version: u64,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    pub name: String,
+    pub command: Vec<String>,
+    #[serde(default = "default_health_timeout")]
+    pub timeout_s: u64,
+}
+
+fn default_poll() -> u64 {
+    300
+}
+
+fn default_reboot() -> Vec<String> {
+    vec!["systemctl".into(), "reboot".into()]
+}
+
+fn default_health_timeout() -> u64 {
+    60
 }
 
 #[derive(Debug, Deserialize)]

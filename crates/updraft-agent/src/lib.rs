@@ -5,4 +5,5 @@
 pub mod bootloader;
 pub mod config;
 pub mod fsutil;
+pub mod shell;
 pub mod slots;

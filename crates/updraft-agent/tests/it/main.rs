@@ -3,6 +3,8 @@
 //! and the file model; slot writers. Tools missing: skipped with a message,
 //! a failure under `CI=true`.
 
+mod e2e;
+
 use std::process::Command;
 
 use updraft_agent::bootloader::{booted_from_cmdline, Bootloader, FileModel, Grub, UBoot};
@@ -126,7 +128,7 @@ fn status_shows_the_record_and_the_journal() {
     std::fs::write(
         dir.path().join("agent.toml"),
         format!(
-            "data_dir = {:?}\n[bootloader]\nkind = \"file\"\npath = {:?}\n[slots]\nA = \"a.img\"\nB = \"b.img\"\n",
+            "data_dir = {:?}\ntrust_root = \"root.json\"\n[device]\nfamily = \"x\"\nhardware = \"y\"\n[bootloader]\nkind = \"file\"\npath = {:?}\n[slots]\nA = \"a.img\"\nB = \"b.img\"\n",
             dir.path(),
             dir.path().join("boot.json")
         ),

@@ -1,0 +1,294 @@
+//! The agent against a real server on loopback: file slots, the file
+//! bootloader model, simulated reboots. A good release is downloaded,
+//! verified, written, trial-booted, health-checked and committed; a release
+//! whose health check fails reverts on its own; a local install works
+//! without a server.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use updraft_agent::bootloader::{Bootloader, FileModel};
+use updraft_agent::config::Config;
+use updraft_agent::shell::{Shell, Stop};
+use updraft_agent_core::{Phase, Slot};
+use updraft_bundle::bundle::ImageInput;
+use updraft_bundle::trust::{self, RootParams};
+use updraft_bundle::{BuildContext, CreateParams, NoProgress, PrivateKey, Signers, Source, Target};
+use updraft_types::{SecurityVersion, Timestamp};
+
+struct Lab {
+    dir: tempfile::TempDir,
+    runtime: Option<tokio::runtime::Runtime>,
+    url: String,
+    admin: String,
+    release_key: PrivateKey,
+    build_key: PrivateKey,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(std::time::Duration::from_secs(5));
+        }
+    }
+}
+
+fn http() -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).build().new_agent()
+}
+
+impl Lab {
+    fn new() -> Lab {
+        let dir = tempfile::tempdir().unwrap();
+        let release_key = PrivateKey::from_ed25519_seed(&[11; 32]).unwrap();
+        let build_key = PrivateKey::from_ed25519_seed(&[12; 32]).unwrap();
+        let root = trust::init(
+            RootParams {
+                release_keys: vec![release_key.public().clone()],
+                release_threshold: 1,
+                build_keys: vec![build_key.public().clone()],
+                expires: Timestamp(4_000_000_000),
+            },
+            &[&release_key],
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("root.json"), root.to_json()).unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let started = runtime
+            .block_on(updraft_server::start(updraft_server::Config {
+                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                database_url: format!("sqlite://{}", dir.path().join("server.sqlite").display()),
+                blob_dir: dir.path().join("blobs"),
+                blob_url: None,
+                trust: Some(updraft_server::TrustConfig { pinned: root, updates: vec![] }),
+                public_url: None,
+                poll_interval_s: 30,
+                tls: None,
+            }))
+            .unwrap();
+        let url = format!("http://{}", started.addr);
+        Lab { dir, runtime: Some(runtime), url, admin: started.first_admin_token.unwrap(), release_key, build_key }
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn bundle(&self, version: &str, image: &[u8]) -> PathBuf {
+        let d = self.path(&format!("build-{version}"));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("rootfs.img"), image).unwrap();
+        let out = d.join("fw.bundle");
+        updraft_bundle::create(
+            &CreateParams {
+                name: "fw".into(),
+                version: version.parse().unwrap(),
+                security_version: SecurityVersion(2),
+                family: "sensor".into(),
+                hardware: vec!["rev-a".into()],
+                requires: vec!["bootloader>=1.4".parse().unwrap()],
+                source: Source { uri: "git+https://example.com/fw".into(), commit: "abc".into() },
+                created: Timestamp(1_767_225_600),
+                images: vec![ImageInput { name: "rootfs".into(), path: d.join("rootfs.img"), target: Target::Slot }],
+                sbom: None,
+                build: BuildContext { ci: "local".into(), ..Default::default() },
+                updraft_version: "test".into(),
+            },
+            &Signers { release: vec![&self.release_key], build: &self.build_key },
+            &out,
+            &NoProgress,
+        )
+        .unwrap();
+        out
+    }
+
+    fn api(&self, method: &str, path: &str, body: Vec<u8>) -> serde_json::Value {
+        let req = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.url))
+            .header("Authorization", format!("Bearer {}", self.admin))
+            .header("Content-Type", "application/json")
+            .body(body)
+            .unwrap();
+        let mut res = http().run(req).unwrap();
+        let status = res.status().as_u16();
+        let text = res.body_mut().read_to_string().unwrap_or_default();
+        assert!(status < 300, "{method} {path}: {status} {text}");
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// A device with slot A holding 1.0.0, enrolled; returns its agent config path.
+    fn device(&self, name: &str, health: &str) -> PathBuf {
+        let d = self.path(name);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("slot-a.img"), b"firmware 1.0.0").unwrap();
+        let e = self.api(
+            "POST",
+            "/api/v1/enrollment-tokens",
+            serde_json::to_vec(&serde_json::json!({"uses": 1, "expiresInS": 600})).unwrap(),
+        );
+        let r = self.api(
+            "POST",
+            "/api/v1/device/enroll",
+            serde_json::to_vec(&serde_json::json!({
+                "enrollmentToken": e["token"], "deviceId": name, "family": "sensor", "hardware": "rev-a",
+                "region": "eu", "release": "fw@1.0.0", "components": {"bootloader": "1.4.2"}
+            }))
+            .unwrap(),
+        );
+        std::fs::write(d.join("token"), r["deviceToken"].as_str().unwrap()).unwrap();
+        let config = format!(
+            r#"data_dir = {data:?}
+trust_root = {root:?}
+poll_interval_s = 30
+
+[server]
+url = {url:?}
+token_file = {token:?}
+
+[device]
+family = "sensor"
+hardware = "rev-a"
+release = "fw@1.0.0"
+security_version = 1
+components = {{ bootloader = "1.4.2" }}
+
+[bootloader]
+kind = "file"
+path = {boot:?}
+
+[slots]
+A = {a:?}
+B = {b:?}
+
+[[health_checks]]
+name = "app"
+command = ["{health}"]
+timeout_s = 10
+"#,
+            data = d.join("data"),
+            root = self.path("root.json"),
+            url = self.url,
+            token = d.join("token"),
+            boot = d.join("boot.json"),
+            a = d.join("slot-a.img"),
+            b = d.join("slot-b.img"),
+        );
+        std::fs::write(d.join("agent.toml"), config).unwrap();
+        // First boot: the file model boots slot A.
+        FileModel { path: d.join("boot.json") }.boot().unwrap();
+        d.join("agent.toml")
+    }
+}
+
+fn boot(config: &Path) {
+    let cfg = Config::load(config).unwrap();
+    let updraft_agent::config::BootloaderConfig::File { path } = &cfg.bootloader else { unreachable!() };
+    FileModel { path: path.clone() }.boot().unwrap();
+}
+
+fn pass(config: &Path) -> (Stop, updraft_agent_core::Journal) {
+    let mut shell = Shell::start(Config::load(config).unwrap()).unwrap();
+    shell.simulate_reboot = true;
+    let stop = shell.run(true).unwrap();
+    (stop, shell.journal().clone())
+}
+
+#[test]
+fn a_good_release_commits_and_a_bad_one_reverts() {
+    let lab = Lab::new();
+    let v1 = lab.bundle("1.0.0", b"firmware 1.0.0");
+    let image: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let v2 = lab.bundle("2.0.0", &image);
+    for b in [&v1, &v2] {
+        lab.api("POST", "/api/v1/releases", std::fs::read(b).unwrap());
+    }
+    let good = lab.device("good-1", "true");
+    let bad = lab.device("bad-1", "false");
+    let plan = "[selector]\nfamily = \"sensor\"\n[[waves]]\npercent = 100\nsoak = \"1d\"\n";
+    lab.api(
+        "POST",
+        "/api/v1/rollouts",
+        serde_json::to_vec(&serde_json::json!({"id": "r1", "release": "fw@2.0.0", "plan": plan})).unwrap(),
+    );
+
+    // Good: download, verify, write B, arm, reboot; trial boot, health, commit.
+    let (stop, j) = pass(&good);
+    assert_eq!((stop, j.phase.clone()), (Stop::Reboot, Phase::Armed), "{j:?}");
+    assert!(std::fs::read(lab.path("good-1/slot-b.img")).unwrap() == image, "slot B holds the image");
+    boot(&good);
+    let (stop, j) = pass(&good);
+    assert_eq!(stop, Stop::Idle);
+    assert_eq!(j.installed.release.as_ref().map(|r| r.as_str()), Some("fw@2.0.0"));
+    assert_eq!(j.installed.slot, Slot::B);
+    assert!(j.unreported.is_empty(), "{:?}", j.unreported);
+    let record = FileModel { path: lab.path("good-1/boot.json") }.read().unwrap().unwrap();
+    assert!(record.good[1] && !record.trial_armed && record.primary == Slot::B);
+
+    // Bad: the health check fails, the agent reverts, the old slot boots.
+    let (stop, _) = pass(&bad);
+    assert_eq!(stop, Stop::Reboot);
+    boot(&bad);
+    let (stop, j) = pass(&bad);
+    assert_eq!(stop, Stop::Reboot, "revert reboots: {j:?}");
+    boot(&bad);
+    let (_, j) = pass(&bad);
+    assert_eq!(j.installed.release.as_ref().map(|r| r.as_str()), Some("fw@1.0.0"));
+    assert_eq!(j.installed.slot, Slot::A);
+    assert!(j.unreported.is_empty());
+
+    // The server heard both.
+    let status = lab.api("GET", "/api/v1/rollouts/r1", vec![]);
+    assert_eq!(status["perWave"][0]["committed"], 1, "{status}");
+    assert_eq!(status["perWave"][0]["reverted"], 1, "{status}");
+}
+
+#[test]
+fn a_local_install_and_refusals_before_any_write() {
+    let lab = Lab::new();
+    let config = lab.device("local-1", "true");
+    // A bundle for another family is refused before a byte reaches slot B.
+    let image = vec![5u8; 20_000];
+    let good = lab.bundle("3.0.0", &image);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_updraft-agent"))
+        .args(["install"])
+        .arg(&good)
+        .arg("--config")
+        .arg(&config)
+        .arg("--simulate-reboot")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let journal = std::fs::read_to_string(lab.path("local-1/data/journal.json")).unwrap_or_default();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("rebooting"),
+        "{}\n{journal}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(std::fs::read(lab.path("local-1/slot-b.img")).unwrap() == image, "slot B holds the image");
+    boot(&config);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_updraft-agent"))
+        .args(["commit", "--simulate-reboot", "--json", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["installed"]["release"], "fw@3.0.0", "{v}");
+
+    // A tampered bundle: refused, nothing written to the inactive slot (now A).
+    let before = std::fs::read(lab.path("local-1/slot-a.img")).unwrap();
+    let mut bytes = std::fs::read(lab.bundle("3.1.0", &vec![6u8; 20_000])).unwrap();
+    let n = bytes.len();
+    bytes[n - 3000] ^= 1;
+    std::fs::write(lab.path("tampered.bundle"), bytes).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_updraft-agent"))
+        .args(["install"])
+        .arg(lab.path("tampered.bundle"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--simulate-reboot")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("idle"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(std::fs::read(lab.path("local-1/slot-a.img")).unwrap() == before, "slot A was written");
+}
