@@ -150,3 +150,11 @@ fn status_shows_the_record_and_the_journal() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn the_example_configuration_parses() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/agent.toml");
+    let cfg = updraft_agent::config::Config::load(&path).unwrap();
+    assert_eq!(cfg.health_checks.len(), 2);
+    assert!(cfg.server.is_some());
+}
