@@ -34,6 +34,8 @@ pub struct Shell {
     boot: Box<dyn Bootloader>,
     booted: Booted,
     trust: TrustedRoot,
+    /// The newest trust root version walked to (to verify the next one against).
+    latest_root: SignedRoot,
     http: ureq::Agent,
     token: Option<String>,
     /// Health verdict to use instead of the checks (`commit` / `revert` by hand).
@@ -75,9 +77,28 @@ impl Shell {
             None => boot.write(&BootRecord::fresh(booted.slot))?,
         };
         let pinned = load_root(&cfg.trust_root)?;
-        let updates = cfg.trust_updates.iter().map(|p| load_root(p)).collect::<anyhow::Result<Vec<_>>>()?;
+        let mut updates = cfg.trust_updates.iter().map(|p| load_root(p)).collect::<anyhow::Result<Vec<_>>>()?;
+        // Versions adopted from the server earlier, in order.
+        let mut adopted: Vec<(u64, PathBuf)> = std::fs::read_dir(&cfg.data_dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let v = name.strip_prefix("trust-root.")?.strip_suffix(".json")?.parse().ok()?;
+                Some((v, e.path()))
+            })
+            .collect();
+        adopted.sort();
+        let last = updates.last().unwrap_or(&pinned).root.version;
+        for (v, p) in adopted {
+            if v > updates.last().map_or(last, |r| r.root.version) {
+                updates.push(load_root(&p)?);
+            }
+        }
         let trust = updraft_bundle::trust::verify_chain(&pinned, &updates, updraft_types::Timestamp::now())
             .map_err(|e| anyhow::anyhow!("trust root: {e}"))?;
+        let latest_root = updates.last().cloned().unwrap_or(pinned);
         let journal: Journal = match std::fs::read(cfg.journal_path()) {
             Ok(b) => serde_json::from_slice(&b).context("unreadable journal")?,
             // First start: what the factory image is, from the configuration.
@@ -130,6 +151,7 @@ impl Shell {
             boot,
             booted,
             trust,
+            latest_root,
             http,
             token,
             forced_health: None,
@@ -240,6 +262,40 @@ impl Shell {
         }
     }
 
+    /// Follows a trust root rotation announced by the server: adopts the
+    /// server's newest root if it is the next version after ours (signed by
+    /// a threshold of our keys and of its own), and keeps it in `data_dir`.
+    fn follow_trust_rotation(&mut self) {
+        let Ok(server) = self.server() else { return };
+        let Ok(token) = self.token() else { return };
+        let url = format!("{server}/api/v1/trust-root");
+        let Ok(mut res) = self.http.get(&url).header("Authorization", &token).call() else { return };
+        if res.status() != 200 {
+            return;
+        }
+        let Ok(body) = res.body_mut().read_to_vec() else { return };
+        let Ok(next) = SignedRoot::parse(&body) else { return };
+        if next.root.version <= self.latest_root.root.version {
+            return;
+        }
+        match updraft_bundle::trust::verify_chain(
+            &self.latest_root,
+            std::slice::from_ref(&next),
+            updraft_types::Timestamp::now(),
+        ) {
+            Ok(trusted) => {
+                let path = self.cfg.data_dir.join(format!("trust-root.{}.json", next.root.version));
+                if crate::fsutil::write_atomic(&path, &next.to_json()).is_ok() {
+                    self.trust = trusted;
+                    self.latest_root = next;
+                }
+            }
+            Err(e) => {
+                eprintln!("warning: the server's trust root version {} does not follow ours: {e}", next.root.version)
+            }
+        }
+    }
+
     /// Downloads the bundle into the staging file, resuming from its size.
     fn download(&self, a: &Assignment) -> anyhow::Result<PathBuf> {
         if let Some(path) = a.url.strip_prefix("file://") {
@@ -260,7 +316,12 @@ impl Shell {
             }
             let mut file =
                 std::fs::OpenOptions::new().create(true).append(append).write(true).truncate(!append).open(&staged)?;
-            let mut reader = res.body_mut().with_config().limit(u64::MAX).reader();
+            // Never more than the assigned size.
+            let mut reader = res
+                .body_mut()
+                .with_config()
+                .limit(a.bundle_size.saturating_sub(if append { have } else { 0 }))
+                .reader();
             let mut buf = vec![0u8; 1 << 20];
             loop {
                 let n = reader.read(&mut buf)?;
@@ -431,7 +492,12 @@ impl Shell {
                 Effect::CheckIn { release } => match self.pending_local.clone() {
                     Some(a) => Input::CheckedIn(Some(a)),
                     None => match self.check_in(release) {
-                        Ok(a) => Input::CheckedIn(a),
+                        Ok(a) => {
+                            if a.is_some() {
+                                self.follow_trust_rotation();
+                            }
+                            Input::CheckedIn(a)
+                        }
                         Err(_) => Input::CheckInFailed,
                     },
                 },

@@ -292,3 +292,62 @@ fn a_local_install_and_refusals_before_any_write() {
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("idle"), "{}", String::from_utf8_lossy(&out.stdout));
     assert!(std::fs::read(lab.path("local-1/slot-a.img")).unwrap() == before, "slot A was written");
 }
+
+#[test]
+fn the_agent_follows_a_trust_root_rotation() {
+    let lab = Lab::new();
+    let config = lab.device("rot-1", "true");
+    // The server adopts version 2 (a new release key), signed by the old and the new key.
+    let new_key = PrivateKey::from_ed25519_seed(&[13; 32]).unwrap();
+    let v1 = updraft_bundle::SignedRoot::parse(&std::fs::read(lab.path("root.json")).unwrap()).unwrap();
+    let v2 = trust::rotate(
+        &v1.root,
+        RootParams {
+            release_keys: vec![new_key.public().clone()],
+            release_threshold: 1,
+            build_keys: vec![lab.build_key.public().clone()],
+            expires: Timestamp(4_000_000_000),
+        },
+        &[&lab.release_key, &new_key],
+    )
+    .unwrap();
+    lab.api("POST", "/api/v1/trust-root", v2.to_json());
+    // A release signed by the new key only.
+    let d = lab.path("build-4.0.0");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("rootfs.img"), vec![4u8; 10_000]).unwrap();
+    let bundle = d.join("fw.bundle");
+    updraft_bundle::create(
+        &CreateParams {
+            name: "fw".into(),
+            version: "4.0.0".parse().unwrap(),
+            security_version: SecurityVersion(2),
+            family: "sensor".into(),
+            hardware: vec!["rev-a".into()],
+            requires: vec![],
+            source: Source { uri: "git+https://example.com/fw".into(), commit: "abc".into() },
+            created: Timestamp(1_767_225_600),
+            images: vec![ImageInput { name: "rootfs".into(), path: d.join("rootfs.img"), target: Target::Slot }],
+            sbom: None,
+            build: BuildContext { ci: "local".into(), ..Default::default() },
+            updraft_version: "test".into(),
+        },
+        &Signers { release: vec![&new_key], build: &lab.build_key },
+        &bundle,
+        &NoProgress,
+    )
+    .unwrap();
+    lab.api("POST", "/api/v1/releases", std::fs::read(&bundle).unwrap());
+    let plan = "[selector]\nfamily = \"sensor\"\n[[waves]]\npercent = 100\nsoak = \"1d\"\n";
+    lab.api(
+        "POST",
+        "/api/v1/rollouts",
+        serde_json::to_vec(&serde_json::json!({"id": "r4", "release": "fw@4.0.0", "plan": plan})).unwrap(),
+    );
+    let (stop, j) = pass(&config);
+    assert_eq!(stop, Stop::Reboot, "{j:?}");
+    assert!(lab.path("rot-1/data/trust-root.2.json").exists(), "the adopted version is kept");
+    boot(&config);
+    let (_, j) = pass(&config);
+    assert_eq!(j.installed.release.as_ref().map(|r| r.as_str()), Some("fw@4.0.0"));
+}
