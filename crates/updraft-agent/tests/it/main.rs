@@ -158,3 +158,24 @@ fn the_example_configuration_parses() {
     assert_eq!(cfg.health_checks.len(), 2);
     assert!(cfg.server.is_some());
 }
+
+/// The grub.cfg snippet in docs/agent-bootloaders.md is valid GRUB script.
+#[test]
+fn the_documented_grub_snippet_parses() {
+    if !have("grub-script-check") {
+        return;
+    }
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/agent-bootloaders.md"),
+    )
+    .unwrap();
+    let start = doc.find("## GRUB (`grub.cfg` snippet)").unwrap();
+    let body = &doc[start..];
+    let open = body.find("```\n").unwrap() + 4;
+    let close = body[open..].find("```").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("snippet.cfg");
+    std::fs::write(&file, &body[open..open + close]).unwrap();
+    let out = Command::new("grub-script-check").arg(&file).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
