@@ -7,6 +7,7 @@ mod cmd_keys;
 mod cmd_rollout;
 mod cmd_serve;
 mod cmd_server_client;
+mod cmd_simulate;
 mod cmd_trust;
 mod demo;
 mod output;
@@ -72,6 +73,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Rehearse a rollout plan on a simulated fleet (deterministic, no server).
+    Simulate(Box<cmd_simulate::SimulateArgs>),
     /// Run a complete bundle round trip on generated sample data.
     Demo(demo::DemoArgs),
 }
@@ -98,6 +101,7 @@ fn main() -> ExitCode {
             cmd_server_client::audit(action, after, limit, json, &cli.client)
         }
         Command::Serve(a) => cmd_serve::run(*a, &ctx),
+        Command::Simulate(a) => cmd_simulate::run(*a, &ctx),
         Command::Demo(a) => demo::run(a, &ctx),
     };
     match result {

@@ -2,6 +2,7 @@
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -56,6 +57,8 @@ pub struct Progress {
 pub struct TimelineEntry {
     /// Seconds since the start.
     pub t_s: u64,
+    /// `state`, `wave`, `gate` (a verdict changed), `quarantine`, `rejected`.
+    pub kind: &'static str,
     pub what: String,
 }
 
@@ -226,6 +229,81 @@ impl Ord for Item {
     }
 }
 
+/// A calendar queue: one bucket per simulated second over a ring of
+/// `RING` seconds, a heap for later events. Pops in (time, seq) order,
+/// like a binary heap, but touches memory in order (a heap of millions of
+/// events spends its time in cache misses).
+struct Queue {
+    ring: Vec<Vec<Item>>,
+    /// The second being drained, sorted latest first.
+    current: Vec<Item>,
+    cur_s: u64,
+    far: BinaryHeap<Item>,
+    len: usize,
+}
+
+const RING: u64 = 1 << 14;
+
+impl Queue {
+    fn new() -> Queue {
+        Queue {
+            ring: (0..RING).map(|_| Vec::new()).collect(),
+            current: Vec::new(),
+            cur_s: 0,
+            far: BinaryHeap::new(),
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, item: Item) {
+        self.len += 1;
+        let s = item.t / 1000;
+        if s <= self.cur_s {
+            // Keep `current` sorted latest first (`Item`'s order is reversed).
+            let at = self.current.partition_point(|x| x < &item);
+            self.current.insert(at, item);
+        } else if s < self.cur_s + RING {
+            self.ring[(s % RING) as usize].push(item);
+        } else {
+            self.far.push(item);
+        }
+    }
+
+    /// Brings the next event to the end of `current`.
+    fn fill(&mut self) -> bool {
+        if self.len == 0 {
+            return false;
+        }
+        while self.current.is_empty() {
+            self.cur_s += 1;
+            // Take the bucket (its capacity goes with it; the old empty
+            // `current` is freed, so idle buckets hold no memory).
+            self.current = std::mem::take(&mut self.ring[(self.cur_s % RING) as usize]);
+            while self.far.peek().is_some_and(|i| i.t / 1000 == self.cur_s) {
+                let i = self.far.pop().expect("an item");
+                self.current.push(i);
+            }
+            self.current.sort_unstable();
+        }
+        true
+    }
+
+    fn peek_t(&mut self) -> Option<u64> {
+        if self.fill() {
+            self.current.last().map(|i| i.t)
+        } else {
+            None
+        }
+    }
+
+    fn pop(&mut self) -> Option<Item> {
+        self.fill();
+        let i = self.current.pop()?;
+        self.len -= 1;
+        Some(i)
+    }
+}
+
 struct GroupRt {
     hw: u16,
     region: u16,
@@ -240,7 +318,7 @@ struct Sim<'a> {
     rng: Rng,
     now: u64,
     seq: u64,
-    queue: BinaryHeap<Item>,
+    queue: Queue,
     devs: Vec<Dev>,
     active: HashMap<u32, Active>,
     ctl: Controller,
@@ -284,6 +362,7 @@ struct Sim<'a> {
     peak_bandwidth: u64,
     violations: Vec<String>,
     trace: Option<u32>,
+    idbuf: DeviceId,
 }
 
 fn digest(rel: u8) -> Sha256Digest {
@@ -376,7 +455,7 @@ impl<'a> Sim<'a> {
             rng: Rng(seed),
             now: 0,
             seq: 0,
-            queue: BinaryHeap::new(),
+            queue: Queue::new(),
             devs: Vec::with_capacity(fleet.device_count() as usize),
             active: HashMap::new(),
             ctl: Controller::new(UnixMs(EPOCH_MS)),
@@ -416,6 +495,7 @@ impl<'a> Sim<'a> {
             peak_downloads: 0,
             peak_bandwidth: 0,
             violations: Vec::new(),
+            idbuf: DeviceId::new(String::with_capacity(16)),
             trace: std::env::var("UPDRAFT_SIM_TRACE").ok().and_then(|v| v.parse().ok()),
         };
         sim.setup(release)?;
@@ -515,6 +595,7 @@ impl<'a> Sim<'a> {
 
     fn output(&mut self, o: Output) -> Option<Decision> {
         let t_s = self.now / 1000;
+        let mut kind = "state";
         let what = match o {
             Output::Decision { decision, .. } => return Some(decision),
             Output::StateChanged { state, .. } => {
@@ -539,10 +620,12 @@ impl<'a> Sim<'a> {
                 what
             }
             Output::WaveStarted { wave, target_devices, .. } => {
+                kind = "wave";
                 self.wave = wave;
                 format!("wave {wave} started: {target_devices} devices")
             }
             Output::Gate { wave, report, .. } => {
+                kind = "gate";
                 let t = &report.test;
                 format!(
                     "wave {wave} gate {} [{}]: {:?} ({} of {} failed, threshold {})",
@@ -550,12 +633,16 @@ impl<'a> Sim<'a> {
                 )
             }
             Output::Quarantined { release, .. } => {
+                kind = "quarantine";
                 self.quarantined = true;
                 format!("release {release} quarantined")
             }
-            Output::Rejected { reason } => format!("controller rejected an input: {reason}"),
+            Output::Rejected { reason } => {
+                kind = "rejected";
+                format!("controller rejected an input: {reason}")
+            }
         };
-        self.timeline.push(TimelineEntry { t_s, what });
+        self.timeline.push(TimelineEntry { t_s, kind, what });
         None
     }
 
@@ -588,7 +675,7 @@ impl<'a> Sim<'a> {
         let end = self.fleet.duration.as_millis() as u64;
         let mut last_ctl = u64::MAX;
         loop {
-            let next_ev = self.queue.peek().map(|i| i.t);
+            let next_ev = self.queue.peek_t();
             let next_ctl = self.ctl.poll_timeout().map(|t| t.0.saturating_sub(EPOCH_MS)).map(|t| {
                 // Never tick twice at one instant.
                 if last_ctl != u64::MAX && t <= last_ctl {
@@ -656,8 +743,15 @@ impl<'a> Sim<'a> {
         self.health(d);
         self.check_ins += 1;
         let rel = self.devs[d as usize].rel;
-        let decision =
-            self.control(Input::CheckIn { device: device_id(d), release: Some(self.ids[rel as usize].clone()) });
+        // The read-only fast path first, as the server's replicas answer.
+        self.idbuf.0.clear();
+        let _ = write!(self.idbuf.0, "dev-{d:07}");
+        let decision = match self.ctl.peek_check_in(self.at(), &self.idbuf, Some(&self.ids[rel as usize])) {
+            Some(decision) => Some(decision),
+            None => {
+                self.control(Input::CheckIn { device: device_id(d), release: Some(self.ids[rel as usize].clone()) })
+            }
+        };
         match decision {
             Some(Decision::Install { release, reason, .. }) => {
                 self.check_install(&release, &reason);

@@ -7,6 +7,7 @@ mod bundle;
 mod keys;
 mod rollout;
 mod server;
+mod simulate;
 mod trust;
 
 use std::path::{Path, PathBuf};
