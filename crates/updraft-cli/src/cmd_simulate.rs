@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use updraft_rollout::Plan;
-use updraft_sim::{Fleet, Release, Report};
+use updraft_sim::{Fleet, Policy, Release, Report};
 
 use crate::output::{emit, progress_enabled};
 use crate::Ctx;
@@ -26,6 +26,12 @@ pub struct SimulateArgs {
     /// The seed: the same seed and files give the same run.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Also run the same fleet, release and seed under the plan's waves and
+    /// thresholds applied as hawkBit (group error and success thresholds)
+    /// and AWS IoT Jobs (abort percentage after a minimum of executions)
+    /// apply them, and print the three side by side.
+    #[arg(long)]
+    compare: bool,
     #[arg(long)]
     json: bool,
 }
@@ -62,6 +68,18 @@ pub fn run(a: SimulateArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         }
     };
     let report = updraft_sim::run(&fleet, &release, &plan, a.seed, &mut progress)?;
+    if a.compare {
+        let mut runs = vec![report];
+        for policy in [Policy::Hawkbit, Policy::AwsIotJobs] {
+            runs.push(updraft_sim::run_with(policy, &fleet, &release, &plan, a.seed, &mut progress)?);
+        }
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        emit(a.json, &serde_json::json!({ "runs": runs }), |out| compare(&runs, out))?;
+        let broken: usize = runs.iter().map(|r| r.violations.len()).sum();
+        return Ok(if broken == 0 { ExitCode::SUCCESS } else { ExitCode::from(3) });
+    }
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -152,6 +170,49 @@ fn human(r: &Report, out: &mut String) {
         let _ = writeln!(out, "invariants BROKEN:");
         for v in &r.violations {
             let _ = writeln!(out, "  {v}");
+        }
+    }
+}
+
+fn compare(runs: &[Report], out: &mut String) {
+    use std::fmt::Write as _;
+    let r0 = &runs[0];
+    let _ = writeln!(
+        out,
+        "rehearsal: {} over {} devices ({} online), from {}, seed {}; the same plan under three policies",
+        r0.release, r0.devices, r0.online, r0.base, r0.seed
+    );
+    let opt = |t: Option<u64>| t.map_or_else(|| "-".to_owned(), hms);
+    let col = |f: &dyn Fn(&Report) -> String| runs.iter().map(f).collect::<Vec<_>>();
+    let rows = [
+        ("final state", col(&|r| r.final_state.clone())),
+        ("halted at", col(&|r| opt(r.halted_at_s))),
+        ("devices given the release", col(&|r| r.exposed.to_string())),
+        ("  of which failed or reverted", col(&|r| r.exposed_failed.to_string())),
+        ("on the release at the end", col(&|r| r.on_release.to_string())),
+        ("rolled back to the old release", col(&|r| r.rollbacks.to_string())),
+        ("every online device updated after", col(&|r| opt(r.time_to_full_s))),
+        ("downtime p99 / max", col(&|r| format!("{}s / {}s", r.downtime.p99_s, r.downtime.max_s))),
+        ("peak downloads", col(&|r| r.peak_downloads.to_string())),
+    ];
+    let _ = write!(out, "{:<34}", "");
+    for r in runs {
+        let _ = write!(out, "{:>22}", r.policy.label());
+    }
+    out.push('\n');
+    for (label, cells) in &rows {
+        let _ = write!(out, "{label:<34}");
+        for c in cells {
+            let _ = write!(out, "{c:>22}");
+        }
+        out.push('\n');
+    }
+    for r in runs {
+        if let Some(reason) = &r.final_reason {
+            let _ = writeln!(out, "{}: {reason}", r.policy.label());
+        }
+        if !r.violations.is_empty() {
+            let _ = writeln!(out, "{}: invariants BROKEN: {:?}", r.policy.label(), r.violations);
         }
     }
 }

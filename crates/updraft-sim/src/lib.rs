@@ -10,8 +10,9 @@
 //! every event. The same inputs and seed give the same run, down to the
 //! event hash.
 
+pub mod baseline;
 pub mod model;
 mod sim;
 
 pub use model::{Behaviour, Connectivity, Fleet, Group, Outage, Release};
-pub use sim::{run, Progress, Report, SimError, TimelineEntry};
+pub use sim::{run, run_with, Downtime, Policy, Progress, Report, SimError, TimelineEntry};

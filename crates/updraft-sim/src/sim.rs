@@ -16,6 +16,7 @@ use updraft_rollout::{
 };
 use updraft_types::{DeviceId, ReleaseId, RolloutId, Sha256Digest, UnixMs};
 
+use crate::baseline::{Baseline, Kind};
 use crate::model::{Fleet, Release};
 
 /// Simulated time starts at this instant (Monday 2027-01-04 00:00 UTC), so
@@ -76,6 +77,7 @@ pub struct Downtime {
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
+    pub policy: Policy,
     pub seed: u64,
     pub release: String,
     pub base: String,
@@ -313,6 +315,7 @@ struct GroupRt {
 }
 
 struct Sim<'a> {
+    policy: Policy,
     fleet: &'a Fleet,
     plan: &'a Plan,
     rng: Rng,
@@ -321,7 +324,7 @@ struct Sim<'a> {
     queue: Queue,
     devs: Vec<Dev>,
     active: HashMap<u32, Active>,
-    ctl: Controller,
+    ctl: Decider,
     rollout: RolloutId,
     ids: [ReleaseId; 2],
     headers: [Header; 2],
@@ -377,8 +380,88 @@ fn mix(h: u64, x: u64) -> u64 {
     (h ^ x).wrapping_mul(0x0100_0000_01b3).rotate_left(29)
 }
 
-/// Runs one simulation.
+/// Who decides: Updraft's controller, or a baseline policy for comparison.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    Updraft,
+    Hawkbit,
+    AwsIotJobs,
+}
+
+impl Policy {
+    pub fn label(self) -> &'static str {
+        match self {
+            Policy::Updraft => "Updraft gates",
+            Policy::Hawkbit => "hawkBit groups",
+            Policy::AwsIotJobs => "AWS IoT Jobs abort",
+        }
+    }
+}
+
+enum Decider {
+    Updraft(Box<Controller>),
+    Baseline(Box<Baseline>),
+}
+
+impl Decider {
+    fn handle(&mut self, now: UnixMs, input: Input) {
+        match self {
+            Decider::Updraft(c) => c.handle(now, input),
+            Decider::Baseline(b) => b.handle(now, input),
+        }
+    }
+
+    fn poll_output(&mut self) -> Option<Output> {
+        match self {
+            Decider::Updraft(c) => c.poll_output(),
+            Decider::Baseline(b) => b.poll_output(),
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<UnixMs> {
+        match self {
+            Decider::Updraft(c) => c.poll_timeout(),
+            Decider::Baseline(_) => None,
+        }
+    }
+
+    fn peek_check_in(&self, now: UnixMs, device: &DeviceId, release: Option<&ReleaseId>) -> Option<Decision> {
+        match self {
+            Decider::Updraft(c) => c.peek_check_in(now, device, release),
+            Decider::Baseline(_) => None,
+        }
+    }
+
+    fn status(&self, id: &RolloutId) -> Option<updraft_rollout::RolloutStatus> {
+        match self {
+            Decider::Updraft(c) => c.status(id),
+            Decider::Baseline(_) => None,
+        }
+    }
+
+    fn device_count(&self) -> usize {
+        match self {
+            Decider::Updraft(c) => c.device_count(),
+            Decider::Baseline(b) => b.device_count(),
+        }
+    }
+}
+
+/// Runs one simulation with Updraft's rollout controller.
 pub fn run(
+    fleet: &Fleet,
+    release: &Release,
+    plan: &Plan,
+    seed: u64,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Report, SimError> {
+    run_with(Policy::Updraft, fleet, release, plan, seed, progress)
+}
+
+/// Runs one simulation with the given policy deciding.
+pub fn run_with(
+    policy: Policy,
     fleet: &Fleet,
     release: &Release,
     plan: &Plan,
@@ -387,13 +470,13 @@ pub fn run(
 ) -> Result<Report, SimError> {
     fleet.validate().map_err(SimError::Fleet)?;
     release.validate().map_err(SimError::Release)?;
-    let mut sim = Sim::new(fleet, release, plan, seed)?;
+    let mut sim = Sim::new(policy, fleet, release, plan, seed)?;
     sim.run(progress);
     Ok(sim.report(seed, release))
 }
 
 impl<'a> Sim<'a> {
-    fn new(fleet: &'a Fleet, release: &Release, plan: &'a Plan, seed: u64) -> Result<Self, SimError> {
+    fn new(policy: Policy, fleet: &'a Fleet, release: &Release, plan: &'a Plan, seed: u64) -> Result<Self, SimError> {
         let mut hw_names: Vec<String> = Vec::new();
         let mut regions: Vec<String> = Vec::new();
         let mut groups = Vec::new();
@@ -450,6 +533,7 @@ impl<'a> Sim<'a> {
         };
         let headers = [header(BASE), header(CAND)];
         let mut sim = Sim {
+            policy,
             fleet,
             plan,
             rng: Rng(seed),
@@ -458,7 +542,11 @@ impl<'a> Sim<'a> {
             queue: Queue::new(),
             devs: Vec::with_capacity(fleet.device_count() as usize),
             active: HashMap::new(),
-            ctl: Controller::new(UnixMs(EPOCH_MS)),
+            ctl: match policy {
+                Policy::Updraft => Decider::Updraft(Box::new(Controller::new(UnixMs(EPOCH_MS)))),
+                Policy::Hawkbit => Decider::Baseline(Box::new(Baseline::new(Kind::Hawkbit, UnixMs(EPOCH_MS)))),
+                Policy::AwsIotJobs => Decider::Baseline(Box::new(Baseline::new(Kind::AwsIotJobs, UnixMs(EPOCH_MS)))),
+            },
             rollout: RolloutId::new("rehearsal"),
             ids,
             headers,
@@ -1184,11 +1272,13 @@ impl<'a> Sim<'a> {
         for v in [self.events, self.check_ins, self.on[0], self.on[1], self.committed] {
             self.hash = mix(self.hash, v);
         }
-        let final_reason = match &self.state {
-            RolloutState::Paused { reason } | RolloutState::RolledBack { reason } => Some(reason.clone()),
+        let final_reason = match (&self.state, &self.ctl) {
+            (RolloutState::Paused { reason } | RolloutState::RolledBack { reason }, _) => Some(reason.clone()),
+            (_, Decider::Baseline(b)) => b.final_reason(),
             _ => None,
         };
         Report {
+            policy: self.policy,
             seed,
             release: release.id(),
             base: release.base_id(),

@@ -48,3 +48,20 @@ fn bad_models_are_refused_with_the_reason() {
     let r = updraft(dir.path(), &["simulate", "--fleet", "missing.toml", "--plan", &plan]);
     assert!(r.code != 0 && r.stderr.contains("cannot read the fleet model missing.toml"), "{}", r.stderr);
 }
+
+#[test]
+fn compare_prints_the_three_policies_side_by_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fleet, plan, bad) = (example("fleet.toml"), example("plan.toml"), example("release-bad.toml"));
+    let args = ["simulate", "--fleet", &fleet, "--plan", &plan, "--release", &bad, "--seed", "2", "--compare"];
+    let human = updraft(dir.path(), &args);
+    assert_eq!(human.code, 0, "{}", human.stderr);
+    let header = human.stdout.lines().nth(1).unwrap();
+    for label in ["Updraft gates", "hawkBit groups", "AWS IoT Jobs abort"] {
+        assert!(header.contains(label), "{header}");
+    }
+    let json = updraft(dir.path(), &[&args[..], &["--json"]].concat());
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let policies: Vec<&str> = v["runs"].as_array().unwrap().iter().map(|r| r["policy"].as_str().unwrap()).collect();
+    assert_eq!(policies, ["updraft", "hawkbit", "aws_iot_jobs"]);
+}

@@ -230,3 +230,25 @@ fn the_shipped_examples_parse() {
     }
     Plan::from_toml(&read("plan.toml")).unwrap();
 }
+
+#[test]
+fn baselines_let_a_bad_release_reach_more_devices_and_leave_it_there() {
+    use updraft_sim::{run_with, Policy};
+    let bad =
+        "name = \"fw\"\nversion = \"2.0.0\"\nimage_mib = 8\n[[behaviour]]\nhardware = \"rev-c\"\nhealth_fail = 0.4\n";
+    let fleet: Fleet = toml::from_str(&fleet_default()).unwrap();
+    let release: Release = toml::from_str(bad).unwrap();
+    let plan = Plan::from_toml(PLAN).unwrap();
+    let go = |p| run_with(p, &fleet, &release, &plan, 3, &mut |_| {}).unwrap();
+    let (updraft, hawkbit, aws) = (go(Policy::Updraft), go(Policy::Hawkbit), go(Policy::AwsIotJobs));
+    for r in [&updraft, &hawkbit, &aws] {
+        assert!(r.violations.is_empty(), "{:?}: {:?}", r.policy, r.violations);
+    }
+    assert_eq!(updraft.final_state, "rolled_back");
+    assert_eq!(updraft.on_release, 0, "Updraft gives every device its old release back");
+    assert_eq!(hawkbit.final_state, "paused");
+    assert!(hawkbit.on_release > 0 && hawkbit.rollbacks == 0, "hawkBit pauses and leaves devices as they are");
+    assert_eq!(aws.final_state, "aborted");
+    assert!(aws.exposed > 5 * updraft.exposed, "AWS {} vs Updraft {}", aws.exposed, updraft.exposed);
+    assert!(aws.final_reason.as_deref().unwrap().contains("executions failed"), "{:?}", aws.final_reason);
+}
