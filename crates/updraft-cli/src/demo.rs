@@ -1,8 +1,9 @@
-//! `updraft demo`: a complete bundle round trip on generated sample data,
-//! needing nothing but this binary. It generates keys and a 2-of-3 trust
-//! root, builds a bundle, collects a second signature, verifies it, shows
-//! that a tampered copy, a downgrade and a retired key are refused, and
-//! checks that a rebuild is byte-identical.
+//! `updraft demo`: Updraft's main job on embedded defaults, needing nothing
+//! but this binary. First a bundle round trip on generated sample data: keys
+//! and a 2-of-3 trust root, a bundle, a second signature, verification, the
+//! refusals of a tampered copy, a downgrade and a retired key, and a
+//! byte-identical rebuild. Then the fleet (`demo_fleet`): the real server,
+//! virtual devices running the real agent, a good rollout and a bad one.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -29,7 +30,14 @@ pub struct DemoArgs {
     /// Size of the sample rootfs image in MiB.
     #[arg(long, default_value_t = 16)]
     image_mib: u64,
-    /// Keep the temporary folder and print where it is.
+    /// Virtual devices in the fleet part (each runs the real agent against the real server).
+    #[arg(long, default_value_t = 200)]
+    devices: usize,
+    /// Only the bundle round trip (no server, no fleet).
+    #[arg(long)]
+    no_fleet: bool,
+    /// Keep the folder, and keep the server running (printing its URL and an
+    /// admin token) until interrupted.
     #[arg(long)]
     keep: bool,
     #[arg(long)]
@@ -48,6 +56,7 @@ struct Step {
 struct Report {
     dir: PathBuf,
     steps: Vec<Step>,
+    fleet: Option<crate::demo_fleet::FleetOutcome>,
     passed: bool,
 }
 
@@ -283,10 +292,49 @@ pub fn run(a: DemoArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         t,
     );
 
+    // The fleet: the real server, the real agent on virtual devices, two rollouts.
+    let mut fleet = None;
+    let mut lab = None;
+    if !a.no_fleet {
+        if a.devices < 40 {
+            anyhow::bail!("--devices must be at least 40 (the gates need 20 good outcomes in a first wave of half the fleet at most)");
+        }
+        let t = Instant::now();
+        let server_dir = dir.join("server");
+        std::fs::create_dir_all(&server_dir)?;
+        let l = crate::demo_fleet::start_server(&server_dir, &root1)?;
+        record("server", true, format!("updraft serve on {} (SQLite and blobs in {})", l.url, server_dir.display()), t);
+        let t = Instant::now();
+        let keys = crate::demo_fleet::Keys { release: [&ka, &kb], build: &kbuild };
+        let show = progress_enabled(ctx.quiet, a.json);
+        let o = crate::demo_fleet::run(&dir, a.devices, &keys, &l, show)?;
+        record(
+            "good release",
+            o.good_state == "completed" && o.good_committed == o.devices,
+            format!(
+                "demo-fw@1.1.0 rolled out to {} of {} devices in {} rounds of check-ins ({})",
+                o.good_committed, o.devices, o.good_rounds, o.good_state
+            ),
+            t,
+        );
+        record(
+            "bad release",
+            o.bad_state == "rolled_back" && o.on_good_at_end == o.devices,
+            format!(
+                "demo-fw@1.2.0 fails its health check on rev-c: {} ({}); {} devices reverted on their own, {} that \
+                 had committed it were given 1.1.0 back, {} never got it; all {} run 1.1.0",
+                o.bad_state, o.bad_reason, o.bad_reverted, o.bad_rolled_back, o.bad_never_offered, o.on_good_at_end
+            ),
+            t,
+        );
+        fleet = Some(o);
+        lab = Some(l);
+    }
+
     let passed = steps.iter().all(|s| s.ok);
-    let report = Report { dir: dir.clone(), steps, passed };
+    let report = Report { dir: dir.clone(), steps, fleet, passed };
     emit(a.json, &report, |s| {
-        s.push_str(&format!("bundle round trip: {}\n", if passed { "all checks passed" } else { "FAILED" }));
+        s.push_str(&format!("demo: {}\n", if passed { "all checks passed" } else { "FAILED" }));
         if a.keep || a.dir.is_some() {
             s.push_str(&format!("files in {}\n", dir.display()));
             s.push_str(&format!("try: updraft bundle inspect {}\n", bundle.display()));
@@ -297,5 +345,14 @@ pub fn run(a: DemoArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             ));
         }
     })?;
+    if let (true, Some(l)) = (a.keep, &lab) {
+        eprintln!("the server keeps running (Ctrl-C to stop):");
+        eprintln!("  export UPDRAFT_SERVER={} UPDRAFT_TOKEN={}", l.url, l.admin);
+        eprintln!("  updraft rollout list; updraft rollout status bad; updraft devices list");
+        loop {
+            std::thread::park();
+        }
+    }
+    drop(lab);
     Ok(if passed { ExitCode::SUCCESS } else { ExitCode::from(2) })
 }

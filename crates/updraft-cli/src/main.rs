@@ -10,6 +10,7 @@ mod cmd_server_client;
 mod cmd_simulate;
 mod cmd_trust;
 mod demo;
+mod demo_fleet;
 mod output;
 
 use std::process::ExitCode;
@@ -75,7 +76,7 @@ enum Command {
     },
     /// Rehearse a rollout plan on a simulated fleet (deterministic, no server).
     Simulate(Box<cmd_simulate::SimulateArgs>),
-    /// Run a complete bundle round trip on generated sample data.
+    /// Updraft end to end on embedded defaults: bundles, then a server, a virtual fleet and two rollouts.
     Demo(demo::DemoArgs),
 }
 

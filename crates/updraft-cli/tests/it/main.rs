@@ -4,6 +4,7 @@
 //! OpenSSL.
 
 mod bundle;
+mod demo;
 mod keys;
 mod rollout;
 mod server;
