@@ -9,6 +9,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use updraft_rollout::Plan;
 use updraft_sim::{Fleet, Policy, Release, Report};
 
+use updraft_bundle::fsutil::Overwrite;
+
 use crate::output::{emit, progress_enabled};
 use crate::Ctx;
 
@@ -26,6 +28,9 @@ pub struct SimulateArgs {
     /// The seed: the same seed and files give the same run.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Also write a self-contained HTML report (summary, timeline, a chart of the fleet over time).
+    #[arg(long)]
+    report: Option<PathBuf>,
     /// Also run the same fleet, release and seed under the plan's waves and
     /// thresholds applied as hawkBit (group error and success thresholds)
     /// and AWS IoT Jobs (abort percentage after a minimum of executions)
@@ -68,6 +73,10 @@ pub fn run(a: SimulateArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         }
     };
     let report = updraft_sim::run(&fleet, &release, &plan, a.seed, &mut progress)?;
+    if let Some(path) = &a.report {
+        updraft_bundle::fsutil::write_atomic(path, html(&report).as_bytes(), 0o644, Overwrite::Replace)
+            .with_context(|| format!("cannot write the report {}", path.display()))?;
+    }
     if a.compare {
         let mut runs = vec![report];
         for policy in [Policy::Hawkbit, Policy::AwsIotJobs] {
@@ -215,4 +224,61 @@ fn compare(runs: &[Report], out: &mut String) {
             let _ = writeln!(out, "{}: invariants BROKEN: {:?}", r.policy.label(), r.violations);
         }
     }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// A self-contained page: no scripts, no external assets.
+fn html(r: &Report) -> String {
+    use std::fmt::Write as _;
+    let mut summary = String::new();
+    human(r, &mut summary);
+    let (w, h) = (900.0f64, 260.0f64);
+    let t_max = r.series.last().map_or(1, |s| s.t_s.max(1)) as f64;
+    let y_max = r.series.iter().map(|s| s.on_release.max(s.updating)).max().unwrap_or(1).max(1) as f64;
+    let line = |f: &dyn Fn(&updraft_sim::Sample) -> u64| {
+        r.series
+            .iter()
+            .map(|s| format!("{:.1},{:.1}", s.t_s as f64 / t_max * w, h - f(s) as f64 / y_max * h))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut marks = String::new();
+    for e in r.timeline.iter().filter(|e| e.kind != "gate" || e.what.contains(": Fail")) {
+        let x = e.t_s as f64 / t_max * w;
+        let _ = write!(
+            marks,
+            "<line x1='{x:.1}' y1='0' x2='{x:.1}' y2='{h}' stroke='#bbb' stroke-dasharray='4 3'><title>{}</title></line>",
+            esc(&e.what)
+        );
+    }
+    let mut rows = String::new();
+    for e in &r.timeline {
+        let _ = write!(rows, "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", hms(e.t_s), e.kind, esc(&e.what));
+    }
+    format!(
+        "<!doctype html><html><head><meta charset='utf-8'><title>Updraft rehearsal: {rel}</title>\
+         <style>body{{font:14px system-ui,sans-serif;margin:2em;max-width:960px}}pre{{background:#f6f6f6;padding:1em}}\
+         td{{padding:2px 8px;border-bottom:1px solid #eee}}</style></head><body>\
+         <h1>Rehearsal: {rel}</h1><pre>{summary}</pre>\
+         <h2>The fleet over time</h2><svg width='{w}' height='{h2}' viewBox='0 0 {w} {h2}'>\
+         <rect width='{w}' height='{h}' fill='#fafafa'/>{marks}\
+         <polyline fill='none' stroke='#1f77b4' stroke-width='2' points='{on}'/>\
+         <polyline fill='none' stroke='#ff7f0e' stroke-width='1.5' points='{up}'/>\
+         <text x='4' y='{ty}' fill='#1f77b4'>devices on the release (max {ymax})</text>\
+         <text x='300' y='{ty}' fill='#ff7f0e'>updates in progress</text>\
+         <text x='{tx}' y='{ty}' text-anchor='end'>{tend}</text></svg>\
+         <h2>Timeline</h2><table>{rows}</table></body></html>\n",
+        rel = esc(&r.release),
+        summary = esc(&summary),
+        h2 = h + 24.0,
+        on = line(&|s| s.on_release),
+        up = line(&|s| s.updating),
+        ty = h + 18.0,
+        tx = w - 4.0,
+        ymax = y_max,
+        tend = hms(t_max as u64),
+    )
 }

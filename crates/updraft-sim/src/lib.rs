@@ -15,4 +15,4 @@ pub mod model;
 mod sim;
 
 pub use model::{Behaviour, Connectivity, Fleet, Group, Outage, Release};
-pub use sim::{run, run_with, Downtime, Policy, Progress, Report, SimError, TimelineEntry};
+pub use sim::{run, run_with, Downtime, Policy, Progress, Report, Sample, SimError, TimelineEntry};

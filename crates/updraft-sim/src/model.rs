@@ -25,6 +25,14 @@ pub struct Group {
     /// Offset of the devices' local clocks from UTC (maintenance windows).
     #[serde(default)]
     pub utc_offset_min: i16,
+    /// Clock skew: each device's clock is off by up to this much either way
+    /// (what a device without a time source reports as its local time).
+    #[serde(default = "zero", deserialize_with = "duration")]
+    pub clock_skew: Duration,
+}
+
+fn zero() -> Duration {
+    Duration::ZERO
 }
 
 /// A regional network outage: check-ins and reports fail meanwhile.

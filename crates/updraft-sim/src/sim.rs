@@ -63,6 +63,18 @@ pub struct TimelineEntry {
     pub what: String,
 }
 
+/// The fleet at one instant (every 10 simulated minutes).
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Sample {
+    pub t_s: u64,
+    /// Online devices running the release.
+    pub on_release: u64,
+    /// Devices with an update in progress.
+    pub updating: u64,
+    pub downloads: u64,
+}
+
 /// Downtime per online device: time not running healthy firmware (reboots,
 /// failed trial boots, unhealthy trials).
 #[derive(Clone, Debug, Default, Serialize)]
@@ -114,6 +126,8 @@ pub struct Report {
     pub hash: String,
     /// Invariant violations found by the checkers (empty on a good run).
     pub violations: Vec<String>,
+    /// The fleet every 10 simulated minutes.
+    pub series: Vec<Sample>,
 }
 
 /// SplitMix64: small, fast, and the same everywhere.
@@ -179,6 +193,8 @@ struct Dev {
     last_health_s: u32,
     downtime_s: u32,
     down_since_s: u32,
+    /// Local clock offset from UTC, skew included (maintenance windows).
+    utc_offset_min: i16,
 }
 
 /// A device that is updating: its agent, and its journal on "disk".
@@ -204,6 +220,7 @@ enum Ev {
     Report(Box<Event>),
     Boot,
     Audit,
+    Sample,
 }
 
 struct Item {
@@ -346,6 +363,8 @@ struct Sim<'a> {
     state: RolloutState,
     halted_at: Option<u64>,
     stop_at: Option<u64>,
+    /// When a device was last given an install.
+    last_assign: u64,
     quarantined: bool,
     wave: usize,
     installs: VecDeque<u64>,
@@ -364,6 +383,7 @@ struct Sim<'a> {
     peak_downloads: u64,
     peak_bandwidth: u64,
     violations: Vec<String>,
+    series: Vec<Sample>,
     trace: Option<u32>,
     idbuf: DeviceId,
 }
@@ -565,6 +585,7 @@ impl<'a> Sim<'a> {
             state: RolloutState::Created,
             halted_at: None,
             stop_at: None,
+            last_assign: 0,
             quarantined: false,
             wave: 1,
             installs: VecDeque::new(),
@@ -583,6 +604,7 @@ impl<'a> Sim<'a> {
             peak_downloads: 0,
             peak_bandwidth: 0,
             violations: Vec::new(),
+            series: Vec::new(),
             idbuf: DeviceId::new(String::with_capacity(16)),
             trace: std::env::var("UPDRAFT_SIM_TRACE").ok().and_then(|v| v.parse().ok()),
         };
@@ -628,6 +650,8 @@ impl<'a> Sim<'a> {
         for (gi, g) in self.fleet.groups.iter().enumerate() {
             for _ in 0..g.count {
                 let online = !self.rng.chance(g.offline);
+                let skew_min = (g.clock_skew.as_secs() / 60) as f64;
+                let skew = if skew_min > 0.0 { ((self.rng.unit() * 2.0 - 1.0) * skew_min).round() as i16 } else { 0 };
                 self.ctl.handle(
                     self.at(),
                     Input::Device(DeviceInfo {
@@ -640,7 +664,7 @@ impl<'a> Sim<'a> {
                         release: Some(self.ids[0].clone()),
                         last_known_good: Some(self.ids[0].clone()),
                         components: Vec::new(),
-                        utc_offset_min: g.utc_offset_min,
+                        utc_offset_min: g.utc_offset_min.saturating_add(skew),
                     }),
                 );
                 let empty = SlotImg { rel: NONE, synced: 0 };
@@ -656,6 +680,7 @@ impl<'a> Sim<'a> {
                     last_health_s: 0,
                     downtime_s: 0,
                     down_since_s: UP,
+                    utc_offset_min: g.utc_offset_min.saturating_add(skew),
                 });
                 if online {
                     self.online += 1;
@@ -678,6 +703,7 @@ impl<'a> Sim<'a> {
         }
         let _ = release;
         self.schedule(3_600_000, u32::MAX, 0, Ev::Audit);
+        self.schedule(0, u32::MAX, 0, Ev::Sample);
         Ok(())
     }
 
@@ -779,7 +805,17 @@ impl<'a> Sim<'a> {
                 (Some(_), None) => false,
             };
             let t = if ctl_first { next_ctl.expect("a time") } else { next_ev.expect("a time") };
-            if t > end || self.stop_at.is_some_and(|s| t > s && self.active.is_empty()) {
+            // A completed rollout still reaches devices that check in late
+            // or wait for their window: run until every online device has
+            // the release, or a day passes without a new install.
+            let settled = match self.state {
+                RolloutState::Completed => {
+                    self.active.is_empty()
+                        && (self.on[CAND as usize] == self.online || t > self.last_assign + 25 * 3_600_000)
+                }
+                _ => self.stop_at.is_some_and(|s| t > s && self.active.is_empty()),
+            };
+            if t > end || settled {
                 break;
             }
             self.now = self.now.max(t);
@@ -815,6 +851,15 @@ impl<'a> Sim<'a> {
                 Ev::Report(e) => self.report_event(d, *e),
                 Ev::Boot => self.boot(d),
                 Ev::Audit => self.audit(),
+                Ev::Sample => {
+                    self.series.push(Sample {
+                        t_s: self.now / 1000,
+                        on_release: self.on[CAND as usize],
+                        updating: self.active.len() as u64,
+                        downloads: self.downloads,
+                    });
+                    self.schedule(self.now + 600_000, u32::MAX, 0, Ev::Sample);
+                }
             }
         }
         progress(Progress { sim_s: self.now / 1000, end_s: end / 1000, events: self.events });
@@ -843,6 +888,8 @@ impl<'a> Sim<'a> {
         match decision {
             Some(Decision::Install { release, reason, .. }) => {
                 self.check_install(&release, &reason);
+                self.check_window(d, &reason);
+                self.last_assign = self.now;
                 if release == self.ids[1] && self.halted_at.is_none() {
                     self.devs[d as usize].flags |= EXPOSED;
                 }
@@ -894,6 +941,16 @@ impl<'a> Sim<'a> {
         }
     }
 
+    /// A new assignment falls inside the plan's window in the device's local time.
+    fn check_window(&mut self, d: u32, reason: &InstallReason) {
+        let (Some(w), InstallReason::Rollout) = (&self.plan.window, reason) else { return };
+        let utc_min = ((EPOCH_MS + self.now) / 60_000) as i64;
+        let local = (utc_min + i64::from(self.devs[d as usize].utc_offset_min)).rem_euclid(1440) as u16;
+        if !w.contains(local) {
+            self.violation(format!("device {d} was assigned the release at local minute {local}, outside the window"));
+        }
+    }
+
     /// `UPDRAFT_SIM_TRACE=<device index>`: every event of one device on stderr.
     fn trace_event(&self, d: u32, ev: &Ev) {
         let what = match ev {
@@ -904,7 +961,7 @@ impl<'a> Sim<'a> {
             Ev::StreamEnd { synced, ok } => format!("download ends at {synced} bytes, ok: {ok}"),
             Ev::Report(e) => format!("report {e:?}"),
             Ev::Boot => format!("boot {:?}", self.devs[d as usize].record),
-            Ev::Audit => String::new(),
+            Ev::Audit | Ev::Sample => String::new(),
         };
         eprintln!("t={}ms dev-{d:07} runs {}: {what}", self.now, self.devs[d as usize].rel);
     }
@@ -1308,6 +1365,7 @@ impl<'a> Sim<'a> {
             sim_s: self.now / 1000,
             hash: format!("{:016x}", self.hash),
             violations: self.violations,
+            series: self.series,
         }
     }
 }

@@ -23,8 +23,10 @@ fn a_bad_release_is_rolled_back_and_the_run_replays_exactly() {
     let b = updraft(dir.path(), &args);
     assert_eq!(a.stdout, b.stdout, "the same seed gives the same report");
 
-    let human = updraft(dir.path(), &args[..args.len() - 1]);
+    let human = updraft(dir.path(), &[&args[..args.len() - 1], &["--report", "r.html"]].concat());
     assert_eq!(human.code, 0);
+    let page = std::fs::read_to_string(dir.path().join("r.html")).unwrap();
+    assert!(page.starts_with("<!doctype html>") && page.contains("<polyline") && page.contains("rolled_back"));
     assert!(human.stdout.contains("outcome: rolled_back"), "{}", human.stdout);
     assert!(human.stdout.contains("invariants: all held"), "{}", human.stdout);
 }

@@ -175,6 +175,21 @@ fn scenarios() {
     }
 }
 
+#[test]
+fn maintenance_windows_hold_in_each_device_s_skewed_local_time() {
+    let fleet =
+        fleet_default().replace("[[groups]]\ncount = 1000\n", "[[groups]]\ncount = 1000\nclock_skew = \"90m\"\n");
+    assert!(fleet.contains("clock_skew"));
+    let fleet: Fleet = toml::from_str(&fleet).unwrap();
+    let release: Release = toml::from_str(GOOD).unwrap();
+    let plan = Plan::from_toml(&format!("{PLAN}\n[window]\nstart = \"01:00\"\nend = \"05:00\"\n")).unwrap();
+    let r = run(&fleet, &release, &plan, 5, &mut |_| {}).unwrap();
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    assert_eq!(r.final_state, "completed", "{:#?}", r.timeline);
+    // Nothing starts before 01:00 local time; the run starts at 00:00 UTC.
+    assert!(r.time_to_full_s.unwrap() > 3600);
+}
+
 fn fleet_default() -> String {
     format!("{DEFAULTS}{FLEET}")
 }
