@@ -11,6 +11,7 @@ use updraft_sim::{Fleet, Policy, Release, Report};
 
 use updraft_bundle::fsutil::Overwrite;
 
+use crate::client::ClientArgs;
 use crate::output::{emit, progress_enabled};
 use crate::Ctx;
 
@@ -20,8 +21,19 @@ pub struct SimulateArgs {
     #[arg(long)]
     fleet: PathBuf,
     /// The rollout plan to rehearse (the same file `updraft rollout create` takes).
-    #[arg(long)]
-    plan: PathBuf,
+    #[arg(long, required_unless_present = "against")]
+    plan: Option<PathBuf>,
+    /// Drive a real server instead: the fleet's devices enroll there and check in
+    /// as fast as it answers, following the rollouts it runs (needs an
+    /// operator token: --token or UPDRAFT_TOKEN). Prints throughput and latency.
+    #[arg(long, value_name = "URL")]
+    against: Option<String>,
+    /// With --against: how long to run the load.
+    #[arg(long, default_value_t = 30)]
+    seconds: u64,
+    /// With --against: concurrent clients.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
     /// The release model; default: a good release of 16 MiB.
     #[arg(long)]
     release: Option<PathBuf>,
@@ -45,10 +57,10 @@ fn read(path: &PathBuf, what: &str) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read the {what} {}", path.display()))
 }
 
-pub fn run(a: SimulateArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+pub fn run(a: SimulateArgs, client: &ClientArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let fleet: Fleet = updraft_sim::model::parse(&read(&a.fleet, "fleet model")?, "fleet model")
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.fleet.display()))?;
-    let plan = Plan::from_toml(&read(&a.plan, "rollout plan")?).with_context(|| a.plan.display().to_string())?;
+    fleet.validate().map_err(|e| anyhow::anyhow!("{}: invalid fleet model: {e}", a.fleet.display()))?;
     let release: Release = match &a.release {
         Some(p) => updraft_sim::model::parse(&read(p, "release model")?, "release model")
             .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
@@ -58,6 +70,28 @@ pub fn run(a: SimulateArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         )
         .map_err(anyhow::Error::msg)?,
     };
+    if let Some(url) = &a.against {
+        let given = a.release.as_ref().map(|_| &release);
+        let r = crate::cmd_simulate_against::run(
+            url,
+            client.token.clone(),
+            &fleet,
+            given,
+            a.seconds,
+            a.clients.max(1),
+            a.seed,
+        )?;
+        emit(a.json, &r, |out| {
+            out.push_str(&format!(
+                "load against {}: {} devices enrolled in {:.1} s; {} clients for {:.1} s\n  check-ins {:.0} /s  p50 {:.2} ms  p99 {:.2} ms  ({} in all, {} errors)\n  assignments {}: {} committed, {} reverted; {} events reported\n",
+                r.url, r.devices, r.enroll_seconds, r.clients, r.seconds, r.check_ins_per_s, r.p50_ms, r.p99_ms,
+                r.check_ins, r.errors, r.assignments, r.committed, r.reverted, r.events
+            ));
+        })?;
+        return Ok(if r.errors == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) });
+    }
+    let plan_path = a.plan.as_ref().context("--plan is required")?;
+    let plan = Plan::from_toml(&read(plan_path, "rollout plan")?).with_context(|| plan_path.display().to_string())?;
     let bar = progress_enabled(ctx.quiet, a.json).then(|| {
         let b = ProgressBar::new(fleet.duration.as_secs());
         b.set_style(
@@ -101,7 +135,7 @@ pub fn run(a: SimulateArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     eprintln!(
         "  UPDRAFT_SIM_TRACE=<device> updraft simulate --fleet {} --plan {}{release} --seed {}",
         a.fleet.display(),
-        a.plan.display(),
+        plan_path.display(),
         a.seed
     );
     Ok(ExitCode::from(3))

@@ -8,6 +8,7 @@ mod cmd_rollout;
 mod cmd_serve;
 mod cmd_server_client;
 mod cmd_simulate;
+mod cmd_simulate_against;
 mod cmd_trust;
 mod demo;
 mod demo_fleet;
@@ -102,7 +103,7 @@ fn main() -> ExitCode {
             cmd_server_client::audit(action, after, limit, json, &cli.client)
         }
         Command::Serve(a) => cmd_serve::run(*a, &ctx),
-        Command::Simulate(a) => cmd_simulate::run(*a, &ctx),
+        Command::Simulate(a) => cmd_simulate::run(*a, &cli.client, &ctx),
         Command::Demo(a) => demo::run(a, &ctx),
     };
     match result {

@@ -29,6 +29,9 @@ pub struct Group {
     /// (what a device without a time source reports as its local time).
     #[serde(default = "zero", deserialize_with = "duration")]
     pub clock_skew: Duration,
+    /// Versions of other components the devices report (`bootloader = "1.4.2"`).
+    #[serde(default)]
+    pub components: std::collections::BTreeMap<String, String>,
 }
 
 fn zero() -> Duration {
@@ -196,6 +199,10 @@ impl Fleet {
                 return Err(format!("groups[{i}].count is 0"));
             }
             share(g.offline, &format!("groups[{i}].offline"))?;
+            for (c, v) in &g.components {
+                semver::Version::parse(v)
+                    .map_err(|e| format!("groups[{i}].components.{c} = {v:?} is not a version: {e}"))?;
+            }
             if g.connectivity != "default" && !self.connectivity.iter().any(|c| c.name == g.connectivity) {
                 return Err(format!(
                     "groups[{i}] uses connectivity class {:?}, which no [[connectivity]] defines",

@@ -663,7 +663,11 @@ impl<'a> Sim<'a> {
                         channel: None,
                         release: Some(self.ids[0].clone()),
                         last_known_good: Some(self.ids[0].clone()),
-                        components: Vec::new(),
+                        components: g
+                            .components
+                            .iter()
+                            .filter_map(|(c, v)| Some((c.clone(), semver::Version::parse(v).ok()?)))
+                            .collect(),
                         utc_offset_min: g.utc_offset_min.saturating_add(skew),
                     }),
                 );

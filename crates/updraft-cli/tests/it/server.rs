@@ -135,3 +135,33 @@ fn the_cli_drives_a_server_that_survives_sigkill() {
     });
     assert_eq!(run.code, 2, "{}", run.stderr);
 }
+
+#[test]
+fn simulate_drives_a_real_server_as_a_load_generator() {
+    let dir = workspace();
+    let d = dir.path();
+    updraft(d, &strs(&create_args("fw", "fw.bundle", &[key("release-a.key"), key("release-c.key")]))).ok();
+    let mut server = serve(d);
+    let admin = read_admin_token(&mut server);
+    cli(d, &server, &admin, &["release", "publish", "fw.bundle"]).ok();
+    std::fs::write(d.join("plan.toml"), "[selector]\nfamily = \"nrf52\"\n[[waves]]\npercent = 100\n").unwrap();
+    cli(d, &server, &admin, &["rollout", "create", "plan.toml", "--release", "sensor-fw@2.3.1", "--id", "r1"]).ok();
+    std::fs::write(
+        d.join("fleet.toml"),
+        "family = \"nrf52\"\n[[groups]]\ncount = 30\nhardware = \"rev-c\"\nregion = \"eu\"\n\
+         components = { bootloader = \"1.4.2\" }\n",
+    )
+    .unwrap();
+    std::fs::write(d.join("release.toml"), "name = \"sensor-fw\"\nversion = \"2.3.1\"\nbase = \"2.3.0\"\n").unwrap();
+    let url = server.url.clone();
+    let args = ["simulate", "--against", &url, "--fleet", "fleet.toml", "--release", "release.toml"];
+    let run = cli(d, &server, &admin, &[&args[..], &["--seconds", "2", "--clients", "2", "--json"]].concat()).ok();
+    let r: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(r["devices"], 30);
+    assert_eq!(r["errors"], 0, "{r}");
+    assert!(r["checkIns"].as_u64().unwrap() > 30, "{r}");
+    assert_eq!(r["committed"], 30, "every device took the release: {r}");
+    let status = cli(d, &server, &admin, &["rollout", "status", "r1", "--json"]).ok();
+    let s: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(s["perWave"][0]["committed"], 30, "{s}");
+}
