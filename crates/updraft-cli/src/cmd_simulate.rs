@@ -84,11 +84,11 @@ pub fn run(a: SimulateArgs, client: &ClientArgs, ctx: &Ctx) -> anyhow::Result<Ex
         emit(a.json, &r, |out| {
             out.push_str(&format!(
                 "load against {}: {} devices enrolled in {:.1} s; {} clients for {:.1} s\n  check-ins {:.0} /s  p50 {:.2} ms  p99 {:.2} ms  ({} in all, {} errors)\n  assignments {}: {} committed, {} reverted; {} events reported\n",
-                r.url, r.devices, r.enroll_seconds, r.clients, r.seconds, r.check_ins_per_s, r.p50_ms, r.p99_ms,
-                r.check_ins, r.errors, r.assignments, r.committed, r.reverted, r.events
+                r.url, r.devices, r.enroll_seconds, r.stats.clients, r.stats.seconds, r.stats.check_ins_per_s, r.stats.p50_ms, r.stats.p99_ms,
+                r.stats.check_ins, r.stats.errors, r.stats.assignments, r.stats.committed, r.stats.reverted, r.stats.events
             ));
         })?;
-        return Ok(if r.errors == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) });
+        return Ok(if r.stats.errors == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) });
     }
     let plan_path = a.plan.as_ref().context("--plan is required")?;
     let plan = Plan::from_toml(&read(plan_path, "rollout plan")?).with_context(|| plan_path.display().to_string())?;

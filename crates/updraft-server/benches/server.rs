@@ -5,7 +5,9 @@
 //! `UPDRAFT_BENCH_DATABASE_URL=postgres://... cargo bench ...` adds PostgreSQL.
 //! `UPDRAFT_BENCH_DEVICES`, `UPDRAFT_BENCH_SECONDS`, `UPDRAFT_BENCH_CLIENTS` change the load.
 //! The reference in the same run is `GET /healthz` with the same clients:
-//! the floor of an HTTP round trip on this machine.
+//! the floor of an HTTP round trip on this machine. The check-ins come from
+//! the simulator's load generator (`updraft_sim::load`, also behind
+//! `updraft simulate --against`).
 
 #![allow(clippy::print_stdout)]
 
@@ -196,25 +198,21 @@ fn bench(db_label: &str, database_url: Option<String>) {
     let healthz = format!("{base}/healthz");
     let (rps, p50, p99, _) = load(clients, seconds, Arc::new(move |a, _| a.get(&healthz).call().is_ok_and(ok)));
     println!("  GET /healthz       {rps:>9.0} /s  p50 {p50:>6.2} ms  p99 {p99:>6.2} ms  (reference: the HTTP floor)");
-    let url = format!("{base}/api/v1/device/check-in");
-    // Authorization headers and the body are prepared once: the load
-    // generator shares the two cores with the server.
-    let auth: Arc<Vec<String>> = Arc::new(tokens.iter().map(|t| format!("Bearer {t}")).collect());
-    let body: &'static [u8] = br#"{"release":"fw@1.0.0"}"#;
-    let n = devices;
-    let (rps, p50, p99, errors) = load(
-        clients,
-        seconds,
-        Arc::new(move |a, i| {
-            let auth = &auth[(i.wrapping_mul(7919) % n) as usize];
-            a.post(&url)
-                .header("Authorization", auth)
-                .header("Content-Type", "application/json")
-                .send(body)
-                .is_ok_and(ok)
-        }),
-    );
+    // The simulator's load generator: devices check in with their own
+    // tokens; the 1% in the first wave get the release and report their
+    // install events, so the rollout sees real traffic.
+    let devs: Vec<updraft_sim::load::LoadDevice> = tokens
+        .iter()
+        .map(|t| updraft_sim::load::LoadDevice {
+            auth: format!("Bearer {t}"),
+            hardware: "rev-a".into(),
+            release: std::sync::Mutex::new("fw@1.0.0".into()),
+        })
+        .collect();
+    let st = updraft_sim::load::check_ins(&base, &devs, None, seconds, clients as usize);
+    let (rps, p50, p99, errors) = (st.check_ins_per_s, st.p50_ms, st.p99_ms, st.errors);
     println!("  device check-in    {rps:>9.0} /s  p50 {p50:>6.2} ms  p99 {p99:>6.2} ms  errors {errors}  (target >= 10,000 /s, p99 < 20 ms)");
+    println!("    (updraft_sim::load: {} assignments followed by {} install events)", st.assignments, st.events);
 
     // Download: one client, the 256 MiB bundle, and a range from its middle.
     let dl = format!("{base}/api/v1/artifacts/{sha}");

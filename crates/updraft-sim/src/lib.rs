@@ -11,6 +11,7 @@
 //! event hash.
 
 pub mod baseline;
+pub mod load;
 pub mod model;
 mod sim;
 
