@@ -60,7 +60,7 @@ pub fn enroll(
             let mut res = a
                 .post(&format!("{url}/api/v1/device/enroll"))
                 .send_json(serde_json::json!({
-                    "enrollmentToken": enrollment_token, "deviceId": id, "family": fleet.family,
+                    "enrollmentToken": enrollment_token, "deviceId": id, "family": g.family(fleet),
                     "hardware": g.hardware, "region": g.region, "release": base_release,
                     "components": g.components,
                 }))

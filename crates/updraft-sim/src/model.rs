@@ -14,6 +14,10 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 #[serde(deny_unknown_fields)]
 pub struct Group {
     pub count: u64,
+    /// The group's product family (default: the fleet's). The release is
+    /// for the fleet's family; devices of another family never take it.
+    #[serde(default)]
+    pub family: Option<String>,
     pub hardware: String,
     pub region: String,
     /// Connectivity class name.
@@ -179,6 +183,12 @@ impl Release {
 
 pub fn parse<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, String> {
     toml::from_str(text).map_err(|e| format!("invalid {what}: {e}"))
+}
+
+impl Group {
+    pub fn family<'a>(&'a self, fleet: &'a Fleet) -> &'a str {
+        self.family.as_deref().unwrap_or(&fleet.family)
+    }
 }
 
 impl Fleet {

@@ -95,6 +95,8 @@ pub struct Report {
     pub base: String,
     pub devices: u64,
     pub online: u64,
+    /// Online devices of the release's family.
+    pub eligible: u64,
     pub final_state: String,
     pub final_reason: Option<String>,
     pub timeline: Vec<TimelineEntry>,
@@ -369,6 +371,8 @@ struct Sim<'a> {
     wave: usize,
     installs: VecDeque<u64>,
     online: u64,
+    /// Online devices of the release's family.
+    eligible: u64,
     on: [u64; 2],
     time_to_full: Option<u64>,
     committed: u64,
@@ -590,6 +594,7 @@ impl<'a> Sim<'a> {
             wave: 1,
             installs: VecDeque::new(),
             online: 0,
+            eligible: 0,
             on: [0; 2],
             time_to_full: None,
             committed: 0,
@@ -656,7 +661,7 @@ impl<'a> Sim<'a> {
                     self.at(),
                     Input::Device(DeviceInfo {
                         id: device_id(i),
-                        family: self.fleet.family.clone(),
+                        family: g.family(self.fleet).to_owned(),
                         hardware: g.hardware.clone(),
                         region: regions[gi].to_owned(),
                         tags: Vec::new(),
@@ -686,6 +691,9 @@ impl<'a> Sim<'a> {
                     down_since_s: UP,
                     utc_offset_min: g.utc_offset_min.saturating_add(skew),
                 });
+                if online && g.family(self.fleet) == self.fleet.family {
+                    self.eligible += 1;
+                }
                 if online {
                     self.online += 1;
                     self.on[BASE as usize] += 1;
@@ -815,7 +823,7 @@ impl<'a> Sim<'a> {
             let settled = match self.state {
                 RolloutState::Completed => {
                     self.active.is_empty()
-                        && (self.on[CAND as usize] == self.online || t > self.last_assign + 25 * 3_600_000)
+                        && (self.on[CAND as usize] == self.eligible || t > self.last_assign + 25 * 3_600_000)
                 }
                 _ => self.stop_at.is_some_and(|s| t > s && self.active.is_empty()),
             };
@@ -972,7 +980,12 @@ impl<'a> Sim<'a> {
 
     fn facts(&self, d: u32) -> Facts {
         let hw = self.groups[self.devs[d as usize].group as usize].hw as usize;
-        Facts { family: self.fleet.family.clone(), hardware: self.hw_names[hw].clone(), components: Vec::new() }
+        let group = &self.fleet.groups[self.devs[d as usize].group as usize];
+        Facts {
+            family: group.family(self.fleet).to_owned(),
+            hardware: self.hw_names[hw].clone(),
+            components: Vec::new(),
+        }
     }
 
     /// Gives an idle device its agent, as it is on the device: resumed from
@@ -1187,7 +1200,7 @@ impl<'a> Sim<'a> {
         dev.down_since_s = UP;
         self.on[old as usize] -= 1;
         self.on[rel as usize] += 1;
-        if self.time_to_full.is_none() && self.on[CAND as usize] == self.online {
+        if self.time_to_full.is_none() && self.on[CAND as usize] == self.eligible {
             self.time_to_full = Some(self.now);
         }
         self.start_agent(d, record, booted);
@@ -1345,6 +1358,7 @@ impl<'a> Sim<'a> {
             base: release.base_id(),
             devices: self.devs.len() as u64,
             online: self.online,
+            eligible: self.eligible,
             final_state: self.state.name().to_owned(),
             final_reason,
             timeline: self.timeline,

@@ -190,6 +190,21 @@ fn maintenance_windows_hold_in_each_device_s_skewed_local_time() {
     assert!(r.time_to_full_s.unwrap() > 3600);
 }
 
+#[test]
+fn devices_of_another_family_are_left_alone() {
+    let fleet = format!(
+        "{}[[groups]]\ncount = 300\nfamily = \"gateway\"\nhardware = \"gw-1\"\nregion = \"eu\"\n",
+        fleet_default()
+    );
+    let fleet: Fleet = toml::from_str(&fleet).unwrap();
+    let r = run(&fleet, &toml::from_str(GOOD).unwrap(), &Plan::from_toml(PLAN).unwrap(), 9, &mut |_| {}).unwrap();
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    assert_eq!(r.final_state, "completed");
+    assert_eq!(r.online, r.eligible + 300);
+    assert_eq!(r.on_release, r.eligible, "every sensor, no gateway");
+    assert!(r.time_to_full_s.is_some());
+}
+
 fn fleet_default() -> String {
     format!("{DEFAULTS}{FLEET}")
 }
