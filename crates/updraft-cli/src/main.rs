@@ -4,6 +4,7 @@
 mod client;
 mod cmd_bundle;
 mod cmd_keys;
+mod cmd_pipeline;
 mod cmd_rollout;
 mod cmd_serve;
 mod cmd_server_client;
@@ -75,6 +76,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Gated firmware CI from updraft.toml: stage graph, reproducible builds.
+    #[command(subcommand)]
+    Pipeline(cmd_pipeline::PipelineCmd),
     /// Rehearse a rollout plan on a simulated fleet (deterministic, no server).
     Simulate(Box<cmd_simulate::SimulateArgs>),
     /// Updraft end to end on embedded defaults: bundles, then a server, a virtual fleet and two rollouts.
@@ -103,6 +107,7 @@ fn main() -> ExitCode {
             cmd_server_client::audit(action, after, limit, json, &cli.client)
         }
         Command::Serve(a) => cmd_serve::run(*a, &ctx),
+        Command::Pipeline(c) => cmd_pipeline::run(c, &ctx),
         Command::Simulate(a) => cmd_simulate::run(*a, &cli.client, &ctx),
         Command::Demo(a) => demo::run(a, &ctx),
     };

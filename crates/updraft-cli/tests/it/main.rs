@@ -6,6 +6,7 @@
 mod bundle;
 mod demo;
 mod keys;
+mod pipeline;
 mod rollout;
 mod server;
 mod simulate;

@@ -1,0 +1,128 @@
+//! The pipeline spec: validation and the stage graph; the build stage and
+//! the reproducibility check on real shell builds.
+
+use updraft_pipeline::build::{build, reproduce, FIRST};
+use updraft_pipeline::Spec;
+
+const SPEC: &str = r#"
+[project]
+name = "sensor-fw"
+
+[[families]]
+name = "sensor"
+hardware = ["rev-b", "rev-c"]
+build = ["sh", "build.sh", "sensor"]
+images = { rootfs = "out/sensor.img" }
+
+[[families]]
+name = "gateway"
+hardware = ["gw-1"]
+build = ["sh", "build.sh", "gateway"]
+images = { rootfs = "out/gateway.img" }
+
+[[targets]]
+name = "host"
+kind = "emulator"
+command = ["sh", "test.sh", "{family}"]
+junit = "out/{family}-{target}.xml"
+
+[[targets]]
+name = "lab"
+kind = "hil"
+families = ["sensor"]
+command = ["labgrid-client", "-p", "{family}", "run"]
+junit = "out/{family}-lab.xml"
+
+[gates]
+coverage = { min_percent = 70, report = "out/{family}-coverage.xml" }
+
+[release]
+name = "sensor-fw"
+security_version = 3
+release_keys = ["keys/a.key"]
+build_key = "keys/build.key"
+server = "https://updraft.example.com"
+channel = "beta"
+"#;
+
+#[test]
+fn the_stage_graph_is_the_matrix() {
+    let spec = Spec::parse(SPEC).unwrap();
+    let plan: Vec<(String, Vec<String>)> = spec.plan().into_iter().map(|s| (s.id, s.after)).collect();
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        plan,
+        vec![
+            ("build:sensor".into(), s(&[])),
+            ("reproduce:sensor".into(), s(&["build:sensor"])),
+            ("test:sensor:host".into(), s(&["build:sensor"])),
+            ("test:sensor:lab".into(), s(&["build:sensor"])),
+            ("build:gateway".into(), s(&[])),
+            ("reproduce:gateway".into(), s(&["build:gateway"])),
+            ("test:gateway:host".into(), s(&["build:gateway"])),
+            (
+                "gates".into(),
+                s(&[
+                    "reproduce:sensor",
+                    "test:sensor:host",
+                    "test:sensor:lab",
+                    "reproduce:gateway",
+                    "test:gateway:host"
+                ])
+            ),
+            ("bundle:sensor".into(), s(&["gates"])),
+            ("bundle:gateway".into(), s(&["gates"])),
+            ("publish".into(), s(&["bundle:sensor", "bundle:gateway"])),
+        ]
+    );
+}
+
+#[test]
+fn bad_specs_are_refused_with_the_reason() {
+    for (from, to, needle) in [
+        ("name = \"gateway\"", "name = \"sensor\"", "defined twice"),
+        ("families = [\"sensor\"]", "families = [\"radio\"]", "family \"radio\", which is not defined"),
+        ("build = [\"sh\", \"build.sh\", \"gateway\"]", "build = []", "empty build command"),
+        ("min_percent = 70", "min_percent = 170", "percentage"),
+        ("release_keys = [\"keys/a.key\"]", "release_keys = []", "needs at least one signature"),
+        ("[project]", "[project]\nbogus = 1", "unknown field `bogus`"),
+    ] {
+        let text = SPEC.replacen(from, to, 1);
+        assert_ne!(text, SPEC, "{from}");
+        let e = Spec::parse(&text).unwrap_err().to_string();
+        assert!(e.contains(needle), "{e} should say {needle:?}");
+    }
+}
+
+#[test]
+fn a_reproducible_build_passes_and_an_unreproducible_one_names_the_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("repo");
+    std::fs::create_dir_all(root.join("src")).unwrap();
+    std::fs::write(root.join("src/fw.c"), "int main(void) { return 0; }\n").unwrap();
+    // sensor: depends only on the sources and SOURCE_DATE_EPOCH; gateway
+    // embeds the folder it was built in, as a careless __FILE__ would.
+    std::fs::write(
+        root.join("build.sh"),
+        "set -e\nmkdir -p out\nif [ \"$1\" = sensor ]; then\n  { cat src/fw.c; echo \"$SOURCE_DATE_EPOCH\"; } > out/sensor.img\n\
+         else\n  { cat src/fw.c; pwd; } > out/gateway.img\nfi\n",
+    )
+    .unwrap();
+    let spec = Spec::parse(SPEC).unwrap();
+    let work = dir.path().join("work");
+    for (family, reproducible) in [("sensor", true), ("gateway", false)] {
+        let f = spec.families.iter().find(|f| f.name == family).unwrap();
+        let first = build(&root, f, 1_767_225_600, &FIRST, &work.join(format!("{family}.log"))).unwrap();
+        assert_eq!(first.len(), 1);
+        let r = reproduce(&root, f, 1_767_225_600, &first, &work, ".updraft", &work.join("again.log")).unwrap();
+        assert_eq!(r.reproducible, reproducible, "{family}: {r:?}");
+        if !reproducible {
+            assert_eq!(r.differ[0].0, "rootfs");
+        }
+    }
+    // A failing build says why, with the end of its log.
+    std::fs::write(root.join("build.sh"), "echo compiling fw.c; echo 'fw.c:1: error: expected ;' >&2; exit 1\n")
+        .unwrap();
+    let e = build(&root, &spec.families[0], 1, &FIRST, &work.join("fail.log")).unwrap_err().to_string();
+    assert!(e.contains("the build of sensor failed") && e.contains("fw.c:1: error: expected ;"), "{e}");
+}
