@@ -1,8 +1,10 @@
 //! `updraft pipeline`: gated firmware CI from `updraft.toml`.
 //!
-//! Today: `plan` (the stage graph) and `run --stage build` (every family
-//! built, then built again elsewhere and compared). The test matrix, gates,
-//! bundle and publish stages are being built (issue 7).
+//! Today: `plan` (the stage graph) and `run` with the build stage (every
+//! family built, then built again elsewhere and compared) and the test
+//! stage (the matrix, retries, flaky quarantine, the tests gate). The
+//! coverage, vulnerability and secret gates, bundle and publish stages are
+//! being built (issue 7).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -10,7 +12,10 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use serde::Serialize;
+use updraft_bundle::fsutil::Overwrite;
 use updraft_pipeline::build::{self, Reproduction};
+use updraft_pipeline::flaky::{self, FlakyState, TestsVerdict};
+use updraft_pipeline::test::{self, TestRun};
 use updraft_pipeline::Spec;
 
 use crate::output::emit;
@@ -24,8 +29,8 @@ pub enum PipelineCmd {
     Run {
         #[command(flatten)]
         common: Common,
-        /// Only this stage (available now: build, which also checks reproducibility).
-        #[arg(long, default_value = "build")]
+        /// `all`, or one stage: `build` (with the reproducibility check) or `test` (the matrix).
+        #[arg(long, default_value = "all")]
         stage: String,
         /// Only this family.
         #[arg(long)]
@@ -70,11 +75,291 @@ fn source_date_epoch(root: &Path, flag: Option<u64>) -> anyhow::Result<u64> {
     }
 }
 
+/// A gate's verdict and its evidence.
 #[derive(Serialize)]
-struct BuildReport {
-    source_date_epoch: u64,
-    families: Vec<Reproduction>,
+struct Gate {
+    gate: String,
     passed: bool,
+    evidence: String,
+}
+
+#[derive(Serialize)]
+struct Report {
+    commit: String,
+    source_date_epoch: Option<u64>,
+    builds: Vec<Reproduction>,
+    test_runs: Vec<TestRun>,
+    tests: Option<TestsVerdict>,
+    gates: Vec<Gate>,
+    /// Configured gates this version does not evaluate yet.
+    not_evaluated: Vec<String>,
+    passed: bool,
+}
+
+/// The commit the run is for: `HEAD`, with a digest of the changes when the
+/// tree is dirty (so that an edit is not "the same commit"); `local` outside git.
+fn commit(root: &Path) -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(root)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| o.stdout)
+    };
+    let Some(head) = git(&["rev-parse", "HEAD"]) else { return "local".into() };
+    let head = String::from_utf8_lossy(&head).trim().to_owned();
+    let status = git(&["status", "--porcelain"]).unwrap_or_default();
+    if status.is_empty() {
+        return head;
+    }
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(git(&["diff", "HEAD"]).unwrap_or_default());
+    h.update(&status);
+    format!("{head}+dirty-{}", &hex::encode(h.finalize())[..12])
+}
+
+fn run_stages(common: &Common, stage: &str, family: Option<&str>, sde: Option<u64>) -> anyhow::Result<ExitCode> {
+    let (do_build, do_test) = match stage {
+        "all" => (true, true),
+        "build" => (true, false),
+        "test" => (false, true),
+        other => anyhow::bail!(
+            "stage {other:?} is not available; use all, build or test (gates, bundle and publish come next; see docs/pipeline.md)"
+        ),
+    };
+    let (spec, root) = load(&common.spec)?;
+    if let Some(n) = family {
+        anyhow::ensure!(spec.families.iter().any(|f| f.name == n), "no family {n:?} in {}", common.spec.display());
+    }
+    let say = |m: String| {
+        if !common.json {
+            eprintln!("{m}");
+        }
+    };
+    let work = root.join(&spec.project.out_dir);
+    let logs = work.join("logs");
+    let mut report = Report {
+        commit: commit(&root),
+        source_date_epoch: None,
+        builds: Vec::new(),
+        test_runs: Vec::new(),
+        tests: None,
+        gates: Vec::new(),
+        not_evaluated: Vec::new(),
+        passed: true,
+    };
+    if do_build {
+        let sde = source_date_epoch(&root, sde)?;
+        report.source_date_epoch = Some(sde);
+        for f in spec.families.iter().filter(|f| family.is_none_or(|n| f.name == n)) {
+            say(format!("build {}", f.name));
+            let first = build::build(&root, f, sde, &build::FIRST, &logs.join(format!("build-{}.log", f.name)))?;
+            let r = if spec.gates.reproducible {
+                say(format!("build {} again elsewhere", f.name));
+                build::reproduce(
+                    &root,
+                    f,
+                    sde,
+                    &first,
+                    &work.join("rebuild"),
+                    &spec.project.out_dir,
+                    &logs.join(format!("rebuild-{}.log", f.name)),
+                )?
+            } else {
+                Reproduction {
+                    family: f.name.clone(),
+                    reproducible: true,
+                    differ: vec![],
+                    first: first.clone(),
+                    second: first,
+                }
+            };
+            report.builds.push(r);
+        }
+        if spec.gates.reproducible {
+            let bad: Vec<String> = report
+                .builds
+                .iter()
+                .flat_map(|r| {
+                    r.differ
+                        .iter()
+                        .map(move |(n, a, b)| format!("{}/{n}: diffoscope {} {}", r.family, a.display(), b.display()))
+                })
+                .collect();
+            report.gates.push(Gate {
+                gate: "reproducible".into(),
+                passed: bad.is_empty(),
+                evidence: if bad.is_empty() {
+                    format!("{} families built twice, identical images", report.builds.len())
+                } else {
+                    format!("images differ: {}", bad.join("; "))
+                },
+            });
+        }
+    }
+    if do_test && !spec.targets.is_empty() {
+        let reports = work.join("reports").join(&report.commit);
+        let jobs = test::matrix(&spec, family);
+        say(format!("test: {} runs, {} at a time", jobs.len(), spec.project.jobs));
+        let state_path = work.join("flaky.json");
+        let mut state = FlakyState::load(&state_path)?;
+        let mut runs = test::run_jobs(&root, &spec, &jobs, spec.project.jobs, &reports)?;
+        // A run with failures that would block is retried once: a test that
+        // fails and then passes on the same commit is flaky.
+        let retry: Vec<test::Job> = runs
+            .iter()
+            .filter(|r| {
+                r.error.is_none()
+                    && r.failed_cases().any(|c| !state.is_quarantined(&format!("{}/{}/{}", r.family, r.target, c.id())))
+            })
+            .map(|r| test::Job { family: r.family.clone(), target: r.target.clone(), attempt: 2 })
+            .collect();
+        if !retry.is_empty() {
+            say(format!("test: retrying {} run(s) with failures", retry.len()));
+            runs.extend(test::run_jobs(&root, &spec, &retry, spec.project.jobs, &reports)?);
+        }
+        let verdict = flaky::evaluate(&runs, &mut state, &report.commit, spec.gates.unquarantine_after);
+        state.save(&state_path)?;
+        let mut evidence = format!(
+            "{} tests, {} failed ({} blocking, {} quarantined), {} skipped",
+            verdict.cases,
+            verdict.failed,
+            verdict.blocking.len(),
+            verdict.quarantined_failures.len(),
+            verdict.skipped
+        );
+        for b in verdict.blocking.iter().chain(&verdict.broken_runs) {
+            evidence.push_str(&format!("; {b}"));
+        }
+        report.gates.push(Gate { gate: "tests".into(), passed: verdict.passed, evidence });
+        report.test_runs = runs;
+        report.tests = Some(verdict);
+    }
+    if spec.gates.coverage.is_some() {
+        report.not_evaluated.push("coverage".into());
+    }
+    if spec.gates.vulnerabilities.is_some() {
+        report.not_evaluated.push("vulnerabilities".into());
+    }
+    if spec.gates.secrets.is_some() {
+        report.not_evaluated.push("secrets".into());
+    }
+    for g in &report.not_evaluated {
+        say(format!("warning: gate {g} is configured but this version does not evaluate it yet"));
+    }
+    report.passed = report.gates.iter().all(|g| g.passed);
+    write_summaries(&work, &report)?;
+    emit(common.json, &report, |out| human(&report, out))?;
+    Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::from(REJECTED) })
+}
+
+fn human(r: &Report, out: &mut String) {
+    for b in &r.builds {
+        for i in &b.first {
+            out.push_str(&format!(
+                "{} {}: {} ({} bytes) sha256 {}\n",
+                b.family,
+                i.name,
+                i.path.display(),
+                i.size,
+                i.sha256
+            ));
+        }
+        if b.reproducible {
+            out.push_str(&format!("{}: reproducible (built twice, identical)\n", b.family));
+        }
+        for (name, a, c) in &b.differ {
+            out.push_str(&format!(
+                "{}: NOT reproducible: image {name} differs between builds\n  compare: diffoscope {} {}\n",
+                b.family,
+                a.display(),
+                c.display()
+            ));
+        }
+    }
+    for t in &r.test_runs {
+        let failed = t.failed_cases().count();
+        out.push_str(&format!(
+            "test {}/{} attempt {}: {} tests, {failed} failed{}\n",
+            t.family,
+            t.target,
+            t.attempt,
+            t.cases.len(),
+            t.error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default()
+        ));
+    }
+    if let Some(v) = &r.tests {
+        for q in &v.newly_quarantined {
+            out.push_str(&format!("flaky: {q} failed and passed on the same commit: quarantined\n"));
+        }
+        for q in &v.released {
+            out.push_str(&format!("flaky: {q} passed enough times in a row: out of quarantine\n"));
+        }
+        for q in &v.quarantined {
+            out.push_str(&format!("quarantined (runs, does not block): {q}\n"));
+        }
+    }
+    for g in &r.gates {
+        out.push_str(&format!("gate {}: {} ({})\n", g.gate, if g.passed { "pass" } else { "FAIL" }, g.evidence));
+    }
+    for g in &r.not_evaluated {
+        out.push_str(&format!("gate {g}: not evaluated by this version\n"));
+    }
+    out.push_str(if r.passed { "pipeline: every gate passed\n" } else { "pipeline: a gate FAILED\n" });
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// `summary.md` (for a CI job summary) and `junit-summary.xml` (one test case per gate).
+fn write_summaries(work: &Path, r: &Report) -> anyhow::Result<()> {
+    std::fs::create_dir_all(work)?;
+    let mut md = String::from("## updraft pipeline\n\n| gate | verdict | evidence |\n|---|---|---|\n");
+    for g in &r.gates {
+        md.push_str(&format!(
+            "| {} | {} | {} |\n",
+            g.gate,
+            if g.passed { "pass" } else { "**FAIL**" },
+            g.evidence.replace('|', "\\|")
+        ));
+    }
+    for g in &r.not_evaluated {
+        md.push_str(&format!("| {g} | not evaluated | |\n"));
+    }
+    if let Some(v) = &r.tests {
+        if !v.quarantined.is_empty() {
+            md.push_str("\nQuarantined tests (they run and are reported, but do not block):\n\n");
+            for q in &v.quarantined {
+                md.push_str(&format!("- `{q}`\n"));
+            }
+        }
+    }
+    md.push_str(&format!(
+        "\nCommit `{}`: {}\n",
+        r.commit,
+        if r.passed { "every gate passed" } else { "a gate failed" }
+    ));
+    let failures = r.gates.iter().filter(|g| !g.passed).count();
+    let mut xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites>\n<testsuite name=\"updraft-pipeline\" tests=\"{}\" failures=\"{failures}\">\n",
+        r.gates.len()
+    );
+    for g in &r.gates {
+        xml.push_str(&format!("<testcase classname=\"gates\" name=\"{}\"", xml_escape(&g.gate)));
+        if g.passed {
+            xml.push_str("/>\n");
+        } else {
+            xml.push_str(&format!("><failure message=\"{}\"/></testcase>\n", xml_escape(&g.evidence)));
+        }
+    }
+    xml.push_str("</testsuite>\n</testsuites>\n");
+    updraft_bundle::fsutil::write_atomic(&work.join("summary.md"), md.as_bytes(), 0o644, Overwrite::Replace)?;
+    updraft_bundle::fsutil::write_atomic(&work.join("junit-summary.xml"), xml.as_bytes(), 0o644, Overwrite::Replace)?;
+    Ok(())
 }
 
 pub fn run(cmd: PipelineCmd, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
@@ -92,79 +377,7 @@ pub fn run(cmd: PipelineCmd, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         PipelineCmd::Run { common, stage, family, source_date_epoch: sde } => {
-            if stage != "build" {
-                anyhow::bail!(
-                    "stage {stage:?} is not available yet; `--stage build` builds every family and checks that it reproduces (see docs/pipeline.md)"
-                );
-            }
-            let (spec, root) = load(&common.spec)?;
-            let sde = source_date_epoch(&root, sde)?;
-            let work = root.join(&spec.project.out_dir);
-            let mut families = Vec::new();
-            for f in spec.families.iter().filter(|f| family.as_ref().is_none_or(|n| &f.name == n)) {
-                if !common.json {
-                    eprintln!("building {} ...", f.name);
-                }
-                let logs = work.join("logs");
-                let first = build::build(&root, f, sde, &build::FIRST, &logs.join(format!("build-{}.log", f.name)))?;
-                let r = if spec.gates.reproducible {
-                    if !common.json {
-                        eprintln!("building {} again elsewhere ...", f.name);
-                    }
-                    build::reproduce(
-                        &root,
-                        f,
-                        sde,
-                        &first,
-                        &work.join("rebuild"),
-                        &spec.project.out_dir,
-                        &logs.join(format!("rebuild-{}.log", f.name)),
-                    )?
-                } else {
-                    Reproduction {
-                        family: f.name.clone(),
-                        reproducible: true,
-                        differ: vec![],
-                        first: first.clone(),
-                        second: first,
-                    }
-                };
-                families.push(r);
-            }
-            if let Some(n) = &family {
-                if families.is_empty() {
-                    anyhow::bail!("no family {n:?} in {}", common.spec.display());
-                }
-            }
-            let passed = families.iter().all(|r| r.reproducible);
-            let report = BuildReport { source_date_epoch: sde, families, passed };
-            emit(common.json, &report, |out| {
-                for r in &report.families {
-                    for i in &r.first {
-                        out.push_str(&format!(
-                            "{} {}: {} ({} bytes) sha256 {}\n",
-                            r.family,
-                            i.name,
-                            i.path.display(),
-                            i.size,
-                            i.sha256
-                        ));
-                    }
-                    if r.reproducible {
-                        out.push_str(&format!("{}: reproducible (built twice, identical)\n", r.family));
-                    }
-                    for (name, a, b) in &r.differ {
-                        out.push_str(&format!(
-                            "{}: NOT reproducible: image {name} differs between builds\n  compare: diffoscope {} {}\n",
-                            r.family,
-                            a.display(),
-                            b.display()
-                        ));
-                    }
-                }
-                out.push_str(if report.passed { "gate reproducible: pass\n" } else { "gate reproducible: FAIL\n" });
-            })?;
-            Ok(if passed { ExitCode::SUCCESS } else { ExitCode::from(REJECTED) })
+            run_stages(&common, &stage, family.as_deref(), sde)
         }
     }
 }

@@ -4,8 +4,10 @@
 //! and the JUnit reader; the CLI runs them.
 
 pub mod build;
+pub mod flaky;
 pub mod junit;
 pub mod spec;
+pub mod test;
 
 pub use spec::{Spec, Stage};
 

@@ -1,4 +1,5 @@
 //! The pipeline's parts on real files and real commands.
 
+mod flaky;
 mod junit;
 mod spec;
