@@ -238,14 +238,76 @@ fn run_stages(common: &Common, stage: &str, family: Option<&str>, sde: Option<u6
         report.test_runs = runs;
         report.tests = Some(verdict);
     }
-    if spec.gates.coverage.is_some() {
-        report.not_evaluated.push("coverage".into());
+    if let Some(c) = spec.gates.coverage.as_ref().filter(|_| do_test) {
+        let mut low = Vec::new();
+        let mut seen = Vec::new();
+        for f in spec.families.iter().filter(|f| family.is_none_or(|n| f.name == n)) {
+            let path = root.join(updraft_pipeline::spec::expand(&c.report, &f.name, ""));
+            match std::fs::read_to_string(&path) {
+                Ok(text) => match updraft_pipeline::coverage::parse(&text, &path.display().to_string()) {
+                    Ok(cov) => {
+                        let line =
+                            format!("{} {:.1}% ({}/{} lines)", f.name, cov.percent, cov.lines_covered, cov.lines_valid);
+                        if cov.percent < c.min_percent {
+                            low.push(line.clone());
+                        }
+                        seen.push(line);
+                    }
+                    Err(e) => low.push(e.to_string()),
+                },
+                Err(_) => low.push(format!("{}: no coverage report at {}", f.name, path.display())),
+            }
+        }
+        report.gates.push(Gate {
+            gate: "coverage".into(),
+            passed: low.is_empty(),
+            evidence: format!(
+                "at least {}%: {}{}",
+                c.min_percent,
+                seen.join(", "),
+                if low.is_empty() { String::new() } else { format!("; below or missing: {}", low.join(", ")) }
+            ),
+        });
     }
     if spec.gates.vulnerabilities.is_some() {
         report.not_evaluated.push("vulnerabilities".into());
     }
-    if spec.gates.secrets.is_some() {
-        report.not_evaluated.push("secrets".into());
+    if let Some(sg) = spec.gates.secrets.as_ref().filter(|_| do_build) {
+        use updraft_pipeline::secrets;
+        let mut findings = Vec::new();
+        for b in &report.builds {
+            for i in &b.first {
+                let data = std::fs::read(&i.path).with_context(|| format!("cannot read {}", i.path.display()))?;
+                let shown = i.path.strip_prefix(&root).unwrap_or(&i.path).display().to_string();
+                findings.extend(secrets::scan(&shown, &data));
+            }
+        }
+        for p in &sg.paths {
+            findings.extend(secrets::scan_path(&root, p, &[spec.project.out_dir.as_str()])?);
+        }
+        let allow = match &sg.allow_file {
+            Some(f) if root.join(f).is_file() => secrets::allowed(&std::fs::read_to_string(root.join(f))?),
+            _ => Vec::new(),
+        };
+        let total = findings.len();
+        let blocking: Vec<String> = findings
+            .iter()
+            .filter(|f| !secrets::is_allowed(f, &allow))
+            .map(|f| format!("{}:{} {} (fingerprint {})", f.path, f.line, f.kind, f.fingerprint))
+            .collect();
+        report.gates.push(Gate {
+            gate: "secrets".into(),
+            passed: blocking.is_empty(),
+            evidence: if blocking.is_empty() {
+                format!("no secrets in the images and {} ({} allowed)", sg.paths.join(", "), total)
+            } else {
+                format!(
+                    "{}; if one is not a secret, add its fingerprint to {}",
+                    blocking.join("; "),
+                    sg.allow_file.as_deref().unwrap_or("the allow_file")
+                )
+            },
+        });
     }
     for g in &report.not_evaluated {
         say(format!("warning: gate {g} is configured but this version does not evaluate it yet"));

@@ -4,8 +4,10 @@
 //! and the JUnit reader; the CLI runs them.
 
 pub mod build;
+pub mod coverage;
 pub mod flaky;
 pub mod junit;
+pub mod secrets;
 pub mod spec;
 pub mod test;
 
@@ -18,7 +20,7 @@ pub enum PipelineError {
     Spec(String),
     #[error("{0}")]
     Build(String),
-    #[error("cannot read the test report {path}: {reason}")]
+    #[error("cannot read the report {path}: {reason}")]
     Junit { path: String, reason: String },
     #[error("{what}: {source}")]
     Io {

@@ -117,7 +117,7 @@ fn a_flaky_test_is_quarantined_and_a_failing_one_blocks() {
     assert!(summary.contains("| tests | pass |") && summary.contains("radio_link_retry"), "{summary}");
     let junit = std::fs::read_to_string(d.join(".updraft/junit-summary.xml")).unwrap();
     let gates = updraft_pipeline::junit::parse(&junit, "junit-summary.xml").unwrap();
-    assert_eq!(gates.len(), 2);
+    assert_eq!(gates.len(), 3, "reproducible, tests, secrets");
     // The JUnit reports are kept for audit.
     let commit = v["commit"].as_str().unwrap();
     assert_eq!(commit.len(), 40, "{commit}");
@@ -135,4 +135,69 @@ fn a_flaky_test_is_quarantined_and_a_failing_one_blocks() {
     assert_eq!(r.code, 1, "{}", r.stdout);
     assert!(r.stdout.contains("gate tests: FAIL") && r.stdout.contains("crc_check_value"), "{}", r.stdout);
     assert!(r.stdout.contains("test sensor/host attempt 2"), "the failure was retried: {}", r.stdout);
+}
+
+#[test]
+fn the_coverage_gate_reads_lcov_and_blocks_below_the_minimum() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let spec = |min: u32| {
+        format!(
+            r#"[project]
+name = "p"
+[[families]]
+name = "fw"
+hardware = ["a"]
+build = ["sh", "-c", "mkdir -p out && echo fw > out/fw.img"]
+images = {{ rootfs = "out/fw.img" }}
+[[targets]]
+name = "unit"
+kind = "emulator"
+command = ["sh", "-c", "mkdir -p out && echo '<testsuites><testsuite name=\"s\"><testcase name=\"a\"/></testsuite></testsuites>' > out/j.xml && printf 'SF:a.c\nLF:10\nLH:7\nend_of_record\n' > out/{{family}}.info"]
+junit = "out/j.xml"
+[gates]
+reproducible = false
+coverage = {{ min_percent = {min}, report = "out/{{family}}.info" }}
+"#
+        )
+    };
+    std::fs::write(d.join("updraft.toml"), spec(80)).unwrap();
+    let r = pipeline(d, &["pipeline", "run"]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("gate coverage: FAIL") && r.stdout.contains("fw 70.0% (7/10 lines)"), "{}", r.stdout);
+    std::fs::write(d.join("updraft.toml"), spec(60)).unwrap();
+    let r = pipeline(d, &["pipeline", "run"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("gate coverage: pass"), "{}", r.stdout);
+}
+
+#[test]
+fn a_planted_secret_blocks_until_it_is_allowed() {
+    if !have("cc") || !have("make") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    copy_example(d);
+    let key = format!("AKIA{}", "IOSFODNN7EXAMPLE");
+    let main = std::fs::read_to_string(d.join("src/main.c")).unwrap();
+    std::fs::write(
+        d.join("src/main.c"),
+        main.replace("int main(void)", &format!("const char *cloud = \"{key}\";\nint main(void)")),
+    )
+    .unwrap();
+    let r = pipeline(d, &["pipeline", "run", "--stage", "build", "--json"]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let gate = v["gates"].as_array().unwrap().iter().find(|g| g["gate"] == "secrets").unwrap().clone();
+    assert_eq!(gate["passed"], false);
+    let evidence = gate["evidence"].as_str().unwrap();
+    assert!(evidence.contains("src/main.c:") && evidence.contains("AWS access key id"), "{evidence}");
+    // The compiler keeps the string: the image is caught too.
+    assert!(evidence.contains("out/sensor/firmware.bin"), "{evidence}");
+    let fp = evidence.split("fingerprint ").nth(1).unwrap()[..16].to_owned();
+    std::fs::write(d.join(".updraft-secrets-allow"), format!("# the AWS documentation's example key\n{fp}\n")).unwrap();
+    let r = pipeline(d, &["pipeline", "run", "--stage", "build"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("gate secrets: pass"), "{}", r.stdout);
 }

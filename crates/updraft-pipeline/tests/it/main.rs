@@ -1,5 +1,7 @@
 //! The pipeline's parts on real files and real commands.
 
+mod coverage;
 mod flaky;
 mod junit;
+mod secrets;
 mod spec;
