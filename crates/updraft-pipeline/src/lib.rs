@@ -10,6 +10,7 @@ pub mod junit;
 pub mod secrets;
 pub mod spec;
 pub mod test;
+pub mod vulns;
 
 pub use spec::{Spec, Stage};
 

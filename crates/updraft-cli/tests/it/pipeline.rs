@@ -6,7 +6,18 @@ use crate::{have, updraft_with};
 
 fn copy_example(to: &Path) {
     let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/firmware");
-    for f in ["updraft.toml", "Makefile", "src/main.c", "src/crc.c", "src/crc.h", "tests/run.sh", "tests/test_main.c"] {
+    for f in [
+        "updraft.toml",
+        "Makefile",
+        "src/main.c",
+        "src/crc.c",
+        "src/crc.h",
+        "tests/run.sh",
+        "tests/test_main.c",
+        "sbom.cdx.json",
+        "osv/EXAMPLE-2025-0001.json",
+        "osv/EXAMPLE-2025-0002.json",
+    ] {
         let dest = to.join(f);
         std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
         std::fs::copy(from.join(f), dest).unwrap();
@@ -117,7 +128,7 @@ fn a_flaky_test_is_quarantined_and_a_failing_one_blocks() {
     assert!(summary.contains("| tests | pass |") && summary.contains("radio_link_retry"), "{summary}");
     let junit = std::fs::read_to_string(d.join(".updraft/junit-summary.xml")).unwrap();
     let gates = updraft_pipeline::junit::parse(&junit, "junit-summary.xml").unwrap();
-    assert_eq!(gates.len(), 3, "reproducible, tests, secrets");
+    assert_eq!(gates.len(), 4, "reproducible, tests, vulnerabilities, secrets");
     // The JUnit reports are kept for audit.
     let commit = v["commit"].as_str().unwrap();
     assert_eq!(commit.len(), 40, "{commit}");
@@ -200,4 +211,33 @@ fn a_planted_secret_blocks_until_it_is_allowed() {
     let r = pipeline(d, &["pipeline", "run", "--stage", "build"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("gate secrets: pass"), "{}", r.stdout);
+}
+
+#[test]
+fn a_vulnerable_component_blocks() {
+    if !have("cc") || !have("make") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    copy_example(d);
+    let r = pipeline(d, &["pipeline", "run", "--stage", "build"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("gate vulnerabilities: pass (2 components checked against osv; 0 known"), "{}", r.stdout);
+    // An older lwIP, inside the HIGH record's range; Mbed TLS 3.6.1 is MODERATE: below the limit.
+    let sbom = std::fs::read_to_string(d.join("sbom.cdx.json")).unwrap();
+    std::fs::write(
+        d.join("sbom.cdx.json"),
+        sbom.replace("\"version\": \"2.2.0\"", "\"version\": \"2.1.2\"")
+            .replace("\"version\": \"3.6.2\"", "\"version\": \"3.6.1\""),
+    )
+    .unwrap();
+    let r = pipeline(d, &["pipeline", "run", "--stage", "build"]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("gate vulnerabilities: FAIL (at or above high: EXAMPLE-2025-0001 lwip 2.1.2 (high)"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("EXAMPLE-2025-0002"), "a moderate finding does not block at high: {}", r.stdout);
 }

@@ -5,3 +5,4 @@ mod flaky;
 mod junit;
 mod secrets;
 mod spec;
+mod vulns;
