@@ -18,6 +18,7 @@ use updraft_pipeline::flaky::{self, FlakyState, TestsVerdict};
 use updraft_pipeline::test::{self, TestRun};
 use updraft_pipeline::Spec;
 
+use crate::client::ClientArgs;
 use crate::output::emit;
 use crate::{Ctx, REJECTED};
 
@@ -38,6 +39,9 @@ pub enum PipelineCmd {
         /// SOURCE_DATE_EPOCH for the builds (default: the environment's, else the last commit's time).
         #[arg(long)]
         source_date_epoch: Option<u64>,
+        /// The release version (default: the git tag on HEAD, without a leading v).
+        #[arg(long)]
+        release_version: Option<semver::Version>,
     },
 }
 
@@ -93,6 +97,11 @@ struct Report {
     gates: Vec<Gate>,
     /// Configured gates the stages run did not evaluate.
     not_evaluated: Vec<String>,
+    /// Bundles written (when every gate passed and a [release] is configured).
+    bundles: Vec<serde_json::Value>,
+    /// Releases published to the server.
+    published: Vec<String>,
+    notes: Vec<String>,
     passed: bool,
 }
 
@@ -121,13 +130,20 @@ fn commit(root: &Path) -> String {
     format!("{head}+dirty-{}", &hex::encode(h.finalize())[..12])
 }
 
-fn run_stages(common: &Common, stage: &str, family: Option<&str>, sde: Option<u64>) -> anyhow::Result<ExitCode> {
+fn run_stages(
+    common: &Common,
+    stage: &str,
+    family: Option<&str>,
+    sde: Option<u64>,
+    release_version: Option<semver::Version>,
+    client: &ClientArgs,
+) -> anyhow::Result<ExitCode> {
     let (do_build, do_test) = match stage {
         "all" => (true, true),
         "build" => (true, false),
         "test" => (false, true),
         other => anyhow::bail!(
-            "stage {other:?} is not available; use all, build or test (gates, bundle and publish come next; see docs/pipeline.md)"
+            "stage {other:?} is not available; use all (build, test, gates, then bundle and publish), build or test"
         ),
     };
     let (spec, root) = load(&common.spec)?;
@@ -149,6 +165,9 @@ fn run_stages(common: &Common, stage: &str, family: Option<&str>, sde: Option<u6
         tests: None,
         gates: Vec::new(),
         not_evaluated: Vec::new(),
+        bundles: Vec::new(),
+        published: Vec::new(),
+        notes: Vec::new(),
         passed: true,
     };
     if do_build {
@@ -347,9 +366,150 @@ fn run_stages(common: &Common, stage: &str, family: Option<&str>, sde: Option<u6
         }
     }
     report.passed = report.gates.iter().all(|g| g.passed);
+    if let (Some(rel), true, true) = (&spec.release, report.passed, stage == "all") {
+        bundle_and_publish(&spec, rel, &root, &work, family, release_version, client, &mut report, &say)?;
+    }
     write_summaries(&work, &report)?;
     emit(common.json, &report, |out| human(&report, out))?;
     Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::from(REJECTED) })
+}
+
+/// The version: the flag, else an exact git tag on HEAD (`v1.4.0` → 1.4.0);
+/// none on an untagged commit (bundles are made for releases only).
+fn version(root: &Path, flag: Option<semver::Version>) -> anyhow::Result<Option<semver::Version>> {
+    if let Some(v) = flag {
+        return Ok(Some(v));
+    }
+    let Some(out) = std::process::Command::new("git")
+        .args(["describe", "--tags", "--exact-match", "HEAD"])
+        .current_dir(root)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+    else {
+        return Ok(None);
+    };
+    let tag = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    Ok(Some(
+        tag.trim_start_matches('v').parse().with_context(|| format!("the tag {tag:?} is not a version like v1.4.0"))?,
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bundle_and_publish(
+    spec: &Spec,
+    rel: &updraft_pipeline::spec::ReleaseSpec,
+    root: &Path,
+    work: &Path,
+    family: Option<&str>,
+    release_version: Option<semver::Version>,
+    client: &ClientArgs,
+    report: &mut Report,
+    say: &dyn Fn(String),
+) -> anyhow::Result<()> {
+    use updraft_bundle::bundle::ImageInput;
+    use updraft_bundle::{BuildContext, CreateParams, Signers, Source, Target};
+    use updraft_types::{SecurityVersion, Timestamp};
+
+    let Some(version) = version(root, release_version)? else {
+        say("no bundles: HEAD has no version tag (tag it v1.4.0 or pass --release-version)".into());
+        report.notes.push("no bundles: untagged commit and no --release-version".into());
+        return Ok(());
+    };
+    let sde = report.source_date_epoch.context("bundles need the build stage")?;
+    let detected = BuildContext::detect(|k| std::env::var(k).ok());
+    let source = Source {
+        uri: detected
+            .source_uri
+            .clone()
+            .unwrap_or_else(|| format!("file://{}", root.canonicalize().unwrap_or(root.to_path_buf()).display())),
+        commit: detected.source_commit.clone().unwrap_or_else(|| report.commit.clone()),
+    };
+    let release_keys = rel
+        .release_keys
+        .iter()
+        .map(|p| crate::cmd_keys::load_private(&root.join(p)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let build_key = crate::cmd_keys::load_private(&root.join(&rel.build_key))?;
+    let out_dir = work.join("bundles");
+    std::fs::create_dir_all(&out_dir)?;
+    let mut files = Vec::new();
+    for f in spec.families.iter().filter(|f| family.is_none_or(|n| f.name == n)) {
+        let images = f
+            .images
+            .iter()
+            .enumerate()
+            .map(|(i, (name, path))| ImageInput {
+                name: name.clone(),
+                path: root.join(path),
+                // The first image (or the one called rootfs) goes to the A/B slot.
+                target: if name == "rootfs" || (i == 0 && !f.images.contains_key("rootfs")) {
+                    Target::Slot
+                } else {
+                    Target::Component(name.clone())
+                },
+            })
+            .collect();
+        // A release is name@version on the server: with several families,
+        // each family's release has its own name.
+        let name = if rel.name.contains("{family}") {
+            updraft_pipeline::spec::expand(&rel.name, &f.name, "")
+        } else if spec.families.len() > 1 {
+            format!("{}-{}", rel.name, f.name)
+        } else {
+            rel.name.clone()
+        };
+        let out = out_dir.join(format!("{name}-{version}.bundle"));
+        say(format!("bundle {}", out.display()));
+        let created = updraft_bundle::create(
+            &CreateParams {
+                name,
+                version: version.clone(),
+                security_version: SecurityVersion(rel.security_version),
+                family: f.name.clone(),
+                hardware: f.hardware.clone(),
+                requires: Vec::new(),
+                source: source.clone(),
+                created: Timestamp(sde),
+                images,
+                sbom: rel.sbom.as_ref().map(|s| root.join(s)),
+                build: detected.clone(),
+                updraft_version: env!("CARGO_PKG_VERSION").to_owned(),
+            },
+            &Signers { release: release_keys.iter().collect(), build: &build_key },
+            &out,
+            &updraft_bundle::NoProgress,
+        )?;
+        report.bundles.push(serde_json::json!({
+            "family": f.name, "path": created.path, "sha256": created.sha256.to_string(), "size": created.size,
+        }));
+        files.push(created.path.clone());
+    }
+    if let Some(server) = &rel.server {
+        let args = ClientArgs {
+            server: Some(client.server.clone().unwrap_or_else(|| server.clone())),
+            token: client.token.clone(),
+        };
+        let c = crate::client::Client::new(&args)?;
+        for file in files {
+            let len = std::fs::metadata(&file)?.len();
+            let mut reader = std::fs::File::open(&file)?;
+            let r = c
+                .post_stream("/api/v1/releases", &mut reader, len)
+                .with_context(|| format!("publishing {}", file.display()))?;
+            let id = r["id"].as_str().unwrap_or_default().to_owned();
+            if let Some(ch) = &rel.channel {
+                c.post(&format!("/api/v1/channels/{ch}/releases"), &serde_json::json!({ "release": id }))?;
+            }
+            say(format!(
+                "published {id}{}",
+                rel.channel.as_ref().map(|c| format!(" to channel {c}")).unwrap_or_default()
+            ));
+            report.published.push(id);
+        }
+    }
+    Ok(())
 }
 
 fn human(r: &Report, out: &mut String) {
@@ -403,6 +563,20 @@ fn human(r: &Report, out: &mut String) {
     }
     for g in &r.not_evaluated {
         out.push_str(&format!("gate {g}: not evaluated in this stage\n"));
+    }
+    for b in &r.bundles {
+        out.push_str(&format!(
+            "bundle {}: {} sha256 {}\n",
+            b["family"].as_str().unwrap_or(""),
+            b["path"].as_str().unwrap_or(""),
+            b["sha256"].as_str().unwrap_or("")
+        ));
+    }
+    for p in &r.published {
+        out.push_str(&format!("published {p}\n"));
+    }
+    for n in &r.notes {
+        out.push_str(&format!("note: {n}\n"));
     }
     out.push_str(if r.passed { "pipeline: every gate passed\n" } else { "pipeline: a gate FAILED\n" });
 }
@@ -458,7 +632,7 @@ fn write_summaries(work: &Path, r: &Report) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn run(cmd: PipelineCmd, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
+pub fn run(cmd: PipelineCmd, client: &ClientArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
     match cmd {
         PipelineCmd::Plan(c) => {
             let (spec, _) = load(&c.spec)?;
@@ -472,8 +646,8 @@ pub fn run(cmd: PipelineCmd, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        PipelineCmd::Run { common, stage, family, source_date_epoch: sde } => {
-            run_stages(&common, &stage, family.as_deref(), sde)
+        PipelineCmd::Run { common, stage, family, source_date_epoch: sde, release_version } => {
+            run_stages(&common, &stage, family.as_deref(), sde, release_version, client)
         }
     }
 }

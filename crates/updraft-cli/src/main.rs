@@ -107,7 +107,7 @@ fn main() -> ExitCode {
             cmd_server_client::audit(action, after, limit, json, &cli.client)
         }
         Command::Serve(a) => cmd_serve::run(*a, &ctx),
-        Command::Pipeline(c) => cmd_pipeline::run(c, &ctx),
+        Command::Pipeline(c) => cmd_pipeline::run(c, &cli.client, &ctx),
         Command::Simulate(a) => cmd_simulate::run(*a, &cli.client, &ctx),
         Command::Demo(a) => demo::run(a, &ctx),
     };

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use crate::{have, updraft_with};
 
-fn copy_example(to: &Path) {
+pub fn copy_example(to: &Path) {
     let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/firmware");
     for f in [
         "updraft.toml",
@@ -21,6 +21,10 @@ fn copy_example(to: &Path) {
         let dest = to.join(f);
         std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
         std::fs::copy(from.join(f), dest).unwrap();
+    }
+    for name in ["release", "build"] {
+        let r = crate::updraft(to, &["keys", "generate", "--out-dir", "keys", "--name", name]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
     }
 }
 
@@ -47,7 +51,9 @@ fn plan_shows_the_stage_graph() {
             "build:gateway",
             "reproduce:gateway",
             "test:gateway:host",
-            "gates"
+            "gates",
+            "bundle:sensor",
+            "bundle:gateway"
         ]
     );
     std::fs::write(dir.path().join("updraft.toml"), "[project]\nname = \"x\"\nfamilies = []\n").unwrap();
@@ -240,4 +246,30 @@ fn a_vulnerable_component_blocks() {
         r.stdout
     );
     assert!(!r.stdout.contains("EXAMPLE-2025-0002"), "a moderate finding does not block at high: {}", r.stdout);
+}
+
+#[test]
+fn a_green_tagged_run_writes_one_signed_bundle_per_family() {
+    if !have("cc") || !have("make") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    copy_example(d);
+    let r = pipeline(d, &["pipeline", "run", "--release-version", "1.4.0", "--json"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let bundles = v["bundles"].as_array().unwrap();
+    assert_eq!(bundles.len(), 2, "{v:#}");
+    let path = bundles[0]["path"].as_str().unwrap();
+    assert!(path.ends_with("acme-fw-sensor-1.4.0.bundle"), "{path}");
+    let r = crate::updraft(d, &["bundle", "inspect", path, "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let m: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(m["manifest"]["family"], "sensor", "{m:#}");
+    assert_eq!(m["manifest"]["hardware"], serde_json::json!(["rev-b", "rev-c"]));
+    // Without a tag or a version: gates only, and a note.
+    let r = pipeline(d, &["pipeline", "run", "--stage", "all"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("note: no bundles: untagged commit"), "{}", r.stdout);
 }

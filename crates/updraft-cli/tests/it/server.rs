@@ -165,3 +165,38 @@ fn simulate_drives_a_real_server_as_a_load_generator() {
     let s: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
     assert_eq!(s["perWave"][0]["committed"], 30, "{s}");
 }
+
+#[test]
+fn the_pipeline_publishes_its_bundles_and_promotes_them() {
+    if !crate::have("cc") || !crate::have("make") {
+        return;
+    }
+    let dir = workspace();
+    let d = dir.path();
+    let mut server = serve(d);
+    let admin = read_admin_token(&mut server);
+    let fw = d.join("acme");
+    crate::pipeline::copy_example(&fw);
+    // Sign with two keys of the server's 2-of-3 trust root; publish to it.
+    let spec = std::fs::read_to_string(fw.join("updraft.toml")).unwrap();
+    let spec = spec
+        .replace(
+            "release_keys = [\"keys/release.key\"]",
+            &format!("release_keys = [{:?}, {:?}]", key("release-a.key"), key("release-c.key")),
+        )
+        .replace("build_key = \"keys/build.key\"", &format!("build_key = {:?}", key("build.key")))
+        .replace("# server = \"https://updraft.example.com\"", &format!("server = {:?}", server.url))
+        .replace("# channel = \"beta\"", "channel = \"beta\"");
+    std::fs::write(fw.join("updraft.toml"), spec).unwrap();
+    let run = cli(
+        &fw,
+        &server,
+        &admin,
+        &["pipeline", "run", "--release-version", "1.4.0", "--source-date-epoch", "1767225600"],
+    );
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("published acme-fw-sensor@1.4.0"), "{}", run.stdout);
+    assert!(run.stdout.contains("published acme-fw-gateway@1.4.0"), "{}", run.stdout);
+    let list = cli(d, &server, &admin, &["release", "list", "--json"]).ok();
+    assert!(list.stdout.contains("acme-fw-gateway@1.4.0") && list.stdout.contains("beta"), "{}", list.stdout);
+}
