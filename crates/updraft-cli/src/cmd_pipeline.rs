@@ -130,6 +130,13 @@ fn commit(root: &Path) -> String {
     format!("{head}+dirty-{}", &hex::encode(h.finalize())[..12])
 }
 
+/// The server to report to: `--server`/`UPDRAFT_SERVER`, else `release.server`; with a token.
+fn server_client(spec: &Spec, client: &ClientArgs) -> Option<crate::client::Client> {
+    let server = client.server.clone().or_else(|| spec.release.as_ref().and_then(|r| r.server.clone()))?;
+    client.token.as_ref()?;
+    crate::client::Client::new(&ClientArgs { server: Some(server), token: client.token.clone() }).ok()
+}
+
 fn run_stages(
     common: &Common,
     stage: &str,
@@ -225,6 +232,18 @@ fn run_stages(
         say(format!("test: {} runs, {} at a time", jobs.len(), spec.project.jobs));
         let state_path = work.join("flaky.json");
         let mut state = FlakyState::load(&state_path)?;
+        let server = server_client(&spec, client);
+        let flaky_route = format!("/api/v1/pipelines/{}/flaky", spec.project.name);
+        if let Some(c) = &server {
+            // The server's history is the shared one (CI runners are ephemeral).
+            match c.get(&flaky_route).map(serde_json::from_value::<FlakyState>) {
+                Ok(Ok(remote)) => state = remote,
+                Ok(Err(e)) => {
+                    say(format!("warning: the server's flaky-test history is unreadable ({e}); using the local one"))
+                }
+                Err(e) => say(format!("warning: cannot read the flaky-test history from the server: {e:#}")),
+            }
+        }
         let mut runs = test::run_jobs(&root, &spec, &jobs, spec.project.jobs, &reports)?;
         // A run with failures that would block is retried once: a test that
         // fails and then passes on the same commit is flaky.
@@ -242,6 +261,12 @@ fn run_stages(
         }
         let verdict = flaky::evaluate(&runs, &mut state, &report.commit, spec.gates.unquarantine_after);
         state.save(&state_path)?;
+        if let Some(c) = &server {
+            let body = serde_json::to_value(&state)?;
+            if let Err(e) = c.put(&flaky_route, &body) {
+                say(format!("warning: cannot store the flaky-test history on the server: {e:#}"));
+            }
+        }
         let mut evidence = format!(
             "{} tests, {} failed ({} blocking, {} quarantined), {} skipped",
             verdict.cases,
@@ -370,6 +395,32 @@ fn run_stages(
         bundle_and_publish(&spec, rel, &root, &work, family, release_version, client, &mut report, &say)?;
     }
     write_summaries(&work, &report)?;
+    if let Some(c) = server_client(&spec, client) {
+        // Build health for dashboards: the verdicts and their evidence, not every test case.
+        let compact = serde_json::json!({
+            "stage": stage,
+            "family": family,
+            "gates": report.gates,
+            "notEvaluated": report.not_evaluated,
+            "tests": report.tests.as_ref().map(|t| serde_json::json!({
+                "cases": t.cases, "failed": t.failed, "skipped": t.skipped, "blocking": t.blocking,
+                "quarantined": t.quarantined, "newlyQuarantined": t.newly_quarantined, "released": t.released,
+            })),
+            "builds": report.builds.iter().map(|b| serde_json::json!({
+                "family": b.family, "reproducible": b.reproducible,
+                "images": b.first.iter().map(|i| serde_json::json!({"name": i.name, "sha256": i.sha256, "size": i.size})).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "bundles": report.bundles,
+            "published": report.published,
+        });
+        let body = serde_json::json!({
+            "project": spec.project.name, "commit": report.commit, "passed": report.passed, "report": compact,
+        });
+        match c.post("/api/v1/builds", &body) {
+            Ok(_) => say(format!("build health posted to the server for {}", spec.project.name)),
+            Err(e) => say(format!("warning: cannot post build health to the server: {e:#}")),
+        }
+    }
     emit(common.json, &report, |out| human(&report, out))?;
     Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::from(REJECTED) })
 }

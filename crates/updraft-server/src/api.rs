@@ -75,6 +75,10 @@ routes! {
     "GET" "/api/v1/devices" Access::Role(Role::Viewer), "List devices.";
     "GET" "/api/v1/devices/{id}" Access::Role(Role::Viewer), "Show a device.";
     "GET" "/api/v1/audit" Access::Role(Role::Viewer), "The audit log.";
+    "GET" "/api/v1/builds" Access::Role(Role::Viewer), "Pipeline runs (build health), newest first; ?project= filters.";
+    "POST" "/api/v1/builds" Access::Role(Role::Releaser), "Record a pipeline run's report (`updraft pipeline` posts it).";
+    "GET" "/api/v1/pipelines/{project}/flaky" Access::Role(Role::Releaser), "A project's flaky-test history.";
+    "PUT" "/api/v1/pipelines/{project}/flaky" Access::Role(Role::Releaser), "Replace a project's flaky-test history.";
     "GET" "/api/v1/tokens" Access::Role(Role::Admin), "List API tokens.";
     "POST" "/api/v1/tokens" Access::Role(Role::Admin), "Create an API token (shown once).";
     "DELETE" "/api/v1/tokens/{id}" Access::Role(Role::Admin), "Revoke an API token.";
@@ -107,6 +111,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/devices", get(list_devices))
         .route("/api/v1/devices/{id}", get(show_device))
         .route("/api/v1/audit", get(audit_log))
+        .route("/api/v1/builds", get(list_builds).post(add_build))
+        .route("/api/v1/pipelines/{project}/flaky", get(get_flaky).put(put_flaky))
         .route("/api/v1/tokens", get(list_tokens).post(create_token))
         .route("/api/v1/tokens/{id}", delete(revoke_token))
         .route("/api/v1/enrollment-tokens", post(create_enrollment_token))
@@ -975,6 +981,96 @@ async fn audit_log(
 ) -> ApiResult<Json<Vec<AuditEntry>>> {
     require(&app, &headers, Access::Role(Role::Viewer)).await?;
     Ok(Json(app.store.audit_log(q.after, q.action.as_deref(), q.limit.clamp(1, 1000)).await?))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct BuildRequest {
+    project: String,
+    commit: String,
+    passed: bool,
+    report: serde_json::Value,
+}
+
+async fn add_build(
+    State(app): State<Arc<App>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let actor = require(&app, &headers, Access::Role(Role::Releaser)).await?;
+    let req: BuildRequest = parse(&body)?;
+    check_id("project", &req.project)?;
+    if req.commit.is_empty() || req.commit.len() > 128 {
+        return Err(ApiError::bad_request("commit must be 1 to 128 characters"));
+    }
+    let record = updraft_store::BuildRecord {
+        id: 0,
+        project: req.project.clone(),
+        commit: req.commit.clone(),
+        passed: req.passed,
+        report: req.report.to_string(),
+        at_ms: now_ms(),
+        actor: actor.label(),
+    };
+    let id = app.store.add_build(&record).await?;
+    let verdict = if req.passed { "passed" } else { "failed" };
+    audit(&app, &actor.label(), "build.record", &req.project, format!("{} {verdict}", req.commit), remote).await;
+    Ok((StatusCode::CREATED, Json(serde_json::json!({ "id": id }))).into_response())
+}
+
+#[derive(serde::Deserialize)]
+struct BuildsQuery {
+    #[serde(default)]
+    project: Option<String>,
+    #[serde(default = "default_limit")]
+    limit: i64,
+}
+
+async fn list_builds(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(q): Query<BuildsQuery>,
+) -> ApiResult<Json<Vec<serde_json::Value>>> {
+    require(&app, &headers, Access::Role(Role::Viewer)).await?;
+    let rows = app.store.builds(q.project.as_deref(), q.limit.clamp(1, 1000)).await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|b| {
+                let report: serde_json::Value = serde_json::from_str(&b.report).unwrap_or(serde_json::Value::Null);
+                let mut v = serde_json::to_value(&b).unwrap_or_default();
+                v["report"] = report;
+                v
+            })
+            .collect(),
+    ))
+}
+
+async fn get_flaky(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(project): Path<String>,
+) -> ApiResult<Response> {
+    require(&app, &headers, Access::Role(Role::Releaser)).await?;
+    check_id("project", &project)?;
+    let state = app.store.flaky_state(&project).await?.unwrap_or_else(|| "{}".into());
+    Ok(([(header::CONTENT_TYPE, "application/json")], state).into_response())
+}
+
+async fn put_flaky(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(project): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<StatusCode> {
+    require(&app, &headers, Access::Role(Role::Releaser)).await?;
+    check_id("project", &project)?;
+    let v: serde_json::Value = parse(&body)?;
+    if !v.is_object() {
+        return Err(ApiError::bad_request("the flaky-test history is a JSON object"));
+    }
+    app.store.set_flaky_state(&project, &v.to_string(), now_ms()).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn list_tokens(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult<Json<Vec<TokenInfo>>> {

@@ -53,6 +53,21 @@ struct Migration {
     postgres: &'static str,
 }
 
+/// One pipeline run as `updraft pipeline` reports it (build health).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildRecord {
+    pub id: i64,
+    pub project: String,
+    pub commit: String,
+    pub passed: bool,
+    /// The pipeline's JSON report.
+    #[serde(skip)]
+    pub report: String,
+    pub at_ms: i64,
+    pub actor: String,
+}
+
 const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -63,6 +78,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 2,
         sqlite: include_str!("../migrations/0002_trust_roots.sqlite.sql"),
         postgres: include_str!("../migrations/0002_trust_roots.postgres.sql"),
+    },
+    Migration {
+        version: 3,
+        sqlite: include_str!("../migrations/0003_pipelines.sqlite.sql"),
+        postgres: include_str!("../migrations/0003_pipelines.postgres.sql"),
     },
 ];
 
@@ -708,6 +728,73 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(|r| Ok((r.try_get("version")?, r.try_get("body")?))).collect()
+    }
+
+    // ------------------------------------------------------- pipelines
+
+    /// Records a pipeline run's report (build health); returns its id.
+    pub async fn add_build(&self, b: &BuildRecord) -> Result<i64> {
+        let row = sqlx::query(
+            "INSERT INTO pipeline_builds (project, git_commit, passed, report, at_ms, actor) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(&b.project)
+        .bind(&b.commit)
+        .bind(i64::from(b.passed))
+        .bind(&b.report)
+        .bind(b.at_ms)
+        .bind(&b.actor)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("id")?)
+    }
+
+    /// The newest pipeline runs of a project (all projects: `None`), newest first.
+    pub async fn builds(&self, project: Option<&str>, limit: i64) -> Result<Vec<BuildRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, project, git_commit, passed, report, at_ms, actor FROM pipeline_builds \
+             WHERE ($1 = '' OR project = $1) ORDER BY id DESC LIMIT $2",
+        )
+        .bind(project.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(BuildRecord {
+                    id: r.try_get("id")?,
+                    project: r.try_get("project")?,
+                    commit: r.try_get("git_commit")?,
+                    passed: r.try_get::<i64, _>("passed")? != 0,
+                    report: r.try_get("report")?,
+                    at_ms: r.try_get("at_ms")?,
+                    actor: r.try_get("actor")?,
+                })
+            })
+            .collect()
+    }
+
+    /// A project's flaky-test history (JSON), if any.
+    pub async fn flaky_state(&self, project: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT state FROM pipeline_flaky WHERE project = $1")
+            .bind(project)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("state")).transpose()?)
+    }
+
+    /// Replaces a project's flaky-test history.
+    pub async fn set_flaky_state(&self, project: &str, state: &str, now_ms: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO pipeline_flaky (project, state, updated_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (project) DO UPDATE SET state = excluded.state, updated_ms = excluded.updated_ms",
+        )
+        .bind(project)
+        .bind(state)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     // ---------------------------------------------------------- audit

@@ -199,4 +199,23 @@ fn the_pipeline_publishes_its_bundles_and_promotes_them() {
     assert!(run.stdout.contains("published acme-fw-gateway@1.4.0"), "{}", run.stdout);
     let list = cli(d, &server, &admin, &["release", "list", "--json"]).ok();
     assert!(list.stdout.contains("acme-fw-gateway@1.4.0") && list.stdout.contains("beta"), "{}", list.stdout);
+
+    // Build health and the flaky-test history are on the server.
+    let get = |path: &str| -> serde_json::Value {
+        let out = std::process::Command::new("curl")
+            .args(["-sf", "-H", &format!("Authorization: Bearer {admin}"), &format!("{}{path}", server.url)])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    };
+    if crate::have("curl") {
+        let builds = get("/api/v1/builds?project=acme-fw");
+        assert_eq!(builds[0]["passed"], true, "{builds}");
+        assert_eq!(builds[0]["report"]["gates"][1]["gate"], "tests", "{builds}");
+        assert_eq!(builds[0]["report"]["published"].as_array().unwrap().len(), 2, "{builds}");
+        let flaky = get("/api/v1/pipelines/acme-fw/flaky");
+        let tests = flaky["tests"].as_object().unwrap();
+        assert!(tests.keys().any(|k| k.ends_with("radio_link_retry")), "{flaky}");
+        assert!(tests.values().any(|h| h["quarantined"] == true), "{flaky}");
+    }
 }
