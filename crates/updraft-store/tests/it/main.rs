@@ -179,3 +179,33 @@ async fn blobs_are_content_addressed_and_written_once() {
         assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "{}", tmp.display());
     }
 }
+
+#[tokio::test]
+async fn pipeline_builds_and_flaky_history() {
+    for (name, s, _dir) in stores().await {
+        let b = |project: &str, commit: &str, passed: bool, at_ms: i64| updraft_store::BuildRecord {
+            id: 0,
+            project: project.into(),
+            commit: commit.into(),
+            passed,
+            report: format!("{{\"commit\":\"{commit}\"}}"),
+            at_ms,
+            actor: "token:ci".into(),
+        };
+        let first = s.add_build(&b("acme-fw", "c1", false, 1)).await.unwrap();
+        let second = s.add_build(&b("acme-fw", "c2", true, 2)).await.unwrap();
+        s.add_build(&b("other", "x", true, 3)).await.unwrap();
+        assert!(second > first, "{name}");
+        let acme = s.builds(Some("acme-fw"), 10).await.unwrap();
+        let got: Vec<(&str, bool)> = acme.iter().map(|r| (r.commit.as_str(), r.passed)).collect();
+        assert_eq!(got, [("c2", true), ("c1", false)], "{name}: newest first");
+        assert_eq!(acme[0].report, "{\"commit\":\"c2\"}");
+        assert_eq!(s.builds(None, 10).await.unwrap().len(), 3, "{name}");
+        assert_eq!(s.builds(None, 1).await.unwrap()[0].project, "other", "{name}");
+
+        assert_eq!(s.flaky_state("acme-fw").await.unwrap(), None, "{name}");
+        s.set_flaky_state("acme-fw", "{\"tests\":{}}", 5).await.unwrap();
+        s.set_flaky_state("acme-fw", "{\"tests\":{\"a\":{}}}", 6).await.unwrap();
+        assert_eq!(s.flaky_state("acme-fw").await.unwrap().as_deref(), Some("{\"tests\":{\"a\":{}}}"), "{name}");
+    }
+}
