@@ -144,6 +144,7 @@ fn run_stages(
     sde: Option<u64>,
     release_version: Option<semver::Version>,
     client: &ClientArgs,
+    ctx: &Ctx,
 ) -> anyhow::Result<ExitCode> {
     let (do_build, do_test) = match stage {
         "all" => (true, true),
@@ -157,10 +158,17 @@ fn run_stages(
     if let Some(n) = family {
         anyhow::ensure!(spec.families.iter().any(|f| f.name == n), "no family {n:?} in {}", common.spec.display());
     }
-    let say = |m: String| {
-        if !common.json {
-            eprintln!("{m}");
-        }
+    // A spinner on a terminal; plain lines otherwise (CI logs).
+    let spinner = crate::output::progress_enabled(ctx.quiet, common.json).then(|| {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.enable_steady_tick(std::time::Duration::from_millis(120));
+        b
+    });
+    let say = |m: String| match &spinner {
+        Some(b) if !m.starts_with("warning") => b.set_message(m),
+        Some(b) => b.println(m),
+        None if !common.json || m.starts_with("warning") => eprintln!("{m}"),
+        None => {}
     };
     let work = root.join(&spec.project.out_dir);
     let logs = work.join("logs");
@@ -391,6 +399,11 @@ fn run_stages(
         }
     }
     report.passed = report.gates.iter().all(|g| g.passed);
+    let spinner_done = || {
+        if let Some(b) = &spinner {
+            b.finish_and_clear();
+        }
+    };
     if let (Some(rel), true, true) = (&spec.release, report.passed, stage == "all") {
         bundle_and_publish(&spec, rel, &root, &work, family, release_version, client, &mut report, &say)?;
     }
@@ -421,6 +434,7 @@ fn run_stages(
             Err(e) => say(format!("warning: cannot post build health to the server: {e:#}")),
         }
     }
+    spinner_done();
     emit(common.json, &report, |out| human(&report, out))?;
     Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::from(REJECTED) })
 }
@@ -683,7 +697,7 @@ fn write_summaries(work: &Path, r: &Report) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn run(cmd: PipelineCmd, client: &ClientArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
+pub fn run(cmd: PipelineCmd, client: &ClientArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     match cmd {
         PipelineCmd::Plan(c) => {
             let (spec, _) = load(&c.spec)?;
@@ -698,7 +712,7 @@ pub fn run(cmd: PipelineCmd, client: &ClientArgs, _ctx: &Ctx) -> anyhow::Result<
             Ok(ExitCode::SUCCESS)
         }
         PipelineCmd::Run { common, stage, family, source_date_epoch: sde, release_version } => {
-            run_stages(&common, &stage, family.as_deref(), sde, release_version, client)
+            run_stages(&common, &stage, family.as_deref(), sde, release_version, client, ctx)
         }
     }
 }
