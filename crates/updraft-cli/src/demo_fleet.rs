@@ -5,17 +5,18 @@
 //! through a good rollout to 100% and a bad one the health gates stop and
 //! roll back on their own.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
+use std::io::Read as _;
 use updraft_agent::bootloader::{Bootloader, FileModel};
 use updraft_agent::config::Config as AgentConfig;
 use updraft_agent::shell::{Shell, Stop};
-use updraft_agent_core::Slot;
+
+use updraft_agent_core::{Journal, Slot};
 use updraft_bundle::bundle::ImageInput;
 use updraft_bundle::trust::SignedRoot;
 use updraft_bundle::{BuildContext, CreateParams, NoProgress, PrivateKey, Signers, Source, Target};
@@ -125,6 +126,8 @@ impl Lab {
 
 struct Device {
     config: PathBuf,
+    /// The agent's journal (`data_dir/journal.json`).
+    journal: PathBuf,
     boot: PathBuf,
     slots: [PathBuf; 2],
     hardware: &'static str,
@@ -135,8 +138,10 @@ impl Device {
     fn running(&self) -> anyhow::Result<String> {
         // After a boot the primary slot is the one that booted (no record yet: slot A).
         let primary = FileModel { path: self.boot.clone() }.read()?.map_or(Slot::A, |r| r.primary);
-        let bytes = std::fs::read(&self.slots[primary.index()])?;
-        Ok(VERSIONS.iter().find(|v| bytes.starts_with(marker(v).as_bytes())).map_or("?", |v| v).to_owned())
+        // The version marker is at the start of the image: read only that.
+        let mut head = Vec::with_capacity(32);
+        std::fs::File::open(&self.slots[primary.index()])?.take(32).read_to_end(&mut head)?;
+        Ok(VERSIONS.iter().find(|v| head.starts_with(marker(v).as_bytes())).map_or("?", |v| v).to_owned())
     }
 
     /// One round: check in and follow the update through its reboots.
@@ -157,10 +162,18 @@ impl Device {
         Ok(())
     }
 
-    /// The release the agent's journal says is installed.
+    /// The release the agent's journal says is installed (the factory
+    /// release before the first update). Reads the journal file alone: a
+    /// whole `Shell::start` would verify the trust chain on every census.
     fn installed(&self) -> anyhow::Result<String> {
-        let shell = Shell::start(AgentConfig::load(&self.config)?)?;
-        Ok(shell.journal().installed.release.as_ref().map(|r| r.as_str().to_owned()).unwrap_or_default())
+        match std::fs::read(&self.journal) {
+            Ok(bytes) => {
+                let j: Journal = serde_json::from_slice(&bytes).context("unreadable agent journal")?;
+                Ok(j.installed.release.map(|r| r.as_str().to_owned()).unwrap_or_default())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok("demo-fw@1.0.0".into()),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
@@ -214,16 +227,7 @@ fn build(dir: &Path, version: &str, keys: &Keys) -> anyhow::Result<PathBuf> {
 pub fn start_server(dir: &Path, root: &SignedRoot) -> anyhow::Result<Lab> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let started = runtime
-        .block_on(updraft_server::start(updraft_server::Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            database_url: format!("sqlite://{}", dir.join("server.sqlite").display()),
-            blob_dir: dir.join("blobs"),
-            blob_url: None,
-            trust: Some(updraft_server::TrustConfig { pinned: root.clone(), updates: vec![] }),
-            public_url: None,
-            poll_interval_s: 30,
-            tls: None,
-        }))
+        .block_on(updraft_server::start(updraft_server::Config::local(dir, root.clone())))
         .map_err(|e| anyhow::anyhow!("cannot start the server: {e}"))?;
     let admin = started.first_admin_token.context("the new server printed no admin token")?;
     Ok(Lab { runtime: Some(runtime), url: format!("http://{}", started.addr), admin })
@@ -266,6 +270,7 @@ fn enroll(lab: &Lab, dir: &Path, n: usize) -> anyhow::Result<Vec<Device>> {
         FileModel { path: d.join("boot.json") }.boot()?;
         devices.push(Device {
             config: d.join("agent.toml"),
+            journal: AgentConfig::load(&d.join("agent.toml"))?.journal_path(),
             boot: d.join("boot.json"),
             slots: [d.join("slot-a.img"), d.join("slot-b.img")],
             hardware,

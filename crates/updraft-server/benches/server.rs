@@ -11,7 +11,6 @@
 
 #![allow(clippy::print_stdout)]
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -130,14 +129,9 @@ fn bench(db_label: &str, database_url: Option<String>) {
     let t = Instant::now();
     let started = runtime
         .block_on(updraft_server::start(updraft_server::Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             database_url: database_url.clone(),
-            blob_dir: dir.path().join("blobs"),
-            blob_url: None,
-            trust: Some(updraft_server::TrustConfig { pinned: root, updates: vec![] }),
-            public_url: None,
             poll_interval_s: 60,
-            tls: None,
+            ..updraft_server::Config::local(dir.path(), root)
         }))
         .unwrap();
     let replay = t.elapsed();

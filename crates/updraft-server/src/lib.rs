@@ -47,6 +47,24 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
 }
 
+impl Config {
+    /// Embedded defaults on loopback, as the demo and the tests run it:
+    /// SQLite (`server.sqlite`) and the blob folder (`blobs/`) in `dir`, a
+    /// free port on 127.0.0.1, uploads verified against `pinned`.
+    pub fn local(dir: &std::path::Path, pinned: SignedRoot) -> Config {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            database_url: format!("sqlite://{}", dir.join("server.sqlite").display()),
+            blob_dir: dir.join("blobs"),
+            blob_url: None,
+            trust: Some(TrustConfig { pinned, updates: vec![] }),
+            public_url: None,
+            poll_interval_s: 30,
+            tls: None,
+        }
+    }
+}
+
 /// The trust root the server starts from.
 #[derive(Clone, Debug)]
 pub struct TrustConfig {

@@ -98,13 +98,6 @@ impl Baseline {
         }
     }
 
-    pub fn name(&self) -> &'static str {
-        match self.kind {
-            Kind::Hawkbit => "hawkBit groups",
-            Kind::AwsIotJobs => "AWS IoT Jobs abort",
-        }
-    }
-
     pub fn device_count(&self) -> usize {
         self.devices.len()
     }

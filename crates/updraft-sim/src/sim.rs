@@ -613,7 +613,7 @@ impl<'a> Sim<'a> {
             idbuf: DeviceId::new(String::with_capacity(16)),
             trace: std::env::var("UPDRAFT_SIM_TRACE").ok().and_then(|v| v.parse().ok()),
         };
-        sim.setup(release)?;
+        sim.setup()?;
         Ok(sim)
     }
 
@@ -636,7 +636,7 @@ impl<'a> Sim<'a> {
         }
     }
 
-    fn setup(&mut self, release: &Release) -> Result<(), SimError> {
+    fn setup(&mut self) -> Result<(), SimError> {
         let hardware = self.hw_names.clone();
         for id in self.ids.clone() {
             self.ctl.handle(
@@ -713,7 +713,6 @@ impl<'a> Sim<'a> {
             }
             self.output(o);
         }
-        let _ = release;
         self.schedule(3_600_000, u32::MAX, 0, Ev::Audit);
         self.schedule(0, u32::MAX, 0, Ev::Sample);
         Ok(())

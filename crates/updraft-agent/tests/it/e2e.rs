@@ -4,7 +4,6 @@
 //! whose health check fails reverts on its own; a local install works
 //! without a server.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use updraft_agent::bootloader::{Bootloader, FileModel};
@@ -54,18 +53,7 @@ impl Lab {
         .unwrap();
         std::fs::write(dir.path().join("root.json"), root.to_json()).unwrap();
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let started = runtime
-            .block_on(updraft_server::start(updraft_server::Config {
-                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-                database_url: format!("sqlite://{}", dir.path().join("server.sqlite").display()),
-                blob_dir: dir.path().join("blobs"),
-                blob_url: None,
-                trust: Some(updraft_server::TrustConfig { pinned: root, updates: vec![] }),
-                public_url: None,
-                poll_interval_s: 30,
-                tls: None,
-            }))
-            .unwrap();
+        let started = runtime.block_on(updraft_server::start(updraft_server::Config::local(dir.path(), root))).unwrap();
         let url = format!("http://{}", started.addr);
         Lab { dir, runtime: Some(runtime), url, admin: started.first_admin_token.unwrap(), release_key, build_key }
     }

@@ -105,14 +105,10 @@ impl Env {
     pub fn start(&self) -> TestServer {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let config = updraft_server::Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             database_url: self.database_url.clone(),
-            blob_dir: self.dir.path().join("blobs"),
             blob_url: self.blob_url.clone(),
-            trust: Some(updraft_server::TrustConfig { pinned: self.trust.clone(), updates: vec![] }),
-            public_url: None,
-            poll_interval_s: 30,
             tls: self.tls.clone(),
+            ..updraft_server::Config::local(self.dir.path(), self.trust.clone())
         };
         let started = runtime.block_on(updraft_server::start(config)).unwrap();
         let admin = match started.first_admin_token.clone() {
