@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+
+use crate::client::{Client, ClientArgs};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use std::io::Read as _;
@@ -75,11 +77,12 @@ pub struct FleetOutcome {
     pub seconds: f64,
 }
 
-/// A running demo server.
+/// A running demo server, and an admin client of it.
 pub struct Lab {
     runtime: Option<tokio::runtime::Runtime>,
     pub url: String,
     pub admin: String,
+    client: Client,
 }
 
 impl Drop for Lab {
@@ -90,34 +93,10 @@ impl Drop for Lab {
     }
 }
 
-fn http() -> ureq::Agent {
-    ureq::Agent::config_builder().http_status_as_error(false).build().new_agent()
-}
-
 impl Lab {
-    fn api(&self, method: &str, path: &str, body: Vec<u8>) -> anyhow::Result<serde_json::Value> {
-        let req = ureq::http::Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.url))
-            .header("Authorization", format!("Bearer {}", self.admin))
-            .header("Content-Type", "application/json")
-            .body(body)?;
-        let mut res = http().run(req).with_context(|| format!("{method} {path}"))?;
-        let status = res.status().as_u16();
-        let text = res.body_mut().read_to_string().unwrap_or_default();
-        if status >= 300 {
-            bail!("{method} {path}: HTTP {status}: {text}");
-        }
-        Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
-    }
-
-    fn json(&self, method: &str, path: &str, body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
-        self.api(method, path, serde_json::to_vec(&body)?)
-    }
-
     /// The rollout's state name and reason.
     fn state(&self, id: &str) -> anyhow::Result<(String, String)> {
-        let s = self.api("GET", &format!("/api/v1/rollouts/{id}"), Vec::new())?;
+        let s = self.client.get(&format!("/api/v1/rollouts/{id}"))?;
         let st = &s["state"];
         let name = st["state"].as_str().or(st.as_str()).unwrap_or("unknown").to_owned();
         Ok((name, st["reason"].as_str().unwrap_or_default().to_owned()))
@@ -130,7 +109,7 @@ struct Device {
     journal: PathBuf,
     boot: PathBuf,
     slots: [PathBuf; 2],
-    hardware: &'static str,
+    hardware: String,
 }
 
 impl Device {
@@ -230,29 +209,36 @@ pub fn start_server(dir: &Path, root: &SignedRoot) -> anyhow::Result<Lab> {
         .block_on(updraft_server::start(updraft_server::Config::local(dir, root.clone())))
         .map_err(|e| anyhow::anyhow!("cannot start the server: {e}"))?;
     let admin = started.first_admin_token.context("the new server printed no admin token")?;
-    Ok(Lab { runtime: Some(runtime), url: format!("http://{}", started.addr), admin })
+    let url = format!("http://{}", started.addr);
+    let client = Client::new(&ClientArgs { server: Some(url.clone()), token: Some(admin.clone()) })?;
+    Ok(Lab { runtime: Some(runtime), url, admin, client })
 }
 
 fn enroll(lab: &Lab, dir: &Path, n: usize) -> anyhow::Result<Vec<Device>> {
-    let token = lab.json("POST", "/api/v1/enrollment-tokens", serde_json::json!({"uses": n, "expiresInS": 3600}))?;
+    let token = lab.client.post("/api/v1/enrollment-tokens", &serde_json::json!({"uses": n, "expiresInS": 3600}))?;
+    let token = token["token"].as_str().context("no enrollment token in the answer")?;
+    // Half rev-b in eu, half rev-c in us, enrolled by the simulator's load generator.
+    let fleet: updraft_sim::Fleet = updraft_sim::model::parse(
+        &format!(
+            "family = \"sensor\"\n\
+             [[groups]]\ncount = {}\nhardware = \"rev-b\"\nregion = \"eu\"\ncomponents = {{ bootloader = \"1.4.2\" }}\n\
+             [[groups]]\ncount = {}\nhardware = \"rev-c\"\nregion = \"us\"\ncomponents = {{ bootloader = \"1.4.2\" }}\n",
+            n.div_ceil(2),
+            n / 2
+        ),
+        "demo fleet",
+    )
+    .map_err(anyhow::Error::msg)?;
+    let enrolled =
+        updraft_sim::load::enroll(&lab.url, token, &fleet, "demo-fw@1.0.0", "sensor-").map_err(anyhow::Error::msg)?;
     let base = image("1.0.0");
     let mut devices = Vec::with_capacity(n);
-    for i in 0..n {
-        let hardware = if i % 2 == 0 { "rev-b" } else { "rev-c" };
-        let name = format!("sensor-{i:04}");
-        let d = dir.join("devices").join(&name);
+    for (i, e) in enrolled.into_iter().enumerate() {
+        let hardware = e.hardware;
+        let d = dir.join("devices").join(format!("sensor-{i:07}"));
         std::fs::create_dir_all(&d)?;
         std::fs::write(d.join("slot-a.img"), &base)?;
-        let r = lab.json(
-            "POST",
-            "/api/v1/device/enroll",
-            serde_json::json!({
-                "enrollmentToken": token["token"], "deviceId": name, "family": "sensor", "hardware": hardware,
-                "region": if i % 3 == 0 { "us" } else { "eu" }, "release": "demo-fw@1.0.0",
-                "components": {"bootloader": "1.4.2"}
-            }),
-        )?;
-        std::fs::write(d.join("token"), r["deviceToken"].as_str().context("no device token")?)?;
+        std::fs::write(d.join("token"), e.auth.trim_start_matches("Bearer "))?;
         let config = format!(
             "data_dir = {data:?}\ntrust_root = {root:?}\npoll_interval_s = 30\n\n[server]\nurl = {url:?}\n\
              token_file = {token:?}\n\n[device]\nfamily = \"sensor\"\nhardware = {hardware:?}\n\
@@ -339,7 +325,10 @@ pub fn run(dir: &Path, n: usize, keys: &Keys, lab: &Lab, show: bool) -> anyhow::
     let t0 = Instant::now();
     for v in VERSIONS {
         let b = build(dir, v, keys)?;
-        lab.api("POST", "/api/v1/releases", std::fs::read(&b)?).with_context(|| format!("publishing {v}"))?;
+        let len = std::fs::metadata(&b)?.len();
+        lab.client
+            .post_stream("/api/v1/releases", &mut std::fs::File::open(&b)?, len)
+            .with_context(|| format!("publishing {v}"))?;
     }
     let devices = enroll(lab, dir, n)?;
     let bar = show.then(|| {
@@ -348,17 +337,18 @@ pub fn run(dir: &Path, n: usize, keys: &Keys, lab: &Lab, show: bool) -> anyhow::
         b
     });
 
-    lab.json("POST", "/api/v1/rollouts", serde_json::json!({"id": "good", "release": "demo-fw@1.1.0", "plan": PLAN}))?;
+    lab.client
+        .post("/api/v1/rollouts", &serde_json::json!({"id": "good", "release": "demo-fw@1.1.0", "plan": PLAN}))?;
     let (good_rounds, good_state, _) = drive(lab, &devices, "good", &bar, |s, c| s == "completed" && c[1] == n)?;
     let good_committed = census(&devices)?[1];
 
-    lab.json("POST", "/api/v1/rollouts", serde_json::json!({"id": "bad", "release": "demo-fw@1.2.0", "plan": PLAN}))?;
+    lab.client.post("/api/v1/rollouts", &serde_json::json!({"id": "bad", "release": "demo-fw@1.2.0", "plan": PLAN}))?;
     let (bad_rounds, bad_state, bad_reason) =
         drive(lab, &devices, "bad", &bar, |s, c| s == "rolled_back" && c[2] == 0 && c[1] == n)?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    let status = lab.api("GET", "/api/v1/rollouts/bad", Vec::new())?;
+    let status = lab.client.get("/api/v1/rollouts/bad")?;
     let sum = |k: &str| -> u64 {
         status["perWave"].as_array().map_or(0, |w| w.iter().map(|x| x[k].as_u64().unwrap_or(0)).sum())
     };
