@@ -41,6 +41,7 @@ pub const TRIAL_ATTEMPTS: u8 = 3;
 
 /// The boot-selection record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct BootRecord {
     /// The slot to boot.
     pub primary: Slot,
@@ -65,9 +66,26 @@ impl BootRecord {
     }
 
     /// The target slot made unbootable (before anything is written to it).
+    /// The other slot, the one running, becomes the primary: a stale trial
+    /// armed for `slot` is dropped with it.
     pub fn invalidated(mut self, slot: Slot) -> BootRecord {
-        assert_ne!(slot, self.primary, "never invalidate the primary slot");
+        self.primary = slot.other();
+        self.trial_armed = false;
         self.good[slot.index()] = false;
+        self.tries[slot.index()] = 0;
+        self
+    }
+
+    /// `slot` is running and good, with no trial armed: the record at rest.
+    pub fn is_settled_on(&self, slot: Slot) -> bool {
+        self.primary == slot && !self.trial_armed && self.good[slot.index()]
+    }
+
+    /// The record at rest on `slot` (the other slot's flags are kept).
+    pub fn settled(mut self, slot: Slot) -> BootRecord {
+        self.primary = slot;
+        self.trial_armed = false;
+        self.good[slot.index()] = true;
         self.tries[slot.index()] = 0;
         self
     }
@@ -110,6 +128,7 @@ impl BootRecord {
 
 /// What the bootloader did on a boot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Booted {
     pub slot: Slot,
     /// Booted on trial (an attempt was consumed).

@@ -18,3 +18,4 @@ mod machine;
 
 pub use boot::{boot, BootRecord, Booted, Slot, TRIAL_ATTEMPTS};
 pub use machine::*;
+pub use updraft_types::InstallEvent;

@@ -1,10 +1,16 @@
 //! The agent.
+//!
+//! Each persisted [`Phase`] carries the data it needs (quinn-proto style):
+//! an update in progress cannot lack its assignment, a staged image cannot
+//! lack its verified header. What the agent waits for (not persisted) is
+//! derived on start-up from the journal, the boot record and what booted;
+//! every combination of the three leads to a defined recovery, never a panic.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use updraft_types::{ReleaseId, Sha256Digest, UnixMs};
+use updraft_types::{InstallEvent, ReleaseId, Sha256Digest, UnixMs};
 
 use crate::boot::{BootRecord, Booted, Slot};
 
@@ -16,13 +22,20 @@ pub const BACKOFF_BASE: Duration = Duration::from_secs(10);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(3600);
 /// How long the health checks may take.
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(300);
-/// Releases refused or reverted that are remembered (not retried automatically).
+/// Bundles refused or reverted that are remembered (not retried automatically).
 pub const MAX_REFUSED: usize = 16;
 /// Reports kept while the server is unreachable.
 pub const MAX_UNREPORTED: usize = 64;
+/// Times the agent asks for the reboot into an armed trial and finds the
+/// device still on the old slot before it disarms the trial: a reboot
+/// command that does not reboot must not wedge the device.
+pub const MAX_REBOOT_REQUESTS: u32 = 3;
+/// Longest detail of an event (a failure reason, a health check's output).
+pub const MAX_DETAIL_BYTES: usize = 64 * 1024;
 
 /// What the device is and has, for the policy checks.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Facts {
     pub family: String,
     pub hardware: String,
@@ -32,6 +45,7 @@ pub struct Facts {
 
 /// An assignment from the server.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Assignment {
     pub release: ReleaseId,
     pub url: String,
@@ -42,6 +56,7 @@ pub struct Assignment {
 /// A bundle's header, after the shell verified its signatures against the
 /// trust root (and walked any rotation).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Header {
     pub release: ReleaseId,
     pub family: String,
@@ -55,45 +70,121 @@ pub struct Header {
 
 /// What the device reports to the server.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Event {
     pub release: ReleaseId,
-    /// `downloaded`, `installed`, `trial_boot`, `committed`, `reverted_boot`,
-    /// `reverted_health`, `failed`.
-    pub kind: String,
+    pub kind: InstallEvent,
     pub detail: String,
 }
 
-/// The update in progress.
+/// A bundle the agent will not install again on its own, keyed by the
+/// bundle's digest: a tampered copy never poisons a good copy of the same
+/// release.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Refusal {
+    pub bundle_sha256: Sha256Digest,
+    pub release: ReleaseId,
+    pub reason: String,
+}
+
+/// What was assigned and where it goes: fixed for the whole update.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Update {
     pub assignment: Assignment,
+    /// The inactive slot the image goes into.
     pub target: Slot,
+    /// The slot that ran when the update started (and that a revert returns to).
     pub from: Slot,
+}
+
+/// Writing the image into the (invalidated) target slot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Download {
+    pub update: Update,
+    /// The verified header, once the shell has read it.
     pub header: Option<Header>,
     /// Image bytes written and synced to the target slot.
     pub synced: u64,
+    /// Failed attempts so far (downloads and read-backs).
     pub attempts: u32,
+}
+
+/// The image is in the slot, synced and read back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Verified {
+    pub update: Update,
+    pub header: Header,
+}
+
+/// The boot flags are flipped: the next boot is the trial.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Trial {
+    pub update: Update,
+    pub header: Header,
+    /// Reboots asked for after which the device still ran the old slot.
+    #[serde(default)]
+    pub reboots: u32,
 }
 
 /// Where an update stands. Persisted before every effect that depends on it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "phase", rename_all = "snake_case")]
+#[serde(tag = "state", rename_all = "snake_case")]
 pub enum Phase {
     Idle,
     /// Writing the image into the (invalidated) target slot.
-    Downloading,
+    Downloading(Download),
     /// The image is in the slot, flushed and read back: waiting for the go.
-    Staged,
+    Staged(Verified),
     /// About to flip the boot flags.
-    Arming,
+    Arming(Verified),
     /// The flags are flipped: the next boot is the trial.
-    Armed,
+    Armed(Trial),
     /// Health checks failed: going back.
-    Reverting,
+    Reverting(Verified),
+}
+
+impl Phase {
+    /// The update in progress, if any.
+    pub fn update(&self) -> Option<&Update> {
+        match self {
+            Phase::Idle => None,
+            Phase::Downloading(d) => Some(&d.update),
+            Phase::Staged(v) | Phase::Arming(v) | Phase::Reverting(v) => Some(&v.update),
+            Phase::Armed(t) => Some(&t.update),
+        }
+    }
+
+    /// Image bytes in the target slot (synced).
+    pub fn synced(&self) -> u64 {
+        match self {
+            Phase::Idle => 0,
+            Phase::Downloading(d) => d.synced,
+            Phase::Staged(v) | Phase::Arming(v) | Phase::Reverting(v) => v.header.image_size,
+            Phase::Armed(t) => t.header.image_size,
+        }
+    }
+
+    /// The phase's name, as in the journal.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Phase::Idle => "idle",
+            Phase::Downloading(_) => "downloading",
+            Phase::Staged(_) => "staged",
+            Phase::Arming(_) => "arming",
+            Phase::Armed(_) => "armed",
+            Phase::Reverting(_) => "reverting",
+        }
+    }
 }
 
 /// The installed firmware.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Installed {
     pub release: Option<ReleaseId>,
     pub security_version: u64,
@@ -102,15 +193,27 @@ pub struct Installed {
 
 /// The journal: everything the agent must remember across a power loss.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Journal {
     pub seq: u64,
     pub installed: Installed,
     pub phase: Phase,
-    pub update: Option<Update>,
     /// Events not yet acknowledged by the server, oldest first.
     pub unreported: Vec<Event>,
-    /// Releases not to try again automatically (refused or reverted).
-    pub refused: Vec<ReleaseId>,
+    /// Bundles not to try again automatically (refused or reverted).
+    pub refused: Vec<Refusal>,
+}
+
+impl Journal {
+    /// The journal of a device that runs `installed` and has done nothing yet.
+    pub fn new(installed: Installed) -> Journal {
+        Journal { seq: 0, installed, phase: Phase::Idle, unreported: Vec::new(), refused: Vec::new() }
+    }
+
+    /// The update in progress, if any.
+    pub fn update(&self) -> Option<&Update> {
+        self.phase.update()
+    }
 }
 
 /// Inputs from the shell.
@@ -150,6 +253,10 @@ pub enum Input {
     },
     /// The boot record as read back after `SetBootRecord`.
     RecordWritten(BootRecord),
+    /// Writing the boot record failed (the tool failed, or the read-back differed).
+    RecordFailed {
+        reason: String,
+    },
     /// The health checks' verdict.
     HealthDone {
         ok: bool,
@@ -165,15 +272,17 @@ pub enum Input {
 pub enum Effect {
     /// Write the journal atomically (temp file, fsync, rename, fsync folder).
     Persist(Box<Journal>),
-    /// Write the boot record in one atomic step, read it back, answer `RecordWritten`.
+    /// Write the boot record in one atomic step, read it back, answer
+    /// `RecordWritten` (or `RecordFailed`).
     SetBootRecord(BootRecord),
     /// Ask the server what to run.
     CheckIn {
         release: Option<ReleaseId>,
     },
-    /// Download the bundle from `resume_from` image bytes on, verify it, and
-    /// stream the slot image into `slot`, syncing as it goes (`Progress`).
-    /// The shell answers `Header` first and waits for `Accept` or `Abort`.
+    /// Download the bundle, verify it, and answer `Header`; then wait for
+    /// `Accept` (stream the slot image into `slot` from image byte
+    /// `resume_from` on, syncing as it goes and answering `Progress`, then
+    /// `StreamDone` or `StreamFailed`) or `Abort`.
     Stream {
         url: String,
         slot: Slot,
@@ -194,6 +303,33 @@ pub enum Effect {
     Report(Event),
 }
 
+/// What the shell should tell the people watching (logs, the one-shot
+/// commands' output). The core does not log; it says what happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// An event of the update (also queued for the server).
+    Event(Event),
+    /// A step of the update, or why an assignment is not taken.
+    Info(String),
+    /// A recovery from an unexpected state.
+    Warn(String),
+}
+
+/// What to do once the boot record is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Then {
+    /// Start (or resume) streaming into the invalidated target.
+    Stream,
+    /// The trial is armed: persist `Armed` and reboot.
+    Reboot,
+    /// The commit record is written: finish the commit.
+    Commit,
+    /// A revert record is written: reboot into the old slot.
+    RebootBack,
+    /// Nothing more: wait for the next check-in.
+    Rest,
+}
+
 /// What the agent is waiting for (not persisted: derived on start-up).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Wait {
@@ -202,7 +338,7 @@ enum Wait {
     Header,
     Stream,
     ReadBack,
-    Record,
+    Record(Then),
     Health,
     Reboot,
     Backoff,
@@ -214,6 +350,7 @@ enum Wait {
 pub struct Agent {
     journal: Journal,
     record: BootRecord,
+    booted: Booted,
     facts: Facts,
     wait: Wait,
     now: UnixMs,
@@ -222,6 +359,7 @@ pub struct Agent {
     rng: u64,
     reporting: bool,
     effects: VecDeque<Effect>,
+    notices: VecDeque<Notice>,
     started: bool,
 }
 
@@ -255,19 +393,26 @@ fn refuse(h: &Header, a: &Assignment, facts: &Facts, installed: &Installed) -> O
     None
 }
 
+/// Cuts `detail` to [`MAX_DETAIL_BYTES`], keeping the end (the tail of a log
+/// says most).
+fn bounded(mut detail: String) -> String {
+    if detail.len() > MAX_DETAIL_BYTES {
+        let mut cut = detail.len() - MAX_DETAIL_BYTES;
+        while !detail.is_char_boundary(cut) {
+            cut += 1;
+        }
+        detail.drain(..cut);
+    }
+    detail
+}
+
 impl Agent {
     /// A new agent; nothing happens until `Input::Started`.
     pub fn new(poll_interval: Duration) -> Agent {
         Agent {
-            journal: Journal {
-                seq: 0,
-                installed: Installed { release: None, security_version: 0, slot: Slot::A },
-                phase: Phase::Idle,
-                update: None,
-                unreported: Vec::new(),
-                refused: Vec::new(),
-            },
+            journal: Journal::new(Installed { release: None, security_version: 0, slot: Slot::A }),
             record: BootRecord::fresh(Slot::A),
+            booted: Booted { slot: Slot::A, trial: false, reverted_from: None },
             facts: Facts { family: String::new(), hardware: String::new(), components: Vec::new() },
             wait: Wait::Nothing,
             now: UnixMs(0),
@@ -276,6 +421,7 @@ impl Agent {
             rng: 1,
             reporting: false,
             effects: VecDeque::new(),
+            notices: VecDeque::new(),
             started: false,
         }
     }
@@ -284,16 +430,31 @@ impl Agent {
         &self.journal
     }
 
+    /// The boot record as the agent last wrote or read it.
+    pub fn record(&self) -> BootRecord {
+        self.record
+    }
+
     pub fn poll_effect(&mut self) -> Option<Effect> {
         self.effects.pop_front()
     }
 
-    /// When to send `Tick` next.
+    /// What happened since the last call, for logs.
+    pub fn poll_notice(&mut self) -> Option<Notice> {
+        self.notices.pop_front()
+    }
+
+    /// When to send `Tick` next; `None` while an effect's answer is awaited.
     pub fn poll_timeout(&self) -> Option<UnixMs> {
         match self.wait {
             Wait::Nothing | Wait::Backoff => Some(self.next_check_in),
             _ => None,
         }
+    }
+
+    /// Whether the agent waits for the next check-in with nothing in progress.
+    pub fn is_idle(&self) -> bool {
+        self.wait == Wait::Nothing && self.journal.phase == Phase::Idle
     }
 
     fn jitter(&mut self, d: Duration) -> Duration {
@@ -306,29 +467,32 @@ impl Agent {
         d + d.mul_f64((z >> 11) as f64 / (1u64 << 53) as f64 * 0.25)
     }
 
+    fn info(&mut self, message: String) {
+        self.notices.push_back(Notice::Info(message));
+    }
+
+    fn warn(&mut self, message: String) {
+        self.notices.push_back(Notice::Warn(message));
+    }
+
     fn persist(&mut self) {
         self.journal.seq += 1;
         self.effects.push_back(Effect::Persist(Box::new(self.journal.clone())));
     }
 
-    fn set_record(&mut self, r: BootRecord) {
+    fn set_record(&mut self, r: BootRecord, then: Then) {
         debug_assert!(r.bootable(), "a boot record must always select a bootable slot: {r:?}");
-        self.wait = Wait::Record;
+        self.wait = Wait::Record(then);
         self.effects.push_back(Effect::SetBootRecord(r));
     }
 
-    fn report(&mut self, kind: &str, detail: String) {
-        let release = self
-            .journal
-            .update
-            .as_ref()
-            .map(|u| u.assignment.release.clone())
-            .or_else(|| self.journal.installed.release.clone())
-            .unwrap_or_else(|| ReleaseId::new("unknown"));
+    fn event(&mut self, release: ReleaseId, kind: InstallEvent, detail: String) {
         if self.journal.unreported.len() >= MAX_UNREPORTED {
             self.journal.unreported.remove(0);
         }
-        self.journal.unreported.push(Event { release, kind: kind.to_owned(), detail });
+        let e = Event { release, kind, detail: bounded(detail) };
+        self.notices.push_back(Notice::Event(e.clone()));
+        self.journal.unreported.push(e);
     }
 
     fn flush_reports(&mut self) {
@@ -341,47 +505,53 @@ impl Agent {
         }
     }
 
-    fn remember_refused(&mut self, r: ReleaseId) {
-        if !self.journal.refused.contains(&r) {
-            if self.journal.refused.len() >= MAX_REFUSED {
-                self.journal.refused.remove(0);
-            }
-            self.journal.refused.push(r);
+    fn remember_refused(&mut self, a: &Assignment, reason: &str) {
+        if self.journal.refused.iter().any(|r| r.bundle_sha256 == a.bundle_sha256) {
+            return;
         }
+        if self.journal.refused.len() >= MAX_REFUSED {
+            self.journal.refused.remove(0);
+        }
+        self.journal.refused.push(Refusal {
+            bundle_sha256: a.bundle_sha256,
+            release: a.release.clone(),
+            reason: bounded(reason.to_owned()),
+        });
     }
 
     fn idle(&mut self) {
         self.journal.phase = Phase::Idle;
-        self.journal.update = None;
         self.wait = Wait::Nothing;
         self.next_check_in = self.now.plus(self.jitter(self.poll_interval));
     }
 
-    fn fail(&mut self, reason: String, refuse_release: bool) {
-        if let Some(u) = &self.journal.update {
-            let r = u.assignment.release.clone();
-            if refuse_release {
-                self.remember_refused(r);
-            }
+    /// The update ends before its trial: reported, remembered if `refuse`,
+    /// back to idle. The target slot stays invalid.
+    fn fail(&mut self, update: &Update, reason: String, refuse: bool) {
+        if refuse {
+            self.remember_refused(&update.assignment, &reason);
         }
-        self.report("failed", reason);
+        self.event(update.assignment.release.clone(), InstallEvent::Failed, reason);
         self.idle();
         self.persist();
         self.flush_reports();
     }
 
     fn stream(&mut self) {
-        let u = self.journal.update.as_ref().expect("an update");
+        let Phase::Downloading(d) = &self.journal.phase else {
+            return;
+        };
+        let effect =
+            Effect::Stream { url: d.update.assignment.url.clone(), slot: d.update.target, resume_from: d.synced };
         self.wait = Wait::Header;
-        self.effects.push_back(Effect::Stream { url: u.assignment.url.clone(), slot: u.target, resume_from: u.synced });
+        self.effects.push_back(effect);
     }
 
-    fn arm(&mut self) {
-        self.journal.phase = Phase::Arming;
+    fn arm(&mut self, v: Verified) {
+        let target = v.update.target;
+        self.journal.phase = Phase::Arming(v);
         self.persist();
-        let target = self.journal.update.as_ref().expect("an update").target;
-        let r = self.record.armed(target);
-        self.set_record(r);
+        self.set_record(self.record.armed(target), Then::Reboot);
     }
 
     /// Feeds one input at `now`.
@@ -402,112 +572,34 @@ impl Agent {
                 self.flush_reports();
             }
             Input::CheckedIn(a) => self.checked_in(a),
-            Input::CheckInFailed => {
-                if self.wait == Wait::Confirm {
+            Input::CheckInFailed => match self.wait {
+                Wait::Confirm => {
                     // Staged: keep the image, ask again later.
                     self.wait = Wait::Nothing;
                     self.next_check_in = self.now.plus(self.jitter(self.poll_interval));
-                } else if self.wait == Wait::CheckIn {
-                    self.idle();
                 }
-            }
-            Input::Header(h) => {
-                if self.wait != Wait::Header {
-                    return;
-                }
-                let u = self.journal.update.as_ref().expect("an update");
-                if let Some(reason) = refuse(&h, &u.assignment, &self.facts, &self.journal.installed) {
-                    self.effects.push_back(Effect::Abort);
-                    self.fail(reason, true);
-                    return;
-                }
-                let u = self.journal.update.as_mut().expect("an update");
-                if u.header.as_ref().is_some_and(|old| old != &h) {
-                    // Resuming a different bundle than what is in the slot: start over.
-                    u.synced = 0;
-                }
-                u.header = Some(h);
-                self.persist();
-                self.wait = Wait::Stream;
-                self.effects.push_back(Effect::Accept);
-            }
+                Wait::CheckIn => self.idle(),
+                _ => {}
+            },
+            Input::Header(h) => self.header(h),
             Input::Progress { synced } => {
                 if self.wait == Wait::Stream {
-                    if let Some(u) = self.journal.update.as_mut() {
-                        u.synced = synced;
+                    if let Phase::Downloading(d) = &mut self.journal.phase {
+                        d.synced = synced;
+                        self.persist();
                     }
-                    self.persist();
                 }
             }
-            Input::StreamDone => {
-                if self.wait != Wait::Stream {
-                    return;
-                }
-                let u = self.journal.update.as_mut().expect("an update");
-                let h = u.header.clone().expect("a header before the image");
-                u.synced = h.image_size;
-                let target = u.target;
-                self.report("downloaded", String::new());
-                self.persist();
-                self.wait = Wait::ReadBack;
-                self.effects.push_back(Effect::ReadBack { slot: target, len: h.image_size });
-                self.flush_reports();
-            }
-            Input::StreamFailed { retryable, reason } => {
-                if !matches!(self.wait, Wait::Header | Wait::Stream) {
-                    return;
-                }
-                let u = self.journal.update.as_mut().expect("an update");
-                u.attempts += 1;
-                if retryable && u.attempts < MAX_DOWNLOAD_ATTEMPTS {
-                    let backoff = (BACKOFF_BASE * 2u32.saturating_pow(u.attempts - 1)).min(BACKOFF_MAX);
-                    self.persist();
-                    self.wait = Wait::Backoff;
-                    self.next_check_in = self.now.plus(self.jitter(backoff));
-                } else {
-                    self.fail(reason, !retryable);
-                }
-            }
-            Input::ReadBack { sha256 } => {
-                if self.wait != Wait::ReadBack {
-                    return;
-                }
-                let u = self.journal.update.as_ref().expect("an update");
-                let expected = u.header.as_ref().expect("a header").image_sha256;
-                if sha256 != expected {
-                    // The slot does not hold what was written: write it again.
-                    self.journal.update.as_mut().expect("an update").synced = 0;
-                    self.journal.phase = Phase::Downloading;
-                    self.persist();
-                    self.stream();
-                    return;
-                }
-                self.journal.phase = Phase::Staged;
-                self.report("installed", String::new());
-                self.persist();
-                self.flush_reports();
-                // Confirm the assignment still stands before flipping the flags.
-                self.wait = Wait::Confirm;
-                self.effects.push_back(Effect::CheckIn { release: self.journal.installed.release.clone() });
-            }
+            Input::StreamDone => self.stream_done(),
+            Input::StreamFailed { retryable, reason } => self.stream_failed(retryable, reason),
+            Input::ReadBack { sha256 } => self.read_back(sha256),
             Input::RecordWritten(r) => self.record_written(r),
-            Input::HealthDone { ok, detail } => {
-                if self.wait != Wait::Health {
+            Input::RecordFailed { reason } => self.record_failed(reason),
+            Input::HealthDone { ok, detail } => self.health_done(ok, detail),
+            Input::Reported => {
+                if !self.reporting {
                     return;
                 }
-                let target = self.journal.update.as_ref().expect("an update").target;
-                if ok {
-                    // Commit: the record first, then the journal (recovery
-                    // reads a committed record as the commit).
-                    self.set_record(self.record.committed(target));
-                } else {
-                    self.journal.phase = Phase::Reverting;
-                    self.report("reverted_health", detail);
-                    self.persist();
-                    self.set_record(self.record.reverted(target));
-                }
-            }
-            Input::Reported => {
                 self.reporting = false;
                 if !self.journal.unreported.is_empty() {
                     self.journal.unreported.remove(0);
@@ -521,6 +613,161 @@ impl Agent {
         }
     }
 
+    fn header(&mut self, h: Header) {
+        let Phase::Downloading(d) = &self.journal.phase else {
+            // Not asked for: make sure the shell does not wait for a verdict.
+            self.effects.push_back(Effect::Abort);
+            return;
+        };
+        if self.wait != Wait::Header {
+            self.effects.push_back(Effect::Abort);
+            return;
+        }
+        if let Some(reason) = refuse(&h, &d.update.assignment, &self.facts, &self.journal.installed) {
+            let update = d.update.clone();
+            self.effects.push_back(Effect::Abort);
+            self.fail(&update, reason, true);
+            return;
+        }
+        let Phase::Downloading(d) = &mut self.journal.phase else { return };
+        if d.header.as_ref().is_some_and(|old| old != &h) {
+            // Resuming a different bundle than what is in the slot: start over.
+            d.synced = 0;
+        }
+        d.header = Some(h);
+        let message = format!(
+            "writing {} into slot {} from byte {}",
+            d.update.assignment.release,
+            d.update.target.name(),
+            d.synced
+        );
+        self.info(message);
+        self.persist();
+        self.wait = Wait::Stream;
+        self.effects.push_back(Effect::Accept);
+    }
+
+    fn stream_done(&mut self) {
+        if self.wait != Wait::Stream {
+            return;
+        }
+        let Phase::Downloading(d) = &mut self.journal.phase else { return };
+        let Some(h) = d.header.clone() else {
+            // The shell streamed without a header: start over.
+            d.synced = 0;
+            self.warn("the image was written before its header was verified; writing it again".into());
+            self.persist();
+            self.stream();
+            return;
+        };
+        d.synced = h.image_size;
+        let (release, target) = (d.update.assignment.release.clone(), d.update.target);
+        self.event(release, InstallEvent::Downloaded, String::new());
+        self.persist();
+        self.wait = Wait::ReadBack;
+        self.effects.push_back(Effect::ReadBack { slot: target, len: h.image_size });
+        self.flush_reports();
+    }
+
+    fn stream_failed(&mut self, retryable: bool, reason: String) {
+        if !matches!(self.wait, Wait::Header | Wait::Stream) {
+            return;
+        }
+        let Phase::Downloading(d) = &mut self.journal.phase else { return };
+        d.attempts += 1;
+        if retryable && d.attempts < MAX_DOWNLOAD_ATTEMPTS {
+            let backoff = (BACKOFF_BASE * 2u32.saturating_pow(d.attempts - 1)).min(BACKOFF_MAX);
+            let backoff = self.jitter(backoff);
+            let attempts = d_attempts(&self.journal.phase);
+            self.warn(format!(
+                "download attempt {attempts} of {MAX_DOWNLOAD_ATTEMPTS} failed: {reason}; retrying in {} s",
+                backoff.as_secs()
+            ));
+            self.persist();
+            self.wait = Wait::Backoff;
+            self.next_check_in = self.now.plus(backoff);
+        } else {
+            let update = d.update.clone();
+            let reason =
+                if retryable { format!("{reason} (gave up after {MAX_DOWNLOAD_ATTEMPTS} attempts)") } else { reason };
+            self.fail(&update, reason, !retryable);
+        }
+    }
+
+    fn read_back(&mut self, sha256: Sha256Digest) {
+        if self.wait != Wait::ReadBack {
+            return;
+        }
+        let Phase::Downloading(d) = &mut self.journal.phase else { return };
+        let Some(header) = d.header.clone() else {
+            d.synced = 0;
+            self.persist();
+            self.stream();
+            return;
+        };
+        if sha256 != header.image_sha256 {
+            // The slot does not hold what was written: write it again, a few times.
+            d.attempts += 1;
+            if d.attempts >= MAX_DOWNLOAD_ATTEMPTS {
+                let update = d.update.clone();
+                let reason = format!(
+                    "slot {} does not read back what was written (digest {sha256}, expected {}); check the storage",
+                    update.target.name(),
+                    header.image_sha256
+                );
+                self.fail(&update, reason, false);
+                return;
+            }
+            d.synced = 0;
+            let message = format!("slot {} read back a different digest; writing it again", d.update.target.name());
+            self.warn(message);
+            self.persist();
+            self.stream();
+            return;
+        }
+        let v = Verified { update: d.update.clone(), header };
+        let release = v.update.assignment.release.clone();
+        self.journal.phase = Phase::Staged(v);
+        self.event(release, InstallEvent::Installed, String::new());
+        self.persist();
+        self.flush_reports();
+        // Confirm the assignment still stands before flipping the flags.
+        self.wait = Wait::Confirm;
+        self.effects.push_back(Effect::CheckIn { release: self.journal.installed.release.clone() });
+    }
+
+    fn health_done(&mut self, ok: bool, detail: String) {
+        if self.wait != Wait::Health {
+            return;
+        }
+        let Phase::Armed(t) = &self.journal.phase else { return };
+        let target = t.update.target;
+        if ok {
+            self.info(format!("health checks passed on slot {}: committing", target.name()));
+            // Commit: the record first, then the journal (recovery reads a
+            // committed record as the commit).
+            self.set_record(self.record.committed(target), Then::Commit);
+        } else {
+            let v = Verified { update: t.update.clone(), header: t.header.clone() };
+            self.remember_refused(&v.update.assignment, &detail);
+            self.event(v.update.assignment.release.clone(), InstallEvent::RevertedHealth, detail);
+            self.journal.phase = Phase::Reverting(v);
+            self.persist();
+            self.revert_record(target);
+        }
+    }
+
+    /// Writes the record that goes back from the trial of `target`: to the
+    /// old slot when it is good, else (nothing else can boot) it stays.
+    fn revert_record(&mut self, target: Slot) {
+        if self.record.good[target.other().index()] {
+            self.set_record(self.record.reverted(target), Then::RebootBack);
+        } else {
+            self.warn(format!("slot {} is not known good: staying on slot {}", target.other().name(), target.name()));
+            self.set_record(self.record.committed(target), Then::Rest);
+        }
+    }
+
     fn checked_in(&mut self, a: Option<Assignment>) {
         match self.wait {
             Wait::CheckIn => {
@@ -529,29 +776,47 @@ impl Agent {
                     self.idle();
                     return;
                 };
-                if Some(&a.release) == self.journal.installed.release.as_ref()
-                    || self.journal.refused.contains(&a.release)
-                {
+                if self.journal.phase != Phase::Idle {
+                    return;
+                }
+                if Some(&a.release) == self.journal.installed.release.as_ref() {
                     self.idle();
                     return;
                 }
-                let from = self.journal.installed.slot;
+                if let Some(r) = self.journal.refused.iter().find(|r| r.bundle_sha256 == a.bundle_sha256) {
+                    let message =
+                        format!("not installing {} again: this bundle was refused before ({})", a.release, r.reason);
+                    self.info(message);
+                    self.idle();
+                    return;
+                }
+                // The running slot is the source; the other one the target.
+                let from = self.booted.slot;
                 let target = from.other();
-                self.journal.update =
-                    Some(Update { assignment: a, target, from, header: None, synced: 0, attempts: 0 });
-                self.journal.phase = Phase::Downloading;
+                self.info(format!("assigned {}: downloading into slot {}", a.release, target.name()));
+                self.journal.phase = Phase::Downloading(Download {
+                    update: Update { assignment: a, target, from },
+                    header: None,
+                    synced: 0,
+                    attempts: 0,
+                });
                 self.persist();
                 // The target must be unbootable before a byte is written to it.
-                let r = self.record.invalidated(target);
-                self.set_record(r);
+                self.set_record(self.record.invalidated(target), Then::Stream);
             }
             Wait::Confirm => {
-                let u = self.journal.update.as_ref().expect("an update");
-                if a.as_ref().map(|a| &a.release) == Some(&u.assignment.release) {
-                    self.arm();
+                let Phase::Staged(v) = &self.journal.phase else { return };
+                let v = v.clone();
+                if a.as_ref().map(|a| &a.release) == Some(&v.update.assignment.release) {
+                    self.info(format!("arming the trial boot of slot {}", v.update.target.name()));
+                    self.arm(v);
                 } else {
                     // Cancelled before the flags were flipped: honoured.
-                    self.report("failed", "cancelled by the server before the trial boot".into());
+                    self.event(
+                        v.update.assignment.release.clone(),
+                        InstallEvent::Failed,
+                        "cancelled by the server before the trial boot".into(),
+                    );
                     self.idle();
                     self.persist();
                     self.flush_reports();
@@ -562,130 +827,289 @@ impl Agent {
     }
 
     fn record_written(&mut self, r: BootRecord) {
-        if self.wait != Wait::Record {
-            return;
-        }
+        let Wait::Record(then) = self.wait else { return };
         self.record = r;
-        match self.journal.phase {
-            Phase::Downloading => self.stream(),
-            Phase::Arming => {
-                self.journal.phase = Phase::Armed;
+        match then {
+            Then::Stream => self.stream(),
+            Then::Reboot => {
+                let phase = std::mem::replace(&mut self.journal.phase, Phase::Idle);
+                match phase {
+                    Phase::Arming(v) => {
+                        self.journal.phase = Phase::Armed(Trial { update: v.update, header: v.header, reboots: 0 });
+                    }
+                    other => self.journal.phase = other,
+                }
                 self.persist();
+                self.info("rebooting into the trial".into());
                 self.wait = Wait::Reboot;
                 self.effects.push_back(Effect::Reboot);
             }
-            Phase::Armed => {
-                // The commit record is written: the update is done.
-                self.commit_done();
+            Then::Commit => {
+                let phase = std::mem::replace(&mut self.journal.phase, Phase::Idle);
+                match phase {
+                    Phase::Armed(t) => self.commit_done(t.update, t.header),
+                    other => {
+                        self.journal.phase = other;
+                        self.wait = Wait::Nothing;
+                    }
+                }
             }
-            Phase::Reverting => {
+            Then::RebootBack => {
+                self.info("rebooting into the old slot".into());
                 self.wait = Wait::Reboot;
                 self.effects.push_back(Effect::Reboot);
             }
-            Phase::Idle | Phase::Staged => self.wait = Wait::Nothing,
+            Then::Rest => {
+                if self.journal.phase != Phase::Idle {
+                    self.idle();
+                    self.persist();
+                }
+                self.wait = Wait::Nothing;
+                self.flush_reports();
+            }
         }
     }
 
-    fn commit_done(&mut self) {
-        let u = self.journal.update.clone().expect("an update");
-        let h = u.header.expect("a header");
+    /// The bootloader's record could not be written: nothing was armed (the
+    /// write is atomic), so the update ends here and the device stays on
+    /// what runs.
+    fn record_failed(&mut self, reason: String) {
+        let Wait::Record(then) = self.wait else { return };
+        let reason = format!("cannot write the boot record: {reason}");
+        match self.journal.phase.update().cloned() {
+            Some(update) if matches!(then, Then::Stream | Then::Reboot) => self.fail(&update, reason, false),
+            _ => {
+                // A commit, revert or recovery record: try again at the next check-in.
+                self.warn(reason);
+                self.wait = Wait::Nothing;
+                self.next_check_in = self.now.plus(self.jitter(self.poll_interval));
+            }
+        }
+    }
+
+    fn commit_done(&mut self, update: Update, header: Header) {
         self.journal.installed = Installed {
-            release: Some(u.assignment.release.clone()),
-            security_version: h.security_version,
-            slot: u.target,
+            release: Some(update.assignment.release.clone()),
+            security_version: header.security_version,
+            slot: update.target,
         };
-        self.report("committed", String::new());
+        self.event(update.assignment.release, InstallEvent::Committed, String::new());
         self.idle();
         self.persist();
         self.flush_reports();
     }
 
-    /// Start-up: resume from the journal and what the bootloader says.
+    /// Start-up: resume from the journal, the record and what booted. Every
+    /// combination has a defined outcome; the odd ones are reported.
     fn start(&mut self, journal: Option<Box<Journal>>, record: BootRecord, booted: Booted, facts: Facts, seed: u64) {
         self.started = true;
         self.facts = facts;
         self.record = record;
+        self.booted = booted;
         self.rng = seed | 1;
         self.effects.clear();
         self.reporting = false;
         self.wait = Wait::Nothing;
         self.next_check_in = self.now;
-        let Some(j) = journal else {
+        self.journal = match journal {
+            Some(j) => *j,
             // First start: the booted slot is what is installed.
-            self.journal.installed.slot = booted.slot;
-            self.persist();
-            return;
+            None => Journal::new(Installed { release: None, security_version: 0, slot: booted.slot }),
         };
-        self.journal = *j;
-        let phase = self.journal.phase.clone();
-        let update = self.journal.update.clone();
-        match (phase, update) {
-            (Phase::Idle, _) | (_, None) => {
-                self.journal.phase = Phase::Idle;
-                self.journal.update = None;
-                if booted.slot != self.journal.installed.slot && record.good[booted.slot.index()] {
-                    // The bootloader fell back to the other good slot.
-                    self.journal.installed.slot = booted.slot;
-                }
-            }
-            (Phase::Downloading, Some(u)) => {
-                // The old slot runs; the target is invalid: resume the download.
-                if booted.slot == u.from && !record.good[u.target.index()] && !record.trial_armed {
+        let phase = std::mem::replace(&mut self.journal.phase, Phase::Idle);
+        match phase {
+            Phase::Idle => {}
+            Phase::Downloading(d) => {
+                if booted.slot == d.update.from && !booted.trial {
+                    // The old slot runs: resume the download into the target,
+                    // once the target is sure to be invalid.
+                    let target = d.update.target;
+                    self.journal.phase = Phase::Downloading(d);
                     self.persist();
-                    self.stream();
-                    return;
-                }
-                self.idle();
-            }
-            (Phase::Staged, Some(_)) => {
-                // Verified in the slot: confirm and arm.
-                self.wait = Wait::Confirm;
-                self.effects.push_back(Effect::CheckIn { release: self.journal.installed.release.clone() });
-            }
-            (Phase::Arming | Phase::Armed, Some(u)) => {
-                if booted.slot == u.target && booted.trial {
-                    // The trial boot: check health.
-                    self.journal.phase = Phase::Armed;
-                    self.report("trial_boot", String::new());
-                    self.persist();
-                    self.wait = Wait::Health;
-                    self.effects.push_back(Effect::RunHealthChecks { timeout: HEALTH_TIMEOUT });
-                } else if booted.slot == u.target && record.good[u.target.index()] && !record.trial_armed {
-                    // Power was lost after the commit record, before the journal.
-                    self.record = record;
-                    self.commit_done();
-                    return;
-                } else if booted.reverted_from == Some(u.target) || record.last_revert == Some(u.target) {
-                    // The trial never came up healthy: the bootloader reverted.
-                    self.remember_refused(u.assignment.release.clone());
-                    self.report("reverted_boot", format!("no healthy boot in {} attempts", crate::TRIAL_ATTEMPTS));
-                    self.idle();
-                } else if booted.slot == u.from && !record.trial_armed && !record.good[u.target.index()] {
-                    if self.journal.phase == Phase::Arming {
-                        // The flags were never flipped: arm again.
-                        self.arm();
-                        return;
+                    let r = record.invalidated(target);
+                    if r == record {
+                        self.stream();
+                    } else {
+                        self.set_record(r, Then::Stream);
                     }
-                    // Reverted on purpose (record written, journal not).
-                    self.remember_refused(u.assignment.release.clone());
-                    self.report("reverted_health", "health checks failed".into());
-                    self.idle();
-                } else {
-                    self.idle();
-                }
-            }
-            (Phase::Reverting, Some(u)) => {
-                if booted.slot == u.target && booted.trial {
-                    // Power lost before the revert record: write it again.
-                    self.persist();
-                    self.set_record(record.reverted(u.target));
                     return;
                 }
-                self.remember_refused(u.assignment.release.clone());
-                self.idle();
+                let reason = format!(
+                    "the device restarted from slot {} while writing slot {}; the update was abandoned",
+                    booted.slot.name(),
+                    d.update.target.name()
+                );
+                self.fail(&d.update, reason, false);
+            }
+            Phase::Staged(v) => {
+                if booted.slot == v.update.from && !booted.trial {
+                    // Verified in the slot: confirm and arm.
+                    self.journal.phase = Phase::Staged(v);
+                    self.wait = Wait::Confirm;
+                    self.effects.push_back(Effect::CheckIn { release: self.journal.installed.release.clone() });
+                    self.flush_reports();
+                    return;
+                }
+                let reason = format!(
+                    "the device restarted from slot {} with the image staged in slot {}; the update was abandoned",
+                    booted.slot.name(),
+                    v.update.target.name()
+                );
+                self.fail(&v.update, reason, false);
+            }
+            Phase::Arming(v) => {
+                if self.resume_trial(v.update, v.header, 0, false) {
+                    return;
+                }
+            }
+            Phase::Armed(t) => {
+                if self.resume_trial(t.update, t.header, t.reboots, true) {
+                    return;
+                }
+            }
+            Phase::Reverting(v) => {
+                let target = v.update.target;
+                if booted.slot == target {
+                    // Power lost before the revert record (or before the reboot): again.
+                    self.journal.phase = Phase::Reverting(v);
+                    self.persist();
+                    self.flush_reports();
+                    self.revert_record(target);
+                    return;
+                }
+                // Back on the old slot: the revert is done (reported when the checks failed).
             }
         }
+        self.settle_idle();
+    }
+
+    /// Resumes an armed (or arming) update after a boot. Returns whether it
+    /// goes on (`false`: the update ended and the agent settles idle).
+    fn resume_trial(&mut self, update: Update, header: Header, reboots: u32, flags_flipped: bool) -> bool {
+        let (record, booted) = (self.record, self.booted);
+        let (target, from) = (update.target, update.from);
+        let release = update.assignment.release.clone();
+        if booted.slot == target && record.good[target.index()] && !record.trial_armed {
+            // Power was lost after the commit record, before the journal
+            // (what booted may still say "trial": it is read at boot).
+            self.commit_done(update, header);
+            return true;
+        }
+        if booted.slot == target && booted.trial {
+            // The trial boot: check health.
+            self.journal.phase = Phase::Armed(Trial { update, header, reboots });
+            self.event(release, InstallEvent::TrialBoot, String::new());
+            self.persist();
+            self.flush_reports();
+            self.info(format!("trial boot of slot {}: running the health checks", target.name()));
+            self.wait = Wait::Health;
+            self.effects.push_back(Effect::RunHealthChecks { timeout: HEALTH_TIMEOUT });
+            return true;
+        }
+        if booted.reverted_from == Some(target) || (booted.slot == from && record.last_revert == Some(target)) {
+            // The trial never came up healthy: the bootloader reverted.
+            let reason = format!("no healthy boot of slot {} in {} attempts", target.name(), crate::TRIAL_ATTEMPTS);
+            self.remember_refused(&update.assignment, &reason);
+            self.event(release, InstallEvent::RevertedBoot, reason);
+            return false;
+        }
+        if booted.slot == from && !booted.trial {
+            if record.trial_armed && record.primary == target {
+                // Armed, but the device did not boot the trial: the reboot
+                // did not happen (or did not go through the bootloader).
+                if reboots + 1 >= MAX_REBOOT_REQUESTS {
+                    let reason = format!(
+                        "the device did not boot the trial of slot {} after {} reboot requests and still runs slot {}; \
+                         hint: reboot_command must restart the device through the bootloader \
+                         (with the file bootloader: `updraft-agent simulate-boot`)",
+                        target.name(),
+                        reboots + 1,
+                        from.name()
+                    );
+                    self.remember_refused(&update.assignment, &reason);
+                    self.event(release, InstallEvent::Failed, reason);
+                    self.idle();
+                    self.persist();
+                    self.flush_reports();
+                    // Disarm: the old slot stays the one to boot.
+                    self.set_record(record.invalidated(target), Then::Rest);
+                    return true;
+                }
+                self.warn(format!(
+                    "still on slot {} although the trial of slot {} is armed: the reboot did not happen; asking again ({} of {})",
+                    from.name(),
+                    target.name(),
+                    reboots + 2,
+                    MAX_REBOOT_REQUESTS
+                ));
+                self.journal.phase = Phase::Armed(Trial { update, header, reboots: reboots + 1 });
+                self.persist();
+                self.flush_reports();
+                self.wait = Wait::Reboot;
+                self.effects.push_back(Effect::Reboot);
+                return true;
+            }
+            if !flags_flipped && !record.trial_armed {
+                // The flags were never flipped: arm again.
+                self.arm(Verified { update, header });
+                return true;
+            }
+            let reason = format!("the trial of slot {} was disarmed outside the agent", target.name());
+            self.remember_refused(&update.assignment, &reason);
+            self.event(release, InstallEvent::Failed, reason);
+            return false;
+        }
+        let reason = format!(
+            "unexpected boot during the update: booted slot {}{}, the update goes from slot {} to slot {}; abandoned",
+            booted.slot.name(),
+            if booted.trial { " on trial" } else { "" },
+            from.name(),
+            target.name()
+        );
+        self.remember_refused(&update.assignment, &reason);
+        self.event(release, InstallEvent::Failed, reason);
+        false
+    }
+
+    /// Nothing in progress: make the journal and the record agree with what
+    /// runs, with no write when they already do (no wear on normal boots).
+    fn settle_idle(&mut self) {
+        let (record, booted) = (self.record, self.booted);
+        self.journal.phase = Phase::Idle;
+        if booted.slot != self.journal.installed.slot && !booted.trial {
+            self.warn(format!(
+                "running slot {} while the journal says slot {}: the bootloader fell back",
+                booted.slot.name(),
+                self.journal.installed.slot.name()
+            ));
+            self.journal.installed.slot = booted.slot;
+        }
+        self.idle();
+        self.next_check_in = self.now;
         self.persist();
         self.flush_reports();
+        if booted.trial && record.is_settled_on(booted.slot) {
+            // Committed since this boot (what booted is read at boot time).
+        } else if booted.trial && !record.good[booted.slot.index()] {
+            // A trial boot with no update in progress (a lost journal): go
+            // back to the slot known good, if there is one.
+            self.warn(format!("slot {} booted on trial with no update in progress: going back", booted.slot.name()));
+            self.revert_record(booted.slot);
+        } else if !record.is_settled_on(booted.slot) {
+            self.warn(format!(
+                "the boot record (primary {}, trial armed {}) does not match the running slot {}: settling it",
+                record.primary.name(),
+                record.trial_armed,
+                booted.slot.name()
+            ));
+            self.set_record(record.settled(booted.slot), Then::Rest);
+        }
+    }
+}
+
+fn d_attempts(phase: &Phase) -> u32 {
+    match phase {
+        Phase::Downloading(d) => d.attempts,
+        _ => 0,
     }
 }

@@ -121,7 +121,7 @@ fn run(cmd: &mut Command, tool: &str) -> Result<String, BootError> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn parse_lines(text: &str) -> BTreeMap<String, String> {
+pub fn parse_lines(text: &str) -> BTreeMap<String, String> {
     text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
 }
 

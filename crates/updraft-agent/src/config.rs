@@ -37,8 +37,14 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     pub url: String,
-    /// A file holding the device token (from enrollment).
-    pub token_file: PathBuf,
+    /// A file holding the device token, written 0600 by enrollment
+    /// (default: `<data_dir>/device-token`).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// An enrollment token (`upe_...`) shipped in the image: the agent
+    /// enrolls on its first start when it has no device token yet.
+    #[serde(default)]
+    pub enrollment_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,6 +61,19 @@ pub struct DeviceConfig {
     /// Its security version.
     #[serde(default)]
     pub security_version: u64,
+    /// The device id to enroll with (default: read from `id_file`).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Where to read the device id from when `id` is not set (default:
+    /// /etc/machine-id).
+    #[serde(default)]
+    pub id_file: Option<PathBuf>,
+    /// The region reported at enrollment (plans select on it).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Tags reported at enrollment.
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -130,5 +149,10 @@ impl Config {
 
     pub fn journal_path(&self) -> PathBuf {
         self.data_dir.join("journal.json")
+    }
+
+    /// The device token's file.
+    pub fn token_path(&self) -> PathBuf {
+        self.server.as_ref().and_then(|s| s.token_file.clone()).unwrap_or_else(|| self.data_dir.join("device-token"))
     }
 }

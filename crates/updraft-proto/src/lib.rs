@@ -118,27 +118,14 @@ pub struct CheckInResponse {
     pub next_check_in_s: u32,
 }
 
-/// An install event, as devices report it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EventKind {
-    Downloaded,
-    Installed,
-    TrialBoot,
-    Committed,
-    /// The trial boot failed (boot attempts exhausted).
-    RevertedBoot,
-    /// The health check failed after the trial boot.
-    RevertedHealth,
-    Failed,
-}
+pub use updraft_types::InstallEvent;
 
 /// `POST /api/v1/device/events`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EventRequest {
     pub release: ReleaseId,
-    pub event: EventKind,
+    pub event: InstallEvent,
     #[serde(default)]
     pub detail: Option<String>,
 }

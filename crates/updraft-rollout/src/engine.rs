@@ -978,7 +978,7 @@ impl Controller {
             }
             d.components = comps.into();
         }
-        if let InstallEvent::Reverted { .. } = event {
+        if matches!(event, InstallEvent::RevertedBoot | InstallEvent::RevertedHealth) {
             let d = &mut self.devices[idx as usize];
             if d.release == Some(rel) {
                 d.release = d.lkg;
@@ -992,8 +992,10 @@ impl Controller {
                 if rel != rollout.release && event == InstallEvent::Committed {
                     m.status = MemberStatus::Selected;
                     rollout.in_flight = rollout.in_flight.saturating_sub(1);
-                } else if matches!(event, InstallEvent::Failed | InstallEvent::Reverted { .. })
-                    && rel != rollout.release
+                } else if matches!(
+                    event,
+                    InstallEvent::Failed | InstallEvent::RevertedBoot | InstallEvent::RevertedHealth
+                ) && rel != rollout.release
                 {
                     m.status = MemberStatus::Failed;
                     rollout.in_flight = rollout.in_flight.saturating_sub(1);
@@ -1026,12 +1028,12 @@ impl Controller {
                     c.health.0 += 1;
                     MemberStatus::Committed
                 }
-                InstallEvent::Reverted { health_check_failed } => {
+                InstallEvent::RevertedBoot | InstallEvent::RevertedHealth => {
                     if !installed {
                         c.install.0 += 1;
                     }
                     c.boot.0 += 1;
-                    if health_check_failed {
+                    if event == InstallEvent::RevertedHealth {
                         c.health.0 += 1;
                         c.health.1 += 1;
                     } else {

@@ -38,22 +38,8 @@ pub struct ReleaseInfo {
     pub provides: Vec<(String, semver::Version)>,
 }
 
-/// An install event a device reports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum InstallEvent {
-    Downloaded,
-    Installed,
-    TrialBoot,
-    Committed,
-    /// The device went back to its old slot: the trial boot failed (boot
-    /// attempts exhausted) or the health check failed.
-    Reverted {
-        health_check_failed: bool,
-    },
-    /// Download, verification or installation failed.
-    Failed,
-}
+/// An install event a device reports (the one enum of the workspace).
+pub use updraft_types::InstallEvent;
 
 /// Periodic health telemetry from a device.
 #[derive(Clone, Debug, PartialEq)]

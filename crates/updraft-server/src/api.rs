@@ -500,21 +500,13 @@ async fn events(State(app): State<Arc<App>>, headers: HeaderMap, body: axum::bod
     let actor = require(&app, &headers, Access::Device).await?;
     let device = device_of(&actor).clone();
     let req: EventRequest = parse(&body)?;
-    let event = match req.event {
-        EventKind::Downloaded => "downloaded",
-        EventKind::Installed => "installed",
-        EventKind::TrialBoot => "trial_boot",
-        EventKind::Committed => "committed",
-        EventKind::RevertedBoot => "reverted_boot",
-        EventKind::RevertedHealth => "reverted_health",
-        EventKind::Failed => "failed",
-    };
+    let event = req.event.as_str();
     if app.store.release(req.release.as_str()).await?.is_none() {
         return Err(ApiError::unprocessable("unknown-release", format!("no release {}", req.release)));
     }
     METRICS.events.get_or_create(&Kind { kind: event.into() }).inc();
     apply(&app, Entry::Event { device: device.clone(), release: req.release.clone(), event: event.into() }).await?;
-    if req.event == EventKind::Committed {
+    if req.event == InstallEvent::Committed {
         if let Some(mut row) = app.store.device(device.as_str()).await? {
             row.release = Some(req.release.to_string());
             row.last_known_good = Some(req.release.to_string());

@@ -74,16 +74,7 @@ pub fn parse_command(s: &str) -> Option<rollout::Command> {
 }
 
 pub fn parse_event(s: &str) -> Option<rollout::InstallEvent> {
-    Some(match s {
-        "downloaded" => rollout::InstallEvent::Downloaded,
-        "installed" => rollout::InstallEvent::Installed,
-        "trial_boot" => rollout::InstallEvent::TrialBoot,
-        "committed" => rollout::InstallEvent::Committed,
-        "reverted_boot" => rollout::InstallEvent::Reverted { health_check_failed: false },
-        "reverted_health" => rollout::InstallEvent::Reverted { health_check_failed: true },
-        "failed" => rollout::InstallEvent::Failed,
-        _ => return None,
-    })
+    rollout::InstallEvent::parse(s)
 }
 
 fn versions(v: &[(String, String)]) -> Vec<(String, semver::Version)> {

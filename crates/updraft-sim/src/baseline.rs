@@ -238,7 +238,7 @@ impl Baseline {
                 d.st = St::Done;
                 self.counts[g].1 += 1;
             }
-            InstallEvent::Failed | InstallEvent::Reverted { .. } => {
+            InstallEvent::Failed | InstallEvent::RevertedBoot | InstallEvent::RevertedHealth => {
                 d.st = St::Failed;
                 self.counts[g].2 += 1;
             }

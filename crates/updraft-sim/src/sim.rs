@@ -994,18 +994,11 @@ impl<'a> Sim<'a> {
         dev.active = true;
         dev.gen += 1;
         let (_, booted) = boot(dev.record);
-        let journal = Journal {
-            seq: 1,
-            installed: Installed {
-                release: Some(self.ids[dev.rel as usize].clone()),
-                security_version: 1,
-                slot: booted.slot,
-            },
-            phase: Phase::Idle,
-            update: None,
-            unreported: Vec::new(),
-            refused: Vec::new(),
-        };
+        let journal = Journal::new(Installed {
+            release: Some(self.ids[dev.rel as usize].clone()),
+            security_version: 1,
+            slot: booted.slot,
+        });
         let record = dev.record;
         let cut_at = if self.rng.chance(self.fleet.power_loss) { 1 + (self.rng.next() % 24) as u32 } else { 0 };
         let mut agent = Agent::new(self.fleet.poll);
@@ -1060,9 +1053,16 @@ impl<'a> Sim<'a> {
                     }
                     Effect::Accept => {
                         let rel = self.updating(&act);
-                        let u = act.agent.as_ref().and_then(|a| a.journal().update.clone()).expect("an update");
-                        let slot = &mut self.devs[d as usize].slots[u.target.index()];
-                        let from = if slot.rel == rel { u.synced.min(slot.synced) } else { 0 };
+                        let Some((target, synced)) = act
+                            .agent
+                            .as_ref()
+                            .and_then(|a| a.journal().update().map(|u| (u.target, a.journal().phase.synced())))
+                        else {
+                            self.violation(format!("device {d}: Accept without an update in progress"));
+                            continue;
+                        };
+                        let slot = &mut self.devs[d as usize].slots[target.index()];
+                        let from = if slot.rel == rel { synced.min(slot.synced) } else { 0 };
                         *slot = SlotImg { rel, synced: from };
                         let rest = self.image - from;
                         let (ok, part) = if self.rng.chance(loss) { (false, self.rng.unit()) } else { (true, 1.0) };
@@ -1109,7 +1109,7 @@ impl<'a> Sim<'a> {
 
     /// The release the agent is installing.
     fn updating(&self, act: &Active) -> u8 {
-        let u = act.agent.as_ref().and_then(|a| a.journal().update.as_ref()).expect("an update in progress");
+        let u = act.agent.as_ref().and_then(|a| a.journal().update()).expect("an update in progress");
         self.rel_index(&u.assignment.release)
     }
 
@@ -1120,7 +1120,7 @@ impl<'a> Sim<'a> {
             return;
         };
         let j = agent.journal();
-        let idle = j.phase == Phase::Idle && j.update.is_none() && j.unreported.is_empty();
+        let idle = j.phase == Phase::Idle && j.unreported.is_empty();
         match agent.poll_timeout() {
             Some(t) if idle => {
                 let rel = j.installed.release.as_ref().map_or(BASE, |r| self.rel_index(r));
@@ -1248,7 +1248,7 @@ impl<'a> Sim<'a> {
                 self.downloads -= 1;
                 self.bandwidth -= kbps;
             }
-            let target = act.agent.as_ref().and_then(|a| a.journal().update.as_ref()).map(|u| u.target);
+            let target = act.agent.as_ref().and_then(|a| a.journal().update()).map(|u| u.target);
             if let Some(t) = target {
                 self.devs[d as usize].slots[t.index()].synced = synced;
             }
@@ -1267,31 +1267,23 @@ impl<'a> Sim<'a> {
             self.drive(d, AInput::ReportFailed);
             return;
         }
-        let event = match e.kind.as_str() {
-            "downloaded" => InstallEvent::Downloaded,
-            "installed" => InstallEvent::Installed,
-            "trial_boot" => InstallEvent::TrialBoot,
-            "committed" => InstallEvent::Committed,
-            "reverted_boot" => InstallEvent::Reverted { health_check_failed: false },
-            "reverted_health" => InstallEvent::Reverted { health_check_failed: true },
-            _ => InstallEvent::Failed,
-        };
+        let event = e.kind;
         let cand = e.release == self.ids[1];
         match event {
             InstallEvent::Committed if cand => self.committed += 1,
             InstallEvent::Committed => self.rollbacks += 1,
-            InstallEvent::Reverted { health_check_failed: false } => self.reverted_boot += 1,
-            InstallEvent::Reverted { health_check_failed: true } => self.reverted_health += 1,
+            InstallEvent::RevertedBoot => self.reverted_boot += 1,
+            InstallEvent::RevertedHealth => self.reverted_health += 1,
             InstallEvent::Failed => self.failed += 1,
             _ => {}
         }
-        if cand && matches!(event, InstallEvent::Reverted { .. } | InstallEvent::Failed) {
+        if cand && matches!(event, InstallEvent::RevertedBoot | InstallEvent::RevertedHealth | InstallEvent::Failed) {
             let dev = &mut self.devs[d as usize];
             if dev.flags & EXPOSED != 0 {
                 dev.flags |= EXPOSED_FAILED;
             }
         }
-        self.hash = mix(self.hash, e.kind.len() as u64 ^ (u64::from(cand) << 8));
+        self.hash = mix(self.hash, e.kind.as_str().len() as u64 ^ (u64::from(cand) << 8));
         self.control(Input::Event { device: device_id(d), release: e.release, event });
         self.drive(d, AInput::Reported);
     }

@@ -332,3 +332,70 @@ impl UnixMs {
         Duration::from_millis(self.0.saturating_sub(earlier.0))
     }
 }
+
+/// An install event, as a device reports it: one enum from the agent core
+/// through the wire and the server's journal to the rollout engine, so that
+/// an unknown or misspelt event is a parse error, never a silent failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstallEvent {
+    /// The bundle is downloaded and verified.
+    Downloaded,
+    /// The image is in the inactive slot, synced and read back.
+    Installed,
+    /// The device booted the new slot on trial.
+    TrialBoot,
+    /// The health checks passed and the new slot is committed.
+    Committed,
+    /// The trial boot failed (boot attempts exhausted): the bootloader reverted.
+    RevertedBoot,
+    /// The health checks failed after the trial boot: the agent reverted.
+    RevertedHealth,
+    /// Download, verification, policy or installation failed (before the trial).
+    Failed,
+}
+
+impl InstallEvent {
+    /// Every event, in the order of an update.
+    pub const ALL: [InstallEvent; 7] = [
+        InstallEvent::Downloaded,
+        InstallEvent::Installed,
+        InstallEvent::TrialBoot,
+        InstallEvent::Committed,
+        InstallEvent::RevertedBoot,
+        InstallEvent::RevertedHealth,
+        InstallEvent::Failed,
+    ];
+
+    /// The wire name (`trial_boot`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstallEvent::Downloaded => "downloaded",
+            InstallEvent::Installed => "installed",
+            InstallEvent::TrialBoot => "trial_boot",
+            InstallEvent::Committed => "committed",
+            InstallEvent::RevertedBoot => "reverted_boot",
+            InstallEvent::RevertedHealth => "reverted_health",
+            InstallEvent::Failed => "failed",
+        }
+    }
+
+    /// Parses the wire name.
+    pub fn parse(s: &str) -> Option<InstallEvent> {
+        InstallEvent::ALL.into_iter().find(|e| e.as_str() == s)
+    }
+
+    /// Whether the update ended with this event (committed, reverted or failed).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            InstallEvent::Committed | InstallEvent::RevertedBoot | InstallEvent::RevertedHealth | InstallEvent::Failed
+        )
+    }
+}
+
+impl fmt::Display for InstallEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

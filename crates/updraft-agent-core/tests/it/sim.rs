@@ -70,8 +70,8 @@ impl World {
         let mut out: Vec<String> = Vec::new();
         for e in &self.heard {
             // Resent after a power cut before the acknowledgement was persisted: once is enough.
-            if out.last() != Some(&e.kind) {
-                out.push(e.kind.clone());
+            if out.last().map(String::as_str) != Some(e.kind.as_str()) {
+                out.push(e.kind.as_str().to_owned());
             }
         }
         out
@@ -130,14 +130,11 @@ impl Scenario {
         record.good = [true, false];
         let mut world = World {
             record,
-            journal: Some(Journal {
-                seq: 0,
-                installed: Installed { release: Some(ReleaseId::new("fw@1.0.0")), security_version: 3, slot: Slot::A },
-                phase: Phase::Idle,
-                update: None,
-                unreported: vec![],
-                refused: vec![],
-            }),
+            journal: Some(Journal::new(Installed {
+                release: Some(ReleaseId::new("fw@1.0.0")),
+                security_version: 3,
+                slot: Slot::A,
+            })),
             slots: [SlotState { release: Some("fw@1.0.0".into()), written: 4000, synced: 4000 }, SlotState::default()],
             heard: vec![],
             boots: 0,

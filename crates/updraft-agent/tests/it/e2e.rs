@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use updraft_agent::bootloader::{Bootloader, FileModel};
 use updraft_agent::config::Config;
 use updraft_agent::shell::{Shell, Stop};
-use updraft_agent_core::{Phase, Slot};
+use updraft_agent_core::Slot;
 use updraft_bundle::bundle::ImageInput;
 use updraft_bundle::trust::{self, RootParams};
 use updraft_bundle::{BuildContext, CreateParams, NoProgress, PrivateKey, Signers, Source, Target};
@@ -202,7 +202,7 @@ fn a_good_release_commits_and_a_bad_one_reverts() {
 
     // Good: download, verify, write B, arm, reboot; trial boot, health, commit.
     let (stop, j) = pass(&good);
-    assert_eq!((stop, j.phase.clone()), (Stop::Reboot, Phase::Armed), "{j:?}");
+    assert_eq!((stop, j.phase.name()), (Stop::Reboot, "armed"), "{j:?}");
     assert!(std::fs::read(lab.path("good-1/slot-b.img")).unwrap() == image, "slot B holds the image");
     boot(&good);
     let (stop, j) = pass(&good);
@@ -277,8 +277,24 @@ fn a_local_install_and_refusals_before_any_write() {
         .arg("--simulate-reboot")
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("idle"), "{}", String::from_utf8_lossy(&out.stdout));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("refused: fw@3.1.0 failed"), "{stderr}");
+    assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
     assert!(std::fs::read(lab.path("local-1/slot-a.img")).unwrap() == before, "slot A was written");
+
+    // The genuine bundle of the same release is not poisoned by the tampered copy.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_updraft-agent"))
+        .args(["install"])
+        .arg(lab.path("build-3.1.0/fw.bundle"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--simulate-reboot")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout, "rebooting into the trial of fw@3.1.0 (slot A)\n");
 }
 
 #[test]

@@ -347,13 +347,9 @@ pub fn run(fixture: &Fixture) -> String {
                         Step2::Downloaded => (InstallEvent::Downloaded, Some((Step2::Installed, 300_000))),
                         Step2::Installed if rng.chance(b.install_fail) => (InstallEvent::Failed, None),
                         Step2::Installed => (InstallEvent::Installed, Some((Step2::Booted, 60_000))),
-                        Step2::Booted if rng.chance(b.boot_fail) => {
-                            (InstallEvent::Reverted { health_check_failed: false }, None)
-                        }
+                        Step2::Booted if rng.chance(b.boot_fail) => (InstallEvent::RevertedBoot, None),
                         Step2::Booted => (InstallEvent::TrialBoot, Some((Step2::Checked, 600_000))),
-                        Step2::Checked if rng.chance(b.health_fail) => {
-                            (InstallEvent::Reverted { health_check_failed: true }, None)
-                        }
+                        Step2::Checked if rng.chance(b.health_fail) => (InstallEvent::RevertedHealth, None),
                         _ => (InstallEvent::Committed, None),
                     };
                     inputs.push(Input::Event { device: dev.info.id.clone(), release: rel.clone(), event });
