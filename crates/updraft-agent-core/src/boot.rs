@@ -66,10 +66,12 @@ impl BootRecord {
     }
 
     /// The target slot made unbootable (before anything is written to it).
-    /// The other slot, the one running, becomes the primary: a stale trial
-    /// armed for `slot` is dropped with it.
+    /// Only while the other slot runs outside a trial: that slot becomes
+    /// the primary and is marked good (it runs), and a stale trial armed
+    /// for `slot` is dropped.
     pub fn invalidated(mut self, slot: Slot) -> BootRecord {
         self.primary = slot.other();
+        self.good[slot.other().index()] = true;
         self.trial_armed = false;
         self.good[slot.index()] = false;
         self.tries[slot.index()] = 0;

@@ -328,6 +328,8 @@ enum Then {
     RebootBack,
     /// Nothing more: wait for the next check-in.
     Rest,
+    /// Read the staged image back (after a restart).
+    ReadBack { slot: Slot, len: u64 },
 }
 
 /// What the agent is waiting for (not persisted: derived on start-up).
@@ -361,6 +363,9 @@ pub struct Agent {
     effects: VecDeque<Effect>,
     notices: VecDeque<Notice>,
     started: bool,
+    /// The record asked for last, and a write to retry at the next tick.
+    requested: Option<(BootRecord, Then)>,
+    retry: Option<(BootRecord, Then)>,
 }
 
 /// Why a header is not acceptable, or `None`.
@@ -423,6 +428,8 @@ impl Agent {
             effects: VecDeque::new(),
             notices: VecDeque::new(),
             started: false,
+            requested: None,
+            retry: None,
         }
     }
 
@@ -483,6 +490,7 @@ impl Agent {
     fn set_record(&mut self, r: BootRecord, then: Then) {
         debug_assert!(r.bootable(), "a boot record must always select a bootable slot: {r:?}");
         self.wait = Wait::Record(then);
+        self.requested = Some((r, then));
         self.effects.push_back(Effect::SetBootRecord(r));
     }
 
@@ -562,8 +570,14 @@ impl Agent {
             _ if !self.started => {}
             Input::Tick => {
                 if matches!(self.wait, Wait::Nothing | Wait::Backoff) && self.now >= self.next_check_in {
-                    if self.wait == Wait::Backoff {
+                    if let Some((r, then)) = self.retry.take() {
+                        self.set_record(r, then);
+                    } else if self.wait == Wait::Backoff {
                         self.stream();
+                    } else if let Phase::Staged(_) = self.journal.phase {
+                        // Staged: the check-in confirms the assignment before arming.
+                        self.wait = Wait::Confirm;
+                        self.effects.push_back(Effect::CheckIn { release: self.journal.installed.release.clone() });
                     } else {
                         self.wait = Wait::CheckIn;
                         self.effects.push_back(Effect::CheckIn { release: self.journal.installed.release.clone() });
@@ -578,7 +592,10 @@ impl Agent {
                     self.wait = Wait::Nothing;
                     self.next_check_in = self.now.plus(self.jitter(self.poll_interval));
                 }
-                Wait::CheckIn => self.idle(),
+                Wait::CheckIn => {
+                    self.wait = Wait::Nothing;
+                    self.next_check_in = self.now.plus(self.jitter(self.poll_interval));
+                }
                 _ => {}
             },
             Input::Header(h) => self.header(h),
@@ -698,6 +715,27 @@ impl Agent {
         if self.wait != Wait::ReadBack {
             return;
         }
+        if let Phase::Staged(v) | Phase::Arming(v) = &self.journal.phase {
+            // Checked again after a restart, before the flags flip.
+            let v = v.clone();
+            let arming = matches!(self.journal.phase, Phase::Arming(_));
+            if sha256 == v.header.image_sha256 {
+                if arming {
+                    self.arm(v);
+                } else {
+                    self.wait = Wait::Confirm;
+                    self.effects.push_back(Effect::CheckIn { release: self.journal.installed.release.clone() });
+                }
+                return;
+            }
+            let target = v.update.target;
+            self.warn(format!("slot {} no longer holds the verified image; writing it again", target.name()));
+            self.journal.phase =
+                Phase::Downloading(Download { update: v.update, header: Some(v.header), synced: 0, attempts: 1 });
+            self.persist();
+            self.set_record(self.record.invalidated(target), Then::Stream);
+            return;
+        }
         let Phase::Downloading(d) = &mut self.journal.phase else { return };
         let Some(header) = d.header.clone() else {
             d.synced = 0;
@@ -772,13 +810,14 @@ impl Agent {
         match self.wait {
             Wait::CheckIn => {
                 self.wait = Wait::Nothing;
+                self.next_check_in = self.now.plus(self.jitter(self.poll_interval));
+                if self.journal.phase != Phase::Idle {
+                    return;
+                }
                 let Some(a) = a else {
                     self.idle();
                     return;
                 };
-                if self.journal.phase != Phase::Idle {
-                    return;
-                }
                 if Some(&a.release) == self.journal.installed.release.as_ref() {
                     self.idle();
                     return;
@@ -788,6 +827,19 @@ impl Agent {
                         format!("not installing {} again: this bundle was refused before ({})", a.release, r.reason);
                     self.info(message);
                     self.idle();
+                    return;
+                }
+                if !self.record.is_settled_on(self.booted.slot) || self.booted.trial {
+                    // Only from a committed slot at rest (settled at start-up;
+                    // if that write failed, it is tried again first).
+                    self.warn(format!(
+                        "not starting {} yet: the boot record is not at rest on the running slot {}",
+                        a.release,
+                        self.booted.slot.name()
+                    ));
+                    if !self.booted.trial {
+                        self.set_record(self.record.settled(self.booted.slot), Then::Rest);
+                    }
                     return;
                 }
                 // The running slot is the source; the other one the target.
@@ -854,6 +906,10 @@ impl Agent {
                     }
                 }
             }
+            Then::ReadBack { slot, len } => {
+                self.wait = Wait::ReadBack;
+                self.effects.push_back(Effect::ReadBack { slot, len });
+            }
             Then::RebootBack => {
                 self.info("rebooting into the old slot".into());
                 self.wait = Wait::Reboot;
@@ -877,12 +933,15 @@ impl Agent {
         let Wait::Record(then) = self.wait else { return };
         let reason = format!("cannot write the boot record: {reason}");
         match self.journal.phase.update().cloned() {
-            Some(update) if matches!(then, Then::Stream | Then::Reboot) => self.fail(&update, reason, false),
+            Some(update) if matches!(then, Then::Stream | Then::Reboot | Then::ReadBack { .. }) => {
+                self.fail(&update, reason, false)
+            }
             _ => {
-                // A commit, revert or recovery record: try again at the next check-in.
-                self.warn(reason);
+                // A commit, revert or recovery record: write it again at the next tick.
+                self.warn(format!("{reason}; trying again later"));
+                self.retry = self.requested.take();
                 self.wait = Wait::Nothing;
-                self.next_check_in = self.now.plus(self.jitter(self.poll_interval));
+                self.next_check_in = self.now.plus(self.jitter(BACKOFF_BASE));
             }
         }
     }
@@ -909,6 +968,8 @@ impl Agent {
         self.rng = seed | 1;
         self.effects.clear();
         self.reporting = false;
+        self.requested = None;
+        self.retry = None;
         self.wait = Wait::Nothing;
         self.next_check_in = self.now;
         self.journal = match journal {
@@ -920,7 +981,8 @@ impl Agent {
         match phase {
             Phase::Idle => {}
             Phase::Downloading(d) => {
-                if booted.slot == d.update.from && !booted.trial {
+                let u = &d.update;
+                if booted.slot == u.from && !booted.trial && u.target == u.from.other() && record.good[u.from.index()] {
                     // The old slot runs: resume the download into the target,
                     // once the target is sure to be invalid.
                     let target = d.update.target;
@@ -942,12 +1004,21 @@ impl Agent {
                 self.fail(&d.update, reason, false);
             }
             Phase::Staged(v) => {
-                if booted.slot == v.update.from && !booted.trial {
-                    // Verified in the slot: confirm and arm.
+                let u = &v.update;
+                if booted.slot == u.from && !booted.trial && u.target == u.from.other() && record.good[u.from.index()] {
+                    // Verified in the slot before the restart: read it back
+                    // again, then confirm and arm.
+                    let (slot, len) = (u.target, v.header.image_size);
                     self.journal.phase = Phase::Staged(v);
-                    self.wait = Wait::Confirm;
-                    self.effects.push_back(Effect::CheckIn { release: self.journal.installed.release.clone() });
                     self.flush_reports();
+                    let r = record.invalidated(slot);
+                    if r == record {
+                        self.wait = Wait::ReadBack;
+                        self.effects.push_back(Effect::ReadBack { slot, len });
+                    } else {
+                        // A stale trial or good flag on the staged slot: clear it first.
+                        self.set_record(r, Then::ReadBack { slot, len });
+                    }
                     return;
                 }
                 let reason = format!(
@@ -969,7 +1040,7 @@ impl Agent {
             }
             Phase::Reverting(v) => {
                 let target = v.update.target;
-                if booted.slot == target {
+                if booted.slot == target && v.update.from != target {
                     // Power lost before the revert record (or before the reboot): again.
                     self.journal.phase = Phase::Reverting(v);
                     self.persist();
@@ -989,6 +1060,11 @@ impl Agent {
         let (record, booted) = (self.record, self.booted);
         let (target, from) = (update.target, update.from);
         let release = update.assignment.release.clone();
+        if target == from {
+            let reason = format!("the journal's update writes slot {} over itself; abandoned", target.name());
+            self.event(release, InstallEvent::Failed, reason);
+            return false;
+        }
         if booted.slot == target && record.good[target.index()] && !record.trial_armed {
             // Power was lost after the commit record, before the journal
             // (what booted may still say "trial": it is read at boot).
@@ -1050,8 +1126,12 @@ impl Agent {
                 return true;
             }
             if !flags_flipped && !record.trial_armed {
-                // The flags were never flipped: arm again.
-                self.arm(Verified { update, header });
+                // The flags were never flipped: read the image back, then arm again.
+                let (slot, len) = (target, header.image_size);
+                self.journal.phase = Phase::Arming(Verified { update, header });
+                self.flush_reports();
+                self.wait = Wait::ReadBack;
+                self.effects.push_back(Effect::ReadBack { slot, len });
                 return true;
             }
             let reason = format!("the trial of slot {} was disarmed outside the agent", target.name());

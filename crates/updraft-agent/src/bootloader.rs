@@ -212,7 +212,8 @@ impl FileModel {
         if let Some(r) = next {
             self.write_raw(&r)?;
         }
-        let body = serde_json::to_vec(&booted).expect("serialises");
+        let body = serde_json::to_vec(&booted)
+            .map_err(|e| BootError::Io { context: "cannot encode what booted".into(), source: e.into() })?;
         crate::fsutil::write_atomic(&self.booted_path(), &body)
             .map_err(|e| BootError::Io { context: "cannot record what booted".into(), source: e })?;
         Ok(booted)
@@ -251,7 +252,8 @@ impl Bootloader for FileModel {
 
     fn write_raw(&self, record: &BootRecord) -> Result<(), BootError> {
         let vars: BTreeMap<&str, String> = to_vars(record).into_iter().collect();
-        let body = serde_json::to_vec_pretty(&vars).expect("serialises");
+        let body = serde_json::to_vec_pretty(&vars)
+            .map_err(|e| BootError::Io { context: "cannot encode the boot variables".into(), source: e.into() })?;
         crate::fsutil::write_atomic(&self.path, &body)
             .map_err(|e| BootError::Io { context: format!("cannot write {}", self.path.display()), source: e })
     }

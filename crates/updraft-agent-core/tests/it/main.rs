@@ -5,6 +5,8 @@
 //! after each the device must boot a verified slot and the update must end
 //! committed or cleanly reverted, with the server hearing the truth.
 
+mod property;
+mod regressions;
 mod sim;
 
 use sim::{Fate, Scenario};
