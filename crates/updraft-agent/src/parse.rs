@@ -41,3 +41,22 @@ pub fn check_in_answer(bytes: &[u8]) -> Result<updraft_proto::CheckInResponse, P
     serde_json::from_slice(bytes)
         .map_err(|e| ParseError::Invalid { what: "the check-in answer", reason: e.to_string() })
 }
+
+/// Starts the agent core from a parsed journal, against each booted slot
+/// and a record at rest and an armed one, and drains its effects: what a
+/// device does with whatever its journal says. For the fuzzer and the
+/// fixed-seed test; never panics.
+pub fn start_core(journal: Journal) {
+    use updraft_agent_core::{Agent, Booted, Facts, Input, Slot};
+    for (slot, trial) in [(Slot::A, false), (Slot::B, false), (Slot::B, true)] {
+        for record in [BootRecord::fresh(Slot::A), BootRecord::fresh(Slot::A).invalidated(Slot::B).armed(Slot::B)] {
+            let mut agent = Agent::new(std::time::Duration::from_secs(60));
+            let facts = Facts { family: "sensor".into(), hardware: "rev-a".into(), components: vec![] };
+            let booted = Booted { slot, trial, reverted_from: None };
+            let journal = Some(Box::new(journal.clone()));
+            agent.handle(updraft_types::UnixMs(1), Input::Started { journal, record, booted, facts, seed: 1 });
+            while agent.poll_effect().is_some() {}
+            while agent.poll_notice().is_some() {}
+        }
+    }
+}

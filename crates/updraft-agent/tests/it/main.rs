@@ -4,6 +4,7 @@
 //! a failure under `CI=true`.
 
 mod e2e;
+mod parsers;
 
 use std::process::Command;
 
