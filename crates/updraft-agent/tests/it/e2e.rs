@@ -355,3 +355,129 @@ fn the_agent_follows_a_trust_root_rotation() {
     let (_, j) = pass(&config);
     assert_eq!(j.installed.release.as_ref().map(|r| r.as_str()), Some("fw@4.0.0"));
 }
+
+fn agent(args: &[&str], config: &Path) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_updraft-agent"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The first day of a device through the binary alone: not enrolled (exit 2
+/// with the hint), `enroll`, a reboot command that does not reboot (asked
+/// again, then the trial is disarmed with the reason: exit 1, never a
+/// panic), a wrong token and an unreachable server (exit 2, said on stderr).
+#[test]
+fn the_agent_binary_enrolls_says_why_and_never_wedges() {
+    let lab = Lab::new();
+    let v2 = lab.bundle("2.0.0", b"firmware 2.0.0");
+    lab.api("POST", "/api/v1/releases", std::fs::read(&v2).unwrap());
+    let d = lab.path("dev-1");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("slot-a.img"), b"firmware 1.0.0").unwrap();
+    let config = d.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"# a development board
+data_dir = {data:?}
+trust_root = {root:?}
+reboot_command = ["true"]
+
+[device]
+family = "sensor"
+hardware = "rev-a"
+release = "fw@1.0.0"
+security_version = 1
+components = {{ bootloader = "1.4.2" }}
+
+[bootloader]
+kind = "file"
+path = {boot:?}
+
+[slots]
+A = {a:?}
+B = {b:?}
+"#,
+            data = d.join("data"),
+            root = lab.path("root.json"),
+            boot = d.join("boot.json"),
+            a = d.join("slot-a.img"),
+            b = d.join("slot-b.img"),
+        ),
+    )
+    .unwrap();
+    // Not enrolled: a local install works, a check-in has nothing to ask.
+    std::fs::write(&config, std::fs::read_to_string(&config).unwrap() + &format!("\n[server]\nurl = {:?}\n", lab.url))
+        .unwrap();
+    let (code, _, err) = agent(&["check"], &config);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("this device is not enrolled") && err.contains("updraft-agent enroll"), "{err}");
+
+    // Enroll with a one-use token; the token file is 0600, the URL in agent.toml.
+    let e = lab.api(
+        "POST",
+        "/api/v1/enrollment-tokens",
+        serde_json::to_vec(&serde_json::json!({"uses": 1, "expiresInS": 600})).unwrap(),
+    );
+    let token = e["token"].as_str().unwrap();
+    let (code, out, err) = agent(&["enroll", "--server", &lab.url, "--token", token, "--device-id", "dev-1"], &config);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, format!("enrolled as dev-1 at {}\n", lab.url));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(d.join("data/device-token")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.starts_with("# a development board") && text.contains("token_file"), "{text}");
+    let (code, _, err) = agent(&["enroll", "--server", &lab.url, "--token", token, "--device-id", "dev-1"], &config);
+    assert_eq!(code, Some(1), "enrolled already: {err}");
+
+    // Nothing assigned yet: exit 0 and the server's reason.
+    let (code, out, err) = agent(&["check"], &config);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("up to date: fw@1.0.0 (slot A)"), "{out}");
+
+    // A rollout, and a reboot command that does not reboot.
+    let plan = "[selector]\nfamily = \"sensor\"\n[[waves]]\npercent = 100\nsoak = \"1d\"\n";
+    lab.api(
+        "POST",
+        "/api/v1/rollouts",
+        serde_json::to_vec(&serde_json::json!({"id": "r1", "release": "fw@2.0.0", "plan": plan})).unwrap(),
+    );
+    let mut outs = Vec::new();
+    for _ in 0..4 {
+        let (code, out, err) = agent(&["check"], &config);
+        assert!(!err.contains("panicked"), "{err}");
+        outs.push((code, out, err));
+    }
+    assert_eq!(outs[0].1, "rebooting into the trial of fw@2.0.0 (slot B)\n", "{:?}", outs[0]);
+    assert!(outs[1].2.contains("the reboot did not happen"), "{:?}", outs[1]);
+    let (code, _, err) = &outs[3];
+    assert_eq!(*code, Some(1), "{err}");
+    assert!(err.contains("refused: fw@2.0.0 failed: the device did not boot the trial of slot B"), "{err}");
+    assert!(err.contains("hint: reboot_command"), "{err}");
+    // At rest on A, and the server heard the failure.
+    let (code, out, err) = agent(&["check"], &config);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("up to date: fw@1.0.0 (slot A)"), "{out}");
+    let status = lab.api("GET", "/api/v1/rollouts/r1", vec![]);
+    assert_eq!(status["perWave"][0]["failed"], 1, "{status}");
+
+    // A wrong token and an unreachable server: exit 2, said on stderr.
+    std::fs::write(d.join("data/device-token"), "upd_wrong\n").unwrap();
+    let (code, _, err) = agent(&["check"], &config);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("401") && err.contains("updraft-agent enroll"), "{err}");
+    let text = std::fs::read_to_string(&config).unwrap().replace(&lab.url, "http://127.0.0.1:9");
+    std::fs::write(&config, text).unwrap();
+    let (code, _, err) = agent(&["check"], &config);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("unreachable"), "{err}");
+}
