@@ -829,7 +829,7 @@ impl Agent {
                     self.idle();
                     return;
                 }
-                if !self.record.is_settled_on(self.booted.slot) || self.booted.trial {
+                if !self.record.is_settled_on(self.booted.slot) {
                     // Only from a committed slot at rest (settled at start-up;
                     // if that write failed, it is tried again first).
                     self.warn(format!(

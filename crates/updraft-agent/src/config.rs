@@ -132,9 +132,51 @@ fn default_cmdline() -> PathBuf {
 }
 
 impl Config {
+    /// Reads agent.toml. Relative paths in it are relative to its folder,
+    /// and `{config}` in `reboot_command` and health check commands stands
+    /// for the configuration file's path.
     pub fn load(path: &Path) -> anyhow::Result<Config> {
-        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("invalid agent configuration {}: {e}", path.display()))
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}; hint: pass --config PATH", path.display()))?;
+        let mut cfg: Config = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("invalid agent configuration {}: {e}", path.display()))?;
+        let config_path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let base = config_path.parent().map(Path::to_path_buf).unwrap_or_default();
+        cfg.resolve(&base, &config_path.display().to_string());
+        Ok(cfg)
+    }
+
+    fn resolve(&mut self, base: &Path, config: &str) {
+        let abs = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        abs(&mut self.data_dir);
+        abs(&mut self.trust_root);
+        self.trust_updates.iter_mut().for_each(abs);
+        abs(&mut self.slots.a);
+        abs(&mut self.slots.b);
+        match &mut self.bootloader {
+            BootloaderConfig::Uboot { config, default_env, cmdline } => {
+                config.iter_mut().for_each(abs);
+                default_env.iter_mut().for_each(abs);
+                abs(cmdline);
+            }
+            BootloaderConfig::Grub { env_file, cmdline } => {
+                abs(env_file);
+                abs(cmdline);
+            }
+            BootloaderConfig::File { path } => abs(path),
+        }
+        if let Some(s) = &mut self.server {
+            s.token_file.iter_mut().for_each(abs);
+            s.enrollment_token_file.iter_mut().for_each(abs);
+        }
+        self.device.id_file.iter_mut().for_each(abs);
+        let fill = |args: &mut Vec<String>| args.iter_mut().for_each(|a| *a = a.replace("{config}", config));
+        fill(&mut self.reboot_command);
+        self.health_checks.iter_mut().for_each(|h| fill(&mut h.command));
     }
 
     pub fn bootloader(&self) -> Box<dyn Bootloader> {

@@ -127,12 +127,66 @@ fn split_image(spec: &str, target: Target) -> anyhow::Result<ImageInput> {
     Ok(ImageInput { name: name.to_owned(), path: PathBuf::from(path), target })
 }
 
+/// Runs git in the current folder; `None` outside a repository or without git.
+fn git(args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new("git").args(args).stderr(std::process::Stdio::null()).output().ok()?;
+    let text = String::from_utf8(out.stdout).ok()?.trim().to_owned();
+    (out.status.success() && !text.is_empty()).then_some(text)
+}
+
+/// A git remote as a source URI (`git+https://...`), without credentials.
+fn source_uri_of_remote(remote: &str) -> String {
+    let r = remote.trim();
+    let r = match (r.find("://"), r.find('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}{}", &r[..s + 3], &r[at + 1..]),
+        _ => r.to_owned(),
+    };
+    if let Some(rest) = r.strip_prefix("git@") {
+        // scp-like syntax: git@host:owner/repo.git
+        return format!("git+ssh://git@{}", rest.replacen(':', "/", 1));
+    }
+    if r.starts_with("git+") {
+        r
+    } else {
+        format!("git+{r}")
+    }
+}
+
 fn create(a: CreateArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let sde = a.source_date_epoch.as_deref().context(
-        "SOURCE_DATE_EPOCH is not set; hint: export SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) or pass --source-date-epoch",
-    )?;
-    let created = Timestamp::parse_source_date_epoch(sde)?;
-    let detected = BuildContext::detect(|k| std::env::var(k).ok());
+    let sde = match a.source_date_epoch.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        Some(s) => s.to_owned(),
+        None => {
+            let t = git(&["log", "-1", "--format=%ct"]).context(
+                "SOURCE_DATE_EPOCH is not set and this is not a git repository; hint: \
+                 export SOURCE_DATE_EPOCH=<seconds of the last source change> or pass --source-date-epoch",
+            )?;
+            eprintln!("note: SOURCE_DATE_EPOCH={t}, the time of the last commit of the enclosing git repository");
+            t
+        }
+    };
+    let created = Timestamp::parse_source_date_epoch(&sde)?;
+    let mut detected = BuildContext::detect(|k| std::env::var(k).ok());
+    if detected.source_commit.is_none() && a.source_commit.is_none() {
+        if let Some(commit) = git(&["rev-parse", "HEAD"]) {
+            let remote = git(&["config", "--get", "remote.origin.url"]).map(|r| source_uri_of_remote(&r));
+            if let (None, None) = (&remote, &a.source_uri) {
+                anyhow::bail!(
+                    "the enclosing git repository has no remote.origin.url to name the source; \
+                     hint: pass --source-uri (e.g. git+https://example.com/fw.git)"
+                );
+            }
+            let uri = a.source_uri.clone().or(remote).unwrap_or_default();
+            eprintln!("note: source {uri} at commit {commit}, from the enclosing git repository");
+            if git(&["status", "--porcelain", "--untracked-files=no"]).is_some() {
+                eprintln!("warning: the working tree has changes not committed; the bundle names commit {commit}");
+            }
+            detected.source_uri = Some(uri);
+            detected.source_commit = Some(commit);
+            if detected.source_ref.is_none() {
+                detected.source_ref = git(&["symbolic-ref", "-q", "HEAD"]);
+            }
+        }
+    }
     let build = BuildContext {
         builder_id: a.builder_id.or(detected.builder_id.clone()),
         invocation_id: a.invocation_id.or(detected.invocation_id.clone()),
@@ -142,7 +196,7 @@ fn create(a: CreateArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         ci: detected.ci,
     };
     let (Some(uri), Some(commit)) = (build.source_uri.clone(), build.source_commit.clone()) else {
-        anyhow::bail!("cannot tell which source this is; hint: pass --source-uri and --source-commit, or run in GitHub Actions or GitLab CI");
+        anyhow::bail!("cannot tell which source this is; hint: pass --source-uri and --source-commit, run it inside the source's git repository, or in GitHub Actions or GitLab CI");
     };
     let mut images = Vec::new();
     for spec in &a.images {

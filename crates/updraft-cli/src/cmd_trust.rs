@@ -17,15 +17,22 @@ use crate::Ctx;
 
 #[derive(Args)]
 pub struct RootArgs {
-    /// A release key (public key file); repeat for each key.
-    #[arg(long = "key", required = true)]
+    /// A release key's public key file (.pub); repeat for each key.
+    #[arg(long = "pubkey", required = true)]
     keys: Vec<PathBuf>,
     /// How many release keys must sign a bundle (and the next root version).
     #[arg(long)]
     threshold: usize,
-    /// A build (provenance) key; repeat for each key.
-    #[arg(long = "build-key")]
+    /// A build (provenance) key's public key file (.pub); repeat for each
+    /// key. At least one: bundles carry provenance signed by a build key.
+    #[arg(long = "build-pubkey", required = true)]
     build_keys: Vec<PathBuf>,
+    /// Renamed: public keys are --pubkey (`--key` always names a private key).
+    #[arg(long = "key", hide = true)]
+    old_key: Vec<PathBuf>,
+    /// Renamed: --build-pubkey.
+    #[arg(long = "build-key", hide = true)]
+    old_build_key: Vec<PathBuf>,
     /// When the root expires: a duration from now (365d, 52w) or an RFC 3339 time.
     #[arg(long)]
     expires: String,
@@ -174,6 +181,12 @@ fn human(v: &RootView, s: &mut String) {
 }
 
 fn make_root(args: RootArgs, previous: Option<&TrustRoot>) -> anyhow::Result<ExitCode> {
+    if !args.old_key.is_empty() || !args.old_build_key.is_empty() {
+        anyhow::bail!(
+            "a trust root lists public keys: pass them with --pubkey (release keys) and --build-pubkey (build keys); \
+             --key and --build-key always name private keys"
+        );
+    }
     let now = Timestamp::now();
     let params = RootParams {
         release_keys: args.keys.iter().map(|p| load_public(p)).collect::<anyhow::Result<_>>()?,

@@ -117,7 +117,14 @@ fn create_refuses_without_source_date_epoch_and_leaves_nothing() {
     args.drain(at..at + 2);
     let run = updraft(dir.path(), &strs(&args));
     assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("hint: export SOURCE_DATE_EPOCH=$(git log -1 --format=%ct)"), "{}", run.stderr);
+    assert!(run.stderr.contains("SOURCE_DATE_EPOCH is not set and this is not a git repository"), "{}", run.stderr);
+    assert!(run.stderr.contains("hint: export SOURCE_DATE_EPOCH="), "{}", run.stderr);
+    assert!(!dir.path().join("fw.bundle").exists());
+    // Set but empty (`$(git log ...)` outside a repository) is the same.
+    let run = updraft_with(dir.path(), &strs(&args), |c| {
+        c.env("SOURCE_DATE_EPOCH", "");
+    });
+    assert_eq!(run.code, 2, "{}", run.stderr);
     // From the environment, it works.
     let run = updraft_with(dir.path(), &strs(&args), |c| {
         c.env("SOURCE_DATE_EPOCH", crate::SDE);
@@ -261,4 +268,46 @@ fn tar_and_openssl_accept_the_bundle() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// Inside the source's git repository, the commit, the remote and the time
+/// of the last commit are taken from it, and said.
+#[test]
+fn create_takes_the_source_from_the_enclosing_git_repository() {
+    let dir = workspace();
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(dir.path())
+            .env("GIT_AUTHOR_DATE", "@1767225600 +0000")
+            .env("GIT_COMMITTER_DATE", "@1767225600 +0000")
+            .env("GIT_AUTHOR_NAME", "a")
+            .env("GIT_AUTHOR_EMAIL", "a@example.com")
+            .env("GIT_COMMITTER_NAME", "a")
+            .env("GIT_COMMITTER_EMAIL", "a@example.com")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["remote", "add", "origin", "https://user:secret@git.example.com/acme/sensor-fw.git"]);
+    git(&["commit", "-q", "--allow-empty", "-m", "v2.3.1"]);
+    let commit = git(&["rev-parse", "HEAD"]);
+    let mut args = create_args("fw", "fw.bundle", &both());
+    for flag in ["--source-uri", "--source-commit", "--source-ref", "--source-date-epoch"] {
+        let at = args.iter().position(|a| a == flag).unwrap();
+        args.drain(at..at + 2);
+    }
+    let run = updraft(dir.path(), &strs(&args)).ok();
+    assert!(
+        run.stderr.contains(&format!(
+            "note: source git+https://git.example.com/acme/sensor-fw.git at commit {commit}, from the enclosing git repository"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("note: SOURCE_DATE_EPOCH=1767225600"), "{}", run.stderr);
+    let run = updraft(dir.path(), &["bundle", "inspect", "fw.bundle", "--json"]).ok();
+    assert!(run.stdout.contains(&commit) && !run.stdout.contains("secret"), "{}", run.stdout);
 }

@@ -7,6 +7,7 @@ mod bundle;
 mod demo;
 mod keys;
 mod pipeline;
+mod quickstart;
 mod rollout;
 mod server;
 mod simulate;
@@ -71,15 +72,15 @@ pub fn workspace() -> tempfile::TempDir {
         &[
             "trust",
             "init",
-            "--key",
+            "--pubkey",
             &key("release-a.pub"),
-            "--key",
+            "--pubkey",
             &key("release-b.pub"),
-            "--key",
+            "--pubkey",
             &key("release-c.pub"),
             "--threshold",
             "2",
-            "--build-key",
+            "--build-pubkey",
             &key("build.pub"),
             "--expires",
             "2099-01-01T00:00:00Z",
