@@ -1,6 +1,6 @@
 //! The device update state machine: check-in, download into the inactive
 //! slot, verification, a trial boot counted by the bootloader, a health
-//! check, then commit or revert. Sans-IO (STYLE.md): the shell feeds
+//! check, then commit or revert. Sans-IO (CONTRIBUTING.md): the shell feeds
 //! [`Input`]s with the time to [`Agent::handle`], performs the [`Effect`]s
 //! it drains with [`Agent::poll_effect`] in order, and wakes it at
 //! [`Agent::poll_timeout`]. Every step is persisted in a [`Journal`] before

@@ -1,4 +1,4 @@
-//! `agent.toml`: see docs/agent.md and examples/agent.toml.
+//! `agent.toml`: see docs/agent.md, examples/agent.toml and examples/agent-file.toml.
 
 use std::path::{Path, PathBuf};
 

@@ -1,7 +1,7 @@
 //! The controller: the state machine that turns plans, fleet changes,
 //! device reports, operator commands and the time into decisions.
 //!
-//! Shape (STYLE.md): `handle(now, input)`, `poll_output()`,
+//! Shape (CONTRIBUTING.md): `handle(now, input)`, `poll_output()`,
 //! `poll_timeout()`. No clock, no randomness, no IO: the same inputs give
 //! the same outputs.
 

@@ -3,7 +3,7 @@
 //! devices report (against a baseline for crash rates), and pauses or rolls
 //! back on its own.
 //!
-//! Sans-IO (STYLE.md): [`Controller::handle`] takes the time and one
+//! Sans-IO (CONTRIBUTING.md): [`Controller::handle`] takes the time and one
 //! [`Input`]; [`Controller::poll_output`] drains decisions and events;
 //! [`Controller::poll_timeout`] says when to call again. No clock, no
 //! randomness, no IO, so the server and the simulator run the same code.

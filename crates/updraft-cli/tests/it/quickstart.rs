@@ -51,3 +51,32 @@ fn the_readme_quickstart_runs_as_written() {
     }
     assert!(stderr.contains("info: health checks passed on slot B: committing"), "{stderr}");
 }
+
+/// The README's tour, as typed, up to the firmware CI (the pipeline, the
+/// simulator and the server have tests of their own): keys, trust roots,
+/// rotation, bundles, signatures, verification, plans.
+#[test]
+fn the_readme_tour_runs_as_typed() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let tour = &readme[readme.find("## A tour of the commands").unwrap()..];
+    let start = tour.find("```sh\n").unwrap() + 6;
+    let end = tour.find("# Firmware CI").unwrap();
+    let work = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(work.path().join("docs/examples")).unwrap();
+    std::fs::copy(root.join("docs/examples/plan-standard.toml"), work.path().join("docs/examples/plan-standard.toml"))
+        .unwrap();
+    std::fs::write(work.path().join("tour.sh"), format!("set -euo pipefail\n{}", &tour[start..end])).unwrap();
+    let path = format!("{}:{}", bin_dir().display(), std::env::var("PATH").unwrap_or_default());
+    let out = Command::new("bash")
+        .arg("tour.sh")
+        .current_dir(work.path())
+        .env("PATH", path)
+        .env("NO_PROGRESS", "1")
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "the tour failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("sensor-fw 2.3.1 for sensor"), "{stdout}");
+}
