@@ -84,6 +84,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/0003_pipelines.sqlite.sql"),
         postgres: include_str!("../migrations/0003_pipelines.postgres.sql"),
     },
+    Migration {
+        version: 4,
+        sqlite: include_str!("../migrations/0004_inventory.sqlite.sql"),
+        postgres: include_str!("../migrations/0004_inventory.postgres.sql"),
+    },
 ];
 
 /// A new random secret with a prefix naming its kind (`upa_` API token,
@@ -122,7 +127,85 @@ pub struct DeviceRow {
     pub utc_offset_min: i16,
     pub enrolled_ms: i64,
     pub last_seen_ms: Option<i64>,
+    pub status: DeviceStatus,
+    /// Operator-set attributes (`site` → `berlin`).
+    pub attributes: Vec<(String, String)>,
+    /// The latest inventory the device reported (agent version, slot, boot
+    /// state, free space, its own attributes...).
+    pub inventory: Vec<(String, String)>,
+    /// Check-ins recorded (counted when the row is refreshed).
+    pub check_ins: i64,
 }
+
+impl DeviceRow {
+    /// A new, active device with nothing reported yet.
+    pub fn new(id: &str, family: &str, hardware: &str) -> DeviceRow {
+        DeviceRow {
+            id: id.to_owned(),
+            family: family.to_owned(),
+            hardware: hardware.to_owned(),
+            region: String::new(),
+            tags: Vec::new(),
+            channel: None,
+            release: None,
+            last_known_good: None,
+            components: Vec::new(),
+            utc_offset_min: 0,
+            enrolled_ms: 0,
+            last_seen_ms: None,
+            status: DeviceStatus::Active,
+            attributes: Vec::new(),
+            inventory: Vec::new(),
+            check_ins: 0,
+        }
+    }
+}
+
+/// Where a device stands with the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceStatus {
+    /// Enrolled and accepted: it takes part in rollouts.
+    Active,
+    /// Enrolled with a token that requires acceptance: waits for an operator.
+    Pending,
+    /// Taken out of service: its token is revoked, its history kept; it may enroll again.
+    Decommissioned,
+}
+
+impl DeviceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceStatus::Active => "active",
+            DeviceStatus::Pending => "pending",
+            DeviceStatus::Decommissioned => "decommissioned",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DeviceStatus> {
+        [DeviceStatus::Active, DeviceStatus::Pending, DeviceStatus::Decommissioned]
+            .into_iter()
+            .find(|d| d.as_str() == s)
+    }
+}
+
+/// One entry of a device's history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryRow {
+    pub id: i64,
+    pub at_ms: i64,
+    /// `enrolled`, `check_in` (what it reported changed), `assigned`,
+    /// an install event (`committed`, `failed`...), `accepted`,
+    /// `decommissioned`, `tagged`.
+    pub kind: String,
+    pub release: Option<String>,
+    /// The event's detail (a failure's reason and log tail), or what changed.
+    pub detail: String,
+}
+
+/// History entries kept per device (the oldest go first).
+pub const MAX_HISTORY_PER_DEVICE: i64 = 500;
+/// Largest detail kept for one history entry (a failure log's tail).
+pub const MAX_HISTORY_DETAIL_BYTES: usize = 64 * 1024;
 
 /// A release row.
 #[derive(Clone, Debug, PartialEq)]
@@ -327,64 +410,95 @@ impl Store {
     // ---------------------------------------------------------- enrollment
 
     /// Creates an enrollment token; returns the secret.
-    pub async fn create_enrollment_token(&self, uses: u32, expires_ms: i64, by: &str, now_ms: i64) -> Result<String> {
+    pub async fn create_enrollment_token(
+        &self,
+        uses: u32,
+        expires_ms: i64,
+        require_accept: bool,
+        by: &str,
+        now_ms: i64,
+    ) -> Result<String> {
         let secret = new_secret("upe_");
-        sqlx::query("INSERT INTO enrollment_tokens (hash, uses_left, expires_ms, created_by, created_ms) VALUES ($1, $2, $3, $4, $5)")
+        sqlx::query("INSERT INTO enrollment_tokens (hash, uses_left, expires_ms, created_by, created_ms, require_accept) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(hash_secret(&secret))
             .bind(i64::from(uses))
             .bind(expires_ms)
             .bind(by)
             .bind(now_ms)
+            .bind(i64::from(require_accept))
             .execute(&self.pool)
             .await?;
         Ok(secret)
     }
 
     /// Enrolls a device: takes one use of the enrollment token and inserts
-    /// the device, atomically. Returns the device token, or why not.
+    /// the device (pending if the token requires acceptance), atomically.
+    /// A decommissioned id enrolls again (its history is kept). Returns the
+    /// device token and the device's status, or why not.
     pub async fn enroll(
         &self,
         enrollment_secret: &str,
         device: &DeviceRow,
         now_ms: i64,
-    ) -> Result<Result<String, EnrollRefusal>> {
+    ) -> Result<Result<(String, DeviceStatus), EnrollRefusal>> {
         let mut tx = self.pool.begin().await?;
-        let taken = sqlx::query(
-            "UPDATE enrollment_tokens SET uses_left = uses_left - 1 WHERE hash = $1 AND uses_left > 0 AND expires_ms > $2",
+        let token = sqlx::query(
+            "SELECT require_accept FROM enrollment_tokens WHERE hash = $1 AND uses_left > 0 AND expires_ms > $2",
         )
         .bind(hash_secret(enrollment_secret))
         .bind(now_ms)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        if taken.rows_affected() != 1 {
+        let Some(token) = token else {
             return Ok(Err(EnrollRefusal::BadToken));
-        }
-        let exists =
-            sqlx::query("SELECT id FROM devices WHERE id = $1").bind(&device.id).fetch_optional(&mut *tx).await?;
-        if exists.is_some() {
-            return Ok(Err(EnrollRefusal::AlreadyEnrolled));
-        }
+        };
+        let status =
+            if token.try_get::<i64, _>("require_accept")? != 0 { DeviceStatus::Pending } else { DeviceStatus::Active };
+        let existing =
+            sqlx::query("SELECT status FROM devices WHERE id = $1").bind(&device.id).fetch_optional(&mut *tx).await?;
+        let again = match existing {
+            None => false,
+            Some(row) if row.try_get::<String, _>("status")? == DeviceStatus::Decommissioned.as_str() => true,
+            Some(_) => return Ok(Err(EnrollRefusal::AlreadyEnrolled)),
+        };
+        sqlx::query("UPDATE enrollment_tokens SET uses_left = uses_left - 1 WHERE hash = $1")
+            .bind(hash_secret(enrollment_secret))
+            .execute(&mut *tx)
+            .await?;
         let secret = new_secret("upd_");
-        sqlx::query(
-            "INSERT INTO devices (id, token_hash, family, hardware, region, tags, channel, release, last_known_good, components, utc_offset_min, enrolled_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .bind(&device.id)
-        .bind(hash_secret(&secret))
-        .bind(&device.family)
-        .bind(&device.hardware)
-        .bind(&device.region)
-        .bind(json(&device.tags))
-        .bind(device.channel.clone())
-        .bind(device.release.clone())
-        .bind(device.last_known_good.clone())
-        .bind(pairs(&device.components))
-        .bind(i64::from(device.utc_offset_min))
-        .bind(now_ms)
-        .execute(&mut *tx)
-        .await?;
+        let sql = if again {
+            "UPDATE devices SET token_hash = $2, family = $3, hardware = $4, region = $5, tags = $6, channel = $7, release = $8, \
+             last_known_good = $9, components = $10, utc_offset_min = $11, enrolled_ms = $12, status = $13, last_seen_ms = NULL WHERE id = $1"
+        } else {
+            "INSERT INTO devices (id, token_hash, family, hardware, region, tags, channel, release, last_known_good, components, utc_offset_min, enrolled_ms, status) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+        };
+        sqlx::query(sql)
+            .bind(&device.id)
+            .bind(hash_secret(&secret))
+            .bind(&device.family)
+            .bind(&device.hardware)
+            .bind(&device.region)
+            .bind(json(&device.tags))
+            .bind(device.channel.clone())
+            .bind(device.release.clone())
+            .bind(device.last_known_good.clone())
+            .bind(pairs(&device.components))
+            .bind(i64::from(device.utc_offset_min))
+            .bind(now_ms)
+            .bind(status.as_str())
+            .execute(&mut *tx)
+            .await?;
+        let detail = format!(
+            "{}{} {}/{}",
+            if again { "enrolled again" } else { "enrolled" },
+            if status == DeviceStatus::Pending { ", waiting for acceptance" } else { "" },
+            device.family,
+            device.hardware
+        );
+        Self::history_in(&mut tx, &device.id, now_ms, "enrolled", device.release.as_deref(), &detail).await?;
         tx.commit().await?;
-        Ok(Ok(secret))
+        Ok(Ok((secret, status)))
     }
 
     /// Inserts devices with their token hashes in one transaction (bulk
@@ -416,6 +530,7 @@ impl Store {
     }
 
     fn device_row(row: &AnyRow) -> Result<DeviceRow> {
+        let status: String = row.try_get("status")?;
         Ok(DeviceRow {
             id: row.try_get("id")?,
             family: row.try_get("family")?,
@@ -429,12 +544,17 @@ impl Store {
             utc_offset_min: row.try_get::<i64, _>("utc_offset_min")? as i16,
             enrolled_ms: row.try_get("enrolled_ms")?,
             last_seen_ms: row.try_get("last_seen_ms")?,
+            status: DeviceStatus::parse(&status)
+                .ok_or_else(|| StoreError::Corrupt(format!("device status {status:?}")))?,
+            attributes: from_pairs(&row.try_get::<String, _>("attributes")?, "attributes")?,
+            inventory: from_pairs(&row.try_get::<String, _>("inventory")?, "inventory")?,
+            check_ins: row.try_get("check_ins")?,
         })
     }
 
-    const DEVICE_COLUMNS: &'static str = "id, family, hardware, region, tags, channel, release, last_known_good, components, utc_offset_min, enrolled_ms, last_seen_ms";
+    const DEVICE_COLUMNS: &'static str = "id, family, hardware, region, tags, channel, release, last_known_good, components, utc_offset_min, enrolled_ms, last_seen_ms, status, attributes, inventory, check_ins";
 
-    /// The device whose token this is.
+    /// The device whose token this is (decommissioned devices have none).
     pub async fn device_by_token(&self, secret: &str) -> Result<Option<DeviceRow>> {
         let row = sqlx::query(&format!("SELECT {} FROM devices WHERE token_hash = $1", Self::DEVICE_COLUMNS))
             .bind(hash_secret(secret))
@@ -462,10 +582,12 @@ impl Store {
         rows.iter().map(Self::device_row).collect()
     }
 
-    /// Records what a device reported at a check-in.
+    /// Records what a device reported: its release, components, inventory,
+    /// when it was last seen and how many check-ins it made.
     pub async fn update_device(&self, d: &DeviceRow) -> Result<()> {
         sqlx::query(
-            "UPDATE devices SET release = $2, last_known_good = $3, components = $4, utc_offset_min = $5, last_seen_ms = $6 WHERE id = $1",
+            "UPDATE devices SET release = $2, last_known_good = $3, components = $4, utc_offset_min = $5, last_seen_ms = $6, \
+             inventory = $7, check_ins = $8 WHERE id = $1",
         )
         .bind(&d.id)
         .bind(d.release.clone())
@@ -473,9 +595,107 @@ impl Store {
         .bind(pairs(&d.components))
         .bind(i64::from(d.utc_offset_min))
         .bind(d.last_seen_ms)
+        .bind(pairs(&d.inventory))
+        .bind(d.check_ins)
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Sets what operators manage: status, tags and attributes. Taking a
+    /// device out of service revokes its token.
+    pub async fn set_device_admin(&self, d: &DeviceRow, now_ms: i64, history: (&str, &str)) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let query = sqlx::query(if d.status == DeviceStatus::Decommissioned {
+            // A value no token hashes to (hashes are hex): the token is revoked.
+            "UPDATE devices SET status = $2, tags = $3, attributes = $4, token_hash = 'revoked:' || id WHERE id = $1"
+        } else {
+            "UPDATE devices SET status = $2, tags = $3, attributes = $4 WHERE id = $1"
+        });
+        let done = query
+            .bind(&d.id)
+            .bind(d.status.as_str())
+            .bind(json(&d.tags))
+            .bind(pairs(&d.attributes))
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 1 {
+            Self::history_in(&mut tx, &d.id, now_ms, history.0, None, history.1).await?;
+        }
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn history_in(
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        device: &str,
+        at_ms: i64,
+        kind: &str,
+        release: Option<&str>,
+        detail: &str,
+    ) -> Result<()> {
+        let mut detail = detail.to_owned();
+        if detail.len() > MAX_HISTORY_DETAIL_BYTES {
+            let mut cut = detail.len() - MAX_HISTORY_DETAIL_BYTES;
+            while !detail.is_char_boundary(cut) {
+                cut += 1;
+            }
+            detail.drain(..cut);
+        }
+        sqlx::query("INSERT INTO device_history (device, at_ms, kind, release, detail) VALUES ($1, $2, $3, $4, $5)")
+            .bind(device)
+            .bind(at_ms)
+            .bind(kind)
+            .bind(release.map(str::to_owned))
+            .bind(detail)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query(
+            "DELETE FROM device_history WHERE device = $1 AND id <= \
+             (SELECT id FROM device_history WHERE device = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)",
+        )
+        .bind(device)
+        .bind(MAX_HISTORY_PER_DEVICE)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Appends to a device's history (bounded to [`MAX_HISTORY_PER_DEVICE`]).
+    pub async fn add_history(
+        &self,
+        device: &str,
+        at_ms: i64,
+        kind: &str,
+        release: Option<&str>,
+        detail: &str,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        Self::history_in(&mut tx, device, at_ms, kind, release, detail).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A device's history, newest first.
+    pub async fn history(&self, device: &str, limit: i64) -> Result<Vec<HistoryRow>> {
+        let rows = sqlx::query(
+            "SELECT id, at_ms, kind, release, detail FROM device_history WHERE device = $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(device)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(HistoryRow {
+                    id: r.try_get("id")?,
+                    at_ms: r.try_get("at_ms")?,
+                    kind: r.try_get("kind")?,
+                    release: r.try_get("release")?,
+                    detail: r.try_get("detail")?,
+                })
+            })
+            .collect()
     }
 
     // ---------------------------------------------------------- releases

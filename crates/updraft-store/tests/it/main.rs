@@ -2,7 +2,7 @@
 //! `UPDRAFT_TEST_DATABASE_URL` is set; required under `CI=true`).
 
 use updraft_proto::{AuditEntry, Role};
-use updraft_store::{DeviceRow, EnrollRefusal, Inserted, ReleaseRow, RolloutRow, Store};
+use updraft_store::{DeviceRow, DeviceStatus, EnrollRefusal, Inserted, ReleaseRow, RolloutRow, Store};
 
 /// Stores to test: SQLite in a temp dir, and PostgreSQL in a fresh schema.
 pub async fn stores() -> Vec<(String, Store, Option<tempfile::TempDir>)> {
@@ -53,6 +53,10 @@ fn device(id: &str) -> DeviceRow {
         utc_offset_min: 60,
         enrolled_ms: 0,
         last_seen_ms: None,
+        status: DeviceStatus::Active,
+        attributes: vec![],
+        inventory: vec![],
+        check_ins: 0,
     }
 }
 
@@ -68,15 +72,17 @@ async fn tokens_enrollment_devices_releases_journal_audit() {
         assert!(s.find_api_token(&secret).await.unwrap().is_none());
 
         // Enrollment: limited uses, expiry, one device id once.
-        let e = s.create_enrollment_token(2, 1_000, "admin", 0).await.unwrap();
-        let t1 = s.enroll(&e, &device("d1"), 10).await.unwrap().unwrap();
+        let e = s.create_enrollment_token(2, 1_000, false, "admin", 0).await.unwrap();
+        let (t1, status) = s.enroll(&e, &device("d1"), 10).await.unwrap().unwrap();
+        assert_eq!(status, DeviceStatus::Active);
         assert_eq!(s.enroll(&e, &device("d1"), 10).await.unwrap(), Err(EnrollRefusal::AlreadyEnrolled));
         s.enroll(&e, &device("d2"), 10).await.unwrap().unwrap();
         assert_eq!(s.enroll(&e, &device("d3"), 10).await.unwrap(), Err(EnrollRefusal::BadToken), "{name}: uses");
-        let late = s.create_enrollment_token(5, 100, "admin", 0).await.unwrap();
+        let late = s.create_enrollment_token(5, 100, false, "admin", 0).await.unwrap();
         assert_eq!(s.enroll(&late, &device("d4"), 100).await.unwrap(), Err(EnrollRefusal::BadToken), "{name}: expiry");
         let d1 = s.device_by_token(&t1).await.unwrap().unwrap();
         assert_eq!(d1, DeviceRow { enrolled_ms: 10, ..device("d1") });
+        let _ = status;
         assert_eq!(s.devices("", 10).await.unwrap().len(), 2);
 
         // Releases: immutable.
@@ -207,5 +213,51 @@ async fn pipeline_builds_and_flaky_history() {
         s.set_flaky_state("acme-fw", "{\"tests\":{}}", 5).await.unwrap();
         s.set_flaky_state("acme-fw", "{\"tests\":{\"a\":{}}}", 6).await.unwrap();
         assert_eq!(s.flaky_state("acme-fw").await.unwrap().as_deref(), Some("{\"tests\":{\"a\":{}}}"), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn devices_wait_for_acceptance_are_decommissioned_and_enroll_again_with_their_history() {
+    for (name, s, _dir) in stores().await {
+        let e = s.create_enrollment_token(3, 1_000, true, "admin", 0).await.unwrap();
+        let (t1, status) = s.enroll(&e, &device("p1"), 10).await.unwrap().unwrap();
+        assert_eq!(status, DeviceStatus::Pending, "{name}");
+        // Accepted, tagged, attributed.
+        let mut d = s.device("p1").await.unwrap().unwrap();
+        d.status = DeviceStatus::Active;
+        d.tags.push("canary".into());
+        d.attributes = vec![("site".into(), "berlin".into())];
+        assert!(s.set_device_admin(&d, 20, ("accepted", "by admin")).await.unwrap());
+        let got = s.device_by_token(&t1).await.unwrap().unwrap();
+        assert_eq!(
+            (got.status, got.tags.len(), got.attributes.clone()),
+            (DeviceStatus::Active, 2, d.attributes.clone())
+        );
+        // What it reported, and a failure with its log.
+        d.inventory = vec![("agentVersion".into(), "0.1.0".into())];
+        d.last_seen_ms = Some(30);
+        d.check_ins = 3;
+        s.update_device(&d).await.unwrap();
+        s.add_history("p1", 40, "failed", Some("fw@2.0.0"), &"x".repeat(100_000)).await.unwrap();
+        // Decommissioned: the token no longer works; the history stays.
+        d.status = DeviceStatus::Decommissioned;
+        assert!(s.set_device_admin(&d, 50, ("decommissioned", "by admin")).await.unwrap());
+        assert!(s.device_by_token(&t1).await.unwrap().is_none(), "{name}: the token is revoked");
+        // It may enroll again (pending again with this token), keeping its history.
+        let (t2, _) = s.enroll(&e, &device("p1"), 60).await.unwrap().unwrap();
+        assert!(s.device_by_token(&t2).await.unwrap().is_some());
+        let h = s.history("p1", 10).await.unwrap();
+        let kinds: Vec<&str> = h.iter().map(|r| r.kind.as_str()).collect();
+        assert_eq!(kinds, ["enrolled", "decommissioned", "failed", "accepted", "enrolled"], "{name}");
+        assert_eq!(h[2].detail.len(), updraft_store::MAX_HISTORY_DETAIL_BYTES, "{name}: the log tail is bounded");
+        // The history is bounded per device.
+        for i in 0..updraft_store::MAX_HISTORY_PER_DEVICE + 5 {
+            s.add_history("p1", 100 + i, "check_in", None, "").await.unwrap();
+        }
+        assert_eq!(
+            s.history("p1", 10_000).await.unwrap().len() as i64,
+            updraft_store::MAX_HISTORY_PER_DEVICE,
+            "{name}"
+        );
     }
 }
