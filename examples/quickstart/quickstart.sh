@@ -56,5 +56,6 @@ PLAN
 updraft rollout create plan.toml --release devboard-fw@1.1.0 --id first
 updraft-agent check --config device/agent.toml    # download, verify, write slot B, arm the trial, reboot
 updraft-agent check --config device/agent.toml    # the trial boot: health checks pass, commit
-updraft devices show devboard-1
+updraft devices list                              # a table: status, release, online, last seen
+updraft devices show devboard-1                   # inventory, components, history
 updraft rollout status first

@@ -31,6 +31,18 @@ pub struct Config {
     /// The command that reboots the device.
     #[serde(default = "default_reboot")]
     pub reboot_command: Vec<String>,
+    /// A folder of executable inventory scripts: each prints `KEY=VALUE`
+    /// lines, reported as the device's attributes at check-ins.
+    #[serde(default)]
+    pub inventory_dir: Option<PathBuf>,
+    /// Seconds between runs of the inventory scripts (`run`; one-shot
+    /// commands run them once).
+    #[serde(default = "default_inventory_interval")]
+    pub inventory_interval_s: u64,
+}
+
+fn default_inventory_interval() -> u64 {
+    3600
 }
 
 #[derive(Debug, Deserialize)]
@@ -174,6 +186,7 @@ impl Config {
             s.enrollment_token_file.iter_mut().for_each(abs);
         }
         self.device.id_file.iter_mut().for_each(abs);
+        self.inventory_dir.iter_mut().for_each(abs);
         let fill = |args: &mut Vec<String>| args.iter_mut().for_each(|a| *a = a.replace("{config}", config));
         fill(&mut self.reboot_command);
         self.health_checks.iter_mut().for_each(|h| fill(&mut h.command));

@@ -9,6 +9,7 @@ pub mod bootloader;
 pub mod config;
 pub mod enroll;
 pub mod fsutil;
+pub mod inventory;
 pub mod log;
 pub mod parse;
 pub mod shell;

@@ -81,6 +81,8 @@ pub struct Shell {
     /// Effects drained while streaming, performed before the core's next ones.
     deferred: VecDeque<Effect>,
     outcome: Outcome,
+    /// The inventory scripts' last output, and when they ran.
+    inventory: Option<(Instant, std::collections::BTreeMap<String, String>)>,
     /// Do not run the reboot command (tests and the simulator).
     pub simulate_reboot: bool,
 }
@@ -235,6 +237,7 @@ impl Shell {
             inputs: VecDeque::new(),
             deferred: VecDeque::new(),
             outcome: Outcome::default(),
+            inventory: None,
             simulate_reboot: false,
         };
         shell.drain_notices();
@@ -292,6 +295,21 @@ impl Shell {
         self.cfg.server.as_ref().map(|s| s.url.trim_end_matches('/')).context("no server configured")
     }
 
+    /// The inventory scripts' attributes, run again when they are due.
+    fn attributes(&mut self) -> std::collections::BTreeMap<String, String> {
+        let Some(dir) = self.cfg.inventory_dir.clone() else { return Default::default() };
+        let due = self
+            .inventory
+            .as_ref()
+            .is_none_or(|(at, _)| at.elapsed() >= Duration::from_secs(self.cfg.inventory_interval_s));
+        if due {
+            let attrs = crate::inventory::run_scripts(&dir);
+            log::debug(&format!("inventory: {} attribute(s) from {}", attrs.len(), dir.display()));
+            self.inventory = Some((Instant::now(), attrs));
+        }
+        self.inventory.as_ref().map(|(_, a)| a.clone()).unwrap_or_default()
+    }
+
     fn check_in(&mut self, release: Option<ReleaseId>) -> Result<Option<Assignment>, ServerError> {
         let server = self.server().map_err(|e| ServerError::Refused { status: 0, message: e.to_string() })?.to_owned();
         let url = format!("{server}{}", updraft_proto::paths::CHECK_IN);
@@ -308,6 +326,9 @@ impl Shell {
             }),
             components: self.cfg.device.components.clone(),
             utc_offset_min: None,
+            agent_version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+            free_bytes: crate::inventory::free_bytes(&self.cfg.data_dir),
+            attributes: self.attributes(),
         };
         let token = self.token().unwrap_or_default();
         let mut res =
@@ -323,7 +344,7 @@ impl Shell {
                         .map_err(|e| ServerError::Refused { status, message: e.to_string() })
                 },
             )?;
-        self.outcome.server_reason = r.reason.clone();
+        self.outcome.server_reason = r.detail.clone().or(r.reason.clone());
         Ok(r.assignment.map(|a| {
             let url = if a.bundle_url.starts_with('/') { format!("{server}{}", a.bundle_url) } else { a.bundle_url };
             Assignment { release: a.release, url, bundle_sha256: a.sha256, bundle_size: a.size }

@@ -122,6 +122,16 @@ impl Client {
         self.finish(res)
     }
 
+    pub fn patch(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let res = self
+            .agent
+            .patch(&self.url(path))
+            .header("Authorization", &self.auth()?)
+            .send_json(body)
+            .with_context(|| format!("cannot reach {}", self.base))?;
+        self.finish(res)
+    }
+
     pub fn post_empty(&self, path: &str) -> anyhow::Result<Value> {
         let res = self
             .agent

@@ -55,18 +55,93 @@ pub enum ChannelCmd {
 
 #[derive(Subcommand)]
 pub enum DevicesCmd {
-    /// List devices.
+    /// List devices, a page at a time (a total and the next page's cursor are printed).
+    #[command(after_help = "Examples:\n  updraft devices list\n  \
+updraft devices list --filter hardware=rev-c --filter release=fw@1.2.0 --filter online=false\n  \
+updraft devices list --filter attr.site=berlin --filter status=pending --all --json")]
     List {
-        #[arg(long, default_value_t = 100)]
+        /// KEY=VALUE, repeatable (all must hold). Keys: family, hardware, region, release,
+        /// channel, status (active, pending, decommissioned), tag, online (true, false),
+        /// attr.NAME (operator attributes), inv.NAME (what the device reports), component.NAME.
+        #[arg(long = "filter", value_name = "KEY=VALUE")]
+        filters: Vec<String>,
+        /// Devices per page (1 to 1000).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
         limit: u32,
+        /// Start after this device id (the cursor a previous page printed).
         #[arg(long, default_value = "")]
         after: String,
+        /// Every page, one after the other.
+        #[arg(long)]
+        all: bool,
+        /// Print the page as JSON (camelCase keys; milliseconds for times).
         #[arg(long)]
         json: bool,
     },
-    /// Show a device.
+    /// Show a device: what it reported, its components, attributes, and its
+    /// history (check-ins that changed something, assignments, install
+    /// events with failure logs).
+    #[command(after_help = "Example:\n  updraft devices show meter-0042")]
     Show {
+        /// The device id.
         id: String,
+        /// Print the device as JSON (camelCase keys).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Accept a device that enrolled with a token requiring acceptance.
+    #[command(after_help = "Example:\n  updraft devices accept meter-0042")]
+    Accept {
+        /// The device id.
+        id: String,
+        /// Print the device as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Decommission a device: its token stops working, its history stays,
+    /// and the id may enroll again.
+    #[command(after_help = "Example:\n  updraft devices decommission meter-0042")]
+    Decommission {
+        /// The device id.
+        id: String,
+        /// Print the device as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add tags to a device (plans select on tags).
+    #[command(after_help = "Example:\n  updraft devices tag meter-0042 canary lab")]
+    Tag {
+        /// The device id.
+        id: String,
+        /// Tags to add.
+        #[arg(required = true)]
+        tags: Vec<String>,
+        /// Print the device as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove tags from a device.
+    #[command(after_help = "Example:\n  updraft devices untag meter-0042 canary")]
+    Untag {
+        /// The device id.
+        id: String,
+        /// Tags to remove.
+        #[arg(required = true)]
+        tags: Vec<String>,
+        /// Print the device as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set (KEY=VALUE) or remove (KEY=) attributes of a device; plans select
+    /// on them with `attributes = { KEY = "VALUE" }`.
+    #[command(after_help = "Example:\n  updraft devices set-attr meter-0042 site=berlin floor=3 building=")]
+    SetAttr {
+        /// The device id.
+        id: String,
+        /// KEY=VALUE to set, KEY= to remove.
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        attributes: Vec<String>,
+        /// Print the device as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -75,6 +150,8 @@ pub enum DevicesCmd {
 #[derive(Subcommand)]
 pub enum EnrollTokenCmd {
     /// Create an enrollment token for devices (shown once).
+    #[command(after_help = "Examples:\n  updraft enroll-token create --uses 100 --expires 7d\n  \
+updraft enroll-token create --uses 10 --require-accept   # devices wait for `updraft devices accept`")]
     Create {
         /// How many devices may enroll with it.
         #[arg(long, default_value_t = 1)]
@@ -82,6 +159,10 @@ pub enum EnrollTokenCmd {
         /// How long it is valid (e.g. 7d).
         #[arg(long, default_value = "7d")]
         expires: String,
+        /// Devices enrolled with it wait as pending until an operator accepts them.
+        #[arg(long)]
+        require_accept: bool,
+        /// Print the token as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -230,52 +311,188 @@ pub fn channel(cmd: ChannelCmd, client: &ClientArgs, _ctx: &Ctx) -> anyhow::Resu
     Ok(ExitCode::SUCCESS)
 }
 
+/// A time in milliseconds since the epoch, as people read it (UTC) and how long ago.
+fn when(ms: &Value) -> String {
+    let Some(ms) = ms.as_i64() else { return "never".into() };
+    let at = updraft_types::Timestamp((ms / 1000).max(0) as u64);
+    let ago = updraft_types::Timestamp::now().0.saturating_sub(at.0);
+    let ago = match ago {
+        0..=59 => format!("{ago}s ago"),
+        60..=3599 => format!("{}m ago", ago / 60),
+        3600..=86_399 => format!("{}h ago", ago / 3600),
+        _ => format!("{}d ago", ago / 86_400),
+    };
+    format!("{at} ({ago})")
+}
+
+fn device_table_header() -> String {
+    format!(
+        "{:<24} {:<14} {:<10} {:<8} {:<26} {:<8} {:<6} {}\n",
+        "DEVICE", "STATUS", "FAMILY", "HARDWARE", "RELEASE", "REGION", "ONLINE", "LAST SEEN"
+    )
+}
+
+fn device_line(d: &Value) -> String {
+    format!(
+        "{:<24} {:<14} {:<10} {:<8} {:<26} {:<8} {:<6} {}\n",
+        str_of(d, "id"),
+        str_of(d, "status"),
+        str_of(d, "family"),
+        str_of(d, "hardware"),
+        str_of(d, "release"),
+        if str_of(d, "region").is_empty() { "-".into() } else { str_of(d, "region") },
+        if d["online"] == true { "yes" } else { "no" },
+        when(&d["lastSeenMs"])
+    )
+}
+
+fn device_text(d: &Value, s: &mut String) {
+    let map = |v: &Value| -> String {
+        let m = v.as_object().map(|m| {
+            m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(" ")
+        });
+        m.filter(|m| !m.is_empty()).unwrap_or_else(|| "-".into())
+    };
+    let tags = d["tags"].as_array().map(|t| t.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(" "));
+    for (k, v) in [
+        ("device", str_of(d, "id")),
+        ("status", str_of(d, "status")),
+        ("family", str_of(d, "family")),
+        ("hardware", str_of(d, "hardware")),
+        ("region", if str_of(d, "region").is_empty() { "-".into() } else { str_of(d, "region") }),
+        ("channel", str_of(d, "channel")),
+        ("release", str_of(d, "release")),
+        ("last known good", str_of(d, "lastKnownGood")),
+        ("tags", tags.filter(|t| !t.is_empty()).unwrap_or_else(|| "-".into())),
+        ("attributes", map(&d["attributes"])),
+        ("components", map(&d["components"])),
+        ("inventory", map(&d["inventory"])),
+        ("enrolled", when(&d["enrolledMs"])),
+        (
+            "last seen",
+            format!("{}{}", when(&d["lastSeenMs"]), if d["online"] == true { ", online" } else { ", offline" }),
+        ),
+        ("check-ins", str_of(d, "checkIns")),
+    ] {
+        s.push_str(&format!("{k:<16} {v}\n"));
+    }
+    if let Some(h) = d["history"].as_array().filter(|h| !h.is_empty()) {
+        s.push_str("history (newest first):\n");
+        for e in h {
+            let at = updraft_types::Timestamp((e["atMs"].as_i64().unwrap_or(0) / 1000).max(0) as u64);
+            let release = e["release"].as_str().map(|r| format!(" {r}")).unwrap_or_default();
+            let detail = e["detail"].as_str().unwrap_or_default();
+            let mut lines = detail.lines();
+            let first = lines.next().map(|l| format!(": {l}")).unwrap_or_default();
+            s.push_str(&format!("  {at} {}{release}{first}\n", str_of(e, "kind")));
+            for l in lines {
+                s.push_str(&format!("      | {l}\n"));
+            }
+        }
+    }
+}
+
 pub fn devices(cmd: DevicesCmd, client: &ClientArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let c = Client::new(client)?;
+    let one = |r: &Value, json: bool| emit(json, r, |s| device_text(r, s));
     match cmd {
-        DevicesCmd::List { limit, after, json } => {
-            let r = c.get(&format!("/api/v1/devices?limit={limit}&after={after}"))?;
-            emit(json, &r, |s| {
-                for d in r.as_array().into_iter().flatten() {
-                    s.push_str(&format!(
-                        "{:<24} {:<10} {:<8} {:<6} {}\n",
-                        str_of(d, "id"),
-                        str_of(d, "family"),
-                        str_of(d, "hardware"),
-                        str_of(d, "region"),
-                        str_of(d, "release")
-                    ));
+        DevicesCmd::List { filters, limit, after, all, json } => {
+            for f in &filters {
+                if !f.contains('=') {
+                    anyhow::bail!("filter {f:?} is not KEY=VALUE, e.g. --filter hardware=rev-c");
                 }
-            })?;
+            }
+            let filter: String = filters.join(",");
+            let mut after = after;
+            let mut first = true;
+            loop {
+                let q = format!("/api/v1/devices?limit={limit}&after={}&filter={}", encode(&after), encode(&filter));
+                let r = c.get(&q)?;
+                let next = r["next"].as_str().map(str::to_owned);
+                if json {
+                    // One page per line with --all (JSON Lines); one document otherwise.
+                    if all {
+                        let mut out = std::io::stdout().lock();
+                        use std::io::Write;
+                        let _ = writeln!(out, "{}", serde_json::to_string(&r)?);
+                    } else {
+                        emit(true, &r, |_| {})?;
+                    }
+                } else {
+                    emit(false, &r, |s| {
+                        if first {
+                            s.push_str(&device_table_header());
+                        }
+                        for d in r["devices"].as_array().into_iter().flatten() {
+                            s.push_str(&device_line(d));
+                        }
+                        if !all || next.is_none() {
+                            let shown = r["devices"].as_array().map_or(0, Vec::len);
+                            match &next {
+                                Some(n) if !all => s.push_str(&format!(
+                                    "{shown} shown of {} matching; next page: --after {n}\n",
+                                    str_of(&r, "total")
+                                )),
+                                _ => s.push_str(&format!("{} matching\n", str_of(&r, "total"))),
+                            }
+                        }
+                    })?;
+                }
+                first = false;
+                match next {
+                    Some(n) if all => after = n,
+                    _ => break,
+                }
+            }
         }
-        DevicesCmd::Show { id, json } => {
-            let r = c.get(&format!("/api/v1/devices/{id}"))?;
-            emit(json, &r, |s| {
-                for k in [
-                    "id",
-                    "family",
-                    "hardware",
-                    "region",
-                    "tags",
-                    "channel",
-                    "release",
-                    "lastKnownGood",
-                    "enrolledMs",
-                    "lastSeenMs",
-                ] {
-                    s.push_str(&format!("{k:<14} {}\n", str_of(&r, k)));
+        DevicesCmd::Show { id, json } => one(&c.get(&format!("/api/v1/devices/{}", encode(&id)))?, json)?,
+        DevicesCmd::Accept { id, json } => {
+            one(&c.post_empty(&format!("/api/v1/devices/{}/accept", encode(&id)))?, json)?
+        }
+        DevicesCmd::Decommission { id, json } => {
+            one(&c.post_empty(&format!("/api/v1/devices/{}/decommission", encode(&id)))?, json)?
+        }
+        DevicesCmd::Tag { id, tags, json } => {
+            one(&c.patch(&format!("/api/v1/devices/{}", encode(&id)), &json!({ "addTags": tags }))?, json)?
+        }
+        DevicesCmd::Untag { id, tags, json } => {
+            one(&c.patch(&format!("/api/v1/devices/{}", encode(&id)), &json!({ "removeTags": tags }))?, json)?
+        }
+        DevicesCmd::SetAttr { id, attributes, json } => {
+            let mut set = serde_json::Map::new();
+            let mut remove = Vec::new();
+            for a in &attributes {
+                match a.split_once('=') {
+                    Some((k, "")) => remove.push(k.to_owned()),
+                    Some((k, v)) => {
+                        set.insert(k.to_owned(), Value::String(v.to_owned()));
+                    }
+                    None => anyhow::bail!("{a:?} is not KEY=VALUE (or KEY= to remove)"),
                 }
-            })?;
+            }
+            let body = json!({ "setAttributes": set, "removeAttributes": remove });
+            one(&c.patch(&format!("/api/v1/devices/{}", encode(&id)), &body)?, json)?
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// Percent-encodes a query or path value.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 pub fn enroll_token(cmd: EnrollTokenCmd, client: &ClientArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let c = Client::new(client)?;
-    let EnrollTokenCmd::Create { uses, expires, json } = cmd;
+    let EnrollTokenCmd::Create { uses, expires, require_accept, json } = cmd;
     let secs = updraft_types::parse_duration(&expires)?.as_secs();
-    let r = c.post("/api/v1/enrollment-tokens", &json!({ "uses": uses, "expiresInS": secs }))?;
+    let body = json!({ "uses": uses, "expiresInS": secs, "requireAccept": require_accept });
+    let r = c.post("/api/v1/enrollment-tokens", &body)?;
     emit(json, &r, |s| s.push_str(&format!("{}\n", str_of(&r, "token"))))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -62,6 +62,13 @@ pub struct EnrollRequest {
 pub struct EnrollResponse {
     pub device_id: DeviceId,
     pub device_token: String,
+    /// `active`, or `pending` until an operator accepts the device.
+    #[serde(default = "active")]
+    pub status: String,
+}
+
+fn active() -> String {
+    "active".into()
 }
 
 /// Which slot booted and how.
@@ -91,7 +98,22 @@ pub struct CheckInRequest {
     pub components: BTreeMap<String, String>,
     #[serde(default)]
     pub utc_offset_min: Option<i16>,
+    /// The agent's version.
+    #[serde(default)]
+    pub agent_version: Option<String>,
+    /// Free bytes where the agent stages downloads.
+    #[serde(default)]
+    pub free_bytes: Option<u64>,
+    /// The device's own attributes, from its inventory scripts
+    /// (at most [`MAX_INVENTORY_ATTRIBUTES`]).
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
 }
+
+/// Most attributes a device reports at a check-in.
+pub const MAX_INVENTORY_ATTRIBUTES: usize = 64;
+/// Longest attribute value a device reports.
+pub const MAX_INVENTORY_VALUE_BYTES: usize = 1024;
 
 /// What a device should install.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,8 +134,12 @@ pub struct Assignment {
 #[serde(rename_all = "camelCase")]
 pub struct CheckInResponse {
     pub assignment: Option<Assignment>,
-    /// Why there is no assignment (`up_to_date`, `not_in_wave`, `paced`...).
+    /// Why there is no assignment (`up_to_date`, `not_in_wave`, `paced`,
+    /// `held_back`, `pending_acceptance`...).
     pub reason: Option<String>,
+    /// The same in words (`held back: requires bootloader >=1.4 (device has 1.2.0)`).
+    #[serde(default)]
+    pub detail: Option<String>,
     /// When to check in again.
     pub next_check_in_s: u32,
 }
@@ -222,6 +248,9 @@ pub struct CreateEnrollmentTokenRequest {
     pub uses: u32,
     /// Seconds until it expires.
     pub expires_in_s: u64,
+    /// Devices enrolled with it wait as `pending` until an operator accepts them.
+    #[serde(default)]
+    pub require_accept: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -230,6 +259,7 @@ pub struct CreatedEnrollmentToken {
     pub token: String,
     pub uses: u32,
     pub expires_ms: i64,
+    pub require_accept: bool,
 }
 
 /// A published release.
@@ -290,6 +320,58 @@ pub struct Device {
     pub last_known_good: Option<ReleaseId>,
     pub enrolled_ms: i64,
     pub last_seen_ms: Option<i64>,
+    /// `active`, `pending` or `decommissioned`.
+    pub status: String,
+    /// Checked in within two poll intervals.
+    pub online: bool,
+    pub check_ins: i64,
+    /// Versions of other components, as last reported.
+    pub components: BTreeMap<String, String>,
+    /// Attributes set by operators.
+    pub attributes: BTreeMap<String, String>,
+    /// What the device last reported about itself (agent version, slot,
+    /// boot state, security version, free space, its own attributes).
+    pub inventory: BTreeMap<String, String>,
+    /// Newest first (`GET /api/v1/devices/{id}` only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<DeviceHistoryEntry>,
+}
+
+/// One entry of a device's history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceHistoryEntry {
+    pub at_ms: i64,
+    /// `enrolled`, `check_in`, `assigned`, an install event, `accepted`, `decommissioned`, `changed`.
+    pub kind: String,
+    pub release: Option<ReleaseId>,
+    /// A failure's reason and log tail, or what changed.
+    pub detail: String,
+}
+
+/// `GET /api/v1/devices`: one page.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DevicePage {
+    pub devices: Vec<Device>,
+    /// Devices matching the filter, on every page.
+    pub total: u64,
+    /// The `after` cursor of the next page; none on the last.
+    pub next: Option<String>,
+}
+
+/// `PATCH /api/v1/devices/{id}`: tags and attributes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeviceChange {
+    #[serde(default)]
+    pub add_tags: Vec<String>,
+    #[serde(default)]
+    pub remove_tags: Vec<String>,
+    #[serde(default)]
+    pub set_attributes: BTreeMap<String, String>,
+    #[serde(default)]
+    pub remove_attributes: Vec<String>,
 }
 
 /// One audit log entry.

@@ -441,6 +441,10 @@ impl Controller {
             && (sel.hardware.is_empty() || sel.hardware.iter().any(|h| is(h, d.hardware)))
             && (sel.regions.is_empty() || sel.regions.iter().any(|g| is(g, d.region)))
             && sel.tags.iter().all(|t| self.syms.get(t).is_some_and(|t| d.tags.binary_search(&t).is_ok()))
+            && sel
+                .attributes
+                .iter()
+                .all(|(k, v)| self.syms.get(&format!("{k}={v}")).is_some_and(|t| d.tags.binary_search(&t).is_ok()))
             && sel.channel.as_ref().is_none_or(|c| d.channel.is_some_and(|dc| is(c, dc)))
     }
 
@@ -843,7 +847,14 @@ impl Controller {
         let stratum = &rollout.strata[member.stratum as usize];
         if stratum.threshold.is_none_or(|t| member.hash > t) {
             let next = (rollout.wave + 2).min(rollout.plan.waves.len());
-            return Step::Done(Decision::Stay { reason: StayReason::NotInWave { wave: next } });
+            let permille = |h: u64| ((h as f64 / u64::MAX as f64) * 1000.0).round() as u16;
+            return Step::Done(Decision::Stay {
+                reason: StayReason::NotInWave {
+                    wave: next,
+                    cohort_permille: permille(member.hash),
+                    admits_permille: stratum.threshold.map_or(0, permille),
+                },
+            });
         }
         // Maintenance window, in the device's local time.
         if let Some(w) = rollout.plan.window {

@@ -127,9 +127,12 @@ pub enum StayReason {
     /// No rollout applies to this device.
     NoRollout,
     UpToDate,
-    /// Not in the current wave's cohort.
+    /// Not in the current wave's cohort: the device's place in the cohort
+    /// and the share the wave admits so far, in thousandths.
     NotInWave {
         wave: usize,
+        cohort_permille: u16,
+        admits_permille: u16,
     },
     /// A pacing limit (concurrent installs or installs per minute).
     Paced,
@@ -148,6 +151,30 @@ pub enum StayReason {
     FailedBefore,
     /// A rollback has no last known good release to give.
     NoLastKnownGood,
+}
+
+impl StayReason {
+    /// The reason in words, for the device and the operator.
+    pub fn describe(&self) -> String {
+        match self {
+            StayReason::NoRollout => "no rollout applies to this device".into(),
+            StayReason::UpToDate => "up to date".into(),
+            StayReason::NotInWave { wave, cohort_permille, admits_permille } => format!(
+                "not in wave {wave} yet (cohort place {:.3}, the current wave admits < {:.3})",
+                f64::from(*cohort_permille) / 1000.0,
+                f64::from(*admits_permille) / 1000.0
+            ),
+            StayReason::Paced => "waiting for an install slot (the wave's pacing limit)".into(),
+            StayReason::OutsideWindow { opens_in_min } => {
+                format!("outside the maintenance window (opens in {opens_in_min} min, device local time)")
+            }
+            StayReason::RolloutNotRunning { state } => format!("the rollout is not running: {state}"),
+            StayReason::Quarantined => "the release is quarantined (a health gate or an operator halted it)".into(),
+            StayReason::HeldBack { requirement } => format!("held back: requires {requirement}"),
+            StayReason::FailedBefore => "this device failed this release before; it is not offered again".into(),
+            StayReason::NoLastKnownGood => "a rollback has no last known good release for this device".into(),
+        }
+    }
 }
 
 /// The answer to a check-in.

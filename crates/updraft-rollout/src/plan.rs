@@ -39,6 +39,11 @@ pub struct Selector {
     /// The device's channel (dev, beta, stable); unset means any.
     #[serde(default)]
     pub channel: Option<String>,
+    /// Attributes the device must all have (`site = "berlin"`), as set by
+    /// operators. A device's attributes reach the controller as `KEY=VALUE`
+    /// labels beside its tags (a tag cannot contain `=`).
+    #[serde(default)]
+    pub attributes: std::collections::BTreeMap<String, String>,
 }
 
 /// How large a wave is: a cumulative share of the selected fleet, or a

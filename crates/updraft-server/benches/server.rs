@@ -106,18 +106,16 @@ fn bench(db_label: &str, database_url: Option<String>) {
             .map(|i| {
                 (
                     DeviceRow {
-                        id: format!("dev-{i:08}"),
-                        family: "sensor".into(),
-                        hardware: ["rev-a", "rev-b", "rev-c", "rev-d"][i as usize % 4].into(),
                         region: ["eu", "us", "ap"][i as usize % 3].into(),
-                        tags: vec![],
                         channel: Some("stable".into()),
                         release: Some("fw@1.0.0".into()),
                         last_known_good: Some("fw@1.0.0".into()),
-                        components: vec![],
-                        utc_offset_min: 0,
                         enrolled_ms: 1,
-                        last_seen_ms: None,
+                        ..DeviceRow::new(
+                            &format!("dev-{i:08}"),
+                            "sensor",
+                            ["rev-a", "rev-b", "rev-c", "rev-d"][i as usize % 4],
+                        )
                     },
                     tokens[i as usize].clone(),
                 )

@@ -72,8 +72,11 @@ routes! {
     "POST" "/api/v1/rollouts" Access::Role(Role::Operator), "Create (and start) a rollout from a plan.";
     "GET" "/api/v1/rollouts/{id}" Access::Role(Role::Viewer), "A rollout's status: waves, strata, gates.";
     "POST" "/api/v1/rollouts/{id}/{command}" Access::Role(Role::Operator), "start, pause, resume, advance, abort or rollback.";
-    "GET" "/api/v1/devices" Access::Role(Role::Viewer), "List devices.";
-    "GET" "/api/v1/devices/{id}" Access::Role(Role::Viewer), "Show a device.";
+    "GET" "/api/v1/devices" Access::Role(Role::Viewer), "List devices: filter (KEY=VALUE,...), pages with a total and a next cursor.";
+    "GET" "/api/v1/devices/{id}" Access::Role(Role::Viewer), "Show a device: inventory, components, history with failure logs.";
+    "PATCH" "/api/v1/devices/{id}" Access::Role(Role::Operator), "Add or remove a device's tags and attributes.";
+    "POST" "/api/v1/devices/{id}/accept" Access::Role(Role::Operator), "Accept a device waiting as pending.";
+    "POST" "/api/v1/devices/{id}/decommission" Access::Role(Role::Operator), "Decommission a device: revoke its token, keep its history.";
     "GET" "/api/v1/audit" Access::Role(Role::Viewer), "The audit log.";
     "GET" "/api/v1/builds" Access::Role(Role::Viewer), "Pipeline runs (build health), newest first; ?project= filters.";
     "POST" "/api/v1/builds" Access::Role(Role::Releaser), "Record a pipeline run's report (`updraft pipeline` posts it).";
@@ -108,8 +111,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/rollouts", get(list_rollouts).post(create_rollout))
         .route("/api/v1/rollouts/{id}", get(show_rollout))
         .route("/api/v1/rollouts/{id}/{command}", post(rollout_command))
-        .route("/api/v1/devices", get(list_devices))
-        .route("/api/v1/devices/{id}", get(show_device))
+        .route("/api/v1/devices", get(crate::devices::list))
+        .route("/api/v1/devices/{id}", get(crate::devices::show).patch(crate::devices::change))
+        .route("/api/v1/devices/{id}/accept", post(crate::devices::accept))
+        .route("/api/v1/devices/{id}/decommission", post(crate::devices::decommission))
         .route("/api/v1/audit", get(audit_log))
         .route("/api/v1/builds", get(list_builds).post(add_build))
         .route("/api/v1/pipelines/{project}/flaky", get(get_flaky).put(put_flaky))
@@ -146,7 +151,7 @@ pub enum Actor {
 }
 
 impl Actor {
-    fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         match self {
             Actor::Token { name, .. } => format!("token:{name}"),
             Actor::Device { id } => format!("device:{id}"),
@@ -174,7 +179,7 @@ async fn authenticate(app: &App, headers: &HeaderMap) -> ApiResult<Actor> {
     Ok(Actor::Token { name: token.name, role: token.role })
 }
 
-async fn require(app: &App, headers: &HeaderMap, access: Access) -> ApiResult<Actor> {
+pub(crate) async fn require(app: &App, headers: &HeaderMap, access: Access) -> ApiResult<Actor> {
     let actor = authenticate(app, headers).await?;
     match (access, &actor) {
         (Access::Public, _) | (Access::Any, _) => Ok(actor),
@@ -204,7 +209,7 @@ fn device_of(actor: &Actor) -> &DeviceId {
     }
 }
 
-async fn audit(app: &App, actor: &str, action: &str, subject: &str, detail: String, remote: SocketAddr) {
+pub(crate) async fn audit(app: &App, actor: &str, action: &str, subject: &str, detail: String, remote: SocketAddr) {
     let entry = AuditEntry {
         id: 0,
         at_ms: now_ms(),
@@ -220,11 +225,11 @@ async fn audit(app: &App, actor: &str, action: &str, subject: &str, detail: Stri
 }
 
 /// Parses a JSON body with a 400 that names the problem.
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
+pub(crate) fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
-fn check_id(kind: &str, s: &str) -> ApiResult<()> {
+pub(crate) fn check_id(kind: &str, s: &str) -> ApiResult<()> {
     let ok = !s.is_empty()
         && s.len() <= 128
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@' | b'+' | b':'))
@@ -240,7 +245,7 @@ fn check_id(kind: &str, s: &str) -> ApiResult<()> {
 
 /// Applies a journal entry to the controller and handles the side outputs
 /// (audit, metrics). Returns the outputs.
-async fn apply(app: &App, entry: Entry) -> ApiResult<Vec<Output>> {
+pub(crate) async fn apply(app: &App, entry: Entry) -> ApiResult<Vec<Output>> {
     let outputs = if app.replicated {
         apply_replicated(app, entry).await?
     } else {
@@ -367,7 +372,8 @@ pub(crate) fn device_entry(d: &DeviceRow) -> Entry {
         family: d.family.clone(),
         hardware: d.hardware.clone(),
         region: d.region.clone(),
-        tags: d.tags.clone(),
+        // Attributes reach the controller as KEY=VALUE labels (plans select on them).
+        tags: d.tags.iter().cloned().chain(d.attributes.iter().map(|(k, v)| format!("{k}={v}"))).collect(),
         channel: d.channel.clone(),
         release: d.release.as_deref().map(ReleaseId::new),
         last_known_good: d.last_known_good.as_deref().map(ReleaseId::new),
@@ -393,10 +399,10 @@ async fn enroll(
         check_id("component", c)?;
         semver::Version::parse(v).map_err(|e| ApiError::bad_request(format!("component {c} version {v:?}: {e}")))?;
     }
+    for t in &req.tags {
+        check_id("tag", t)?;
+    }
     let device = DeviceRow {
-        id: req.device_id.to_string(),
-        family: req.family,
-        hardware: req.hardware,
         region: req.region,
         tags: req.tags,
         channel: req.channel,
@@ -405,9 +411,9 @@ async fn enroll(
         components: req.components.into_iter().collect(),
         utc_offset_min: req.utc_offset_min,
         enrolled_ms: now_ms(),
-        last_seen_ms: None,
+        ..DeviceRow::new(req.device_id.as_str(), &req.family, &req.hardware)
     };
-    let token = match app.store.enroll(&req.enrollment_token, &device, now_ms()).await? {
+    let (token, status) = match app.store.enroll(&req.enrollment_token, &device, now_ms()).await? {
         Ok(t) => t,
         Err(updraft_store::EnrollRefusal::BadToken) => {
             return Err(ApiError::new(
@@ -420,17 +426,22 @@ async fn enroll(
             return Err(ApiError::conflict(format!("device {} is already enrolled", device.id)))
         }
     };
-    apply(&app, device_entry(&device)).await?;
+    crate::devices::forget(&app, &device.id);
+    // A pending device takes part in rollouts once an operator accepts it.
+    if status == updraft_store::DeviceStatus::Active {
+        apply(&app, device_entry(&device)).await?;
+    }
     audit(
         &app,
         &format!("device:{}", device.id),
         "device.enroll",
         &device.id,
-        format!("{}/{}", device.family, device.hardware),
+        format!("{}/{} ({})", device.family, device.hardware, status.as_str()),
         remote,
     )
     .await;
-    Ok((StatusCode::CREATED, Json(EnrollResponse { device_id: req.device_id, device_token: token })).into_response())
+    let response = EnrollResponse { device_id: req.device_id, device_token: token, status: status.as_str().into() };
+    Ok((StatusCode::CREATED, Json(response)).into_response())
 }
 
 fn reason_name(r: &StayReason) -> String {
@@ -446,6 +457,19 @@ async fn check_in(
     let device = device_of(&actor).clone();
     let req: CheckInRequest = parse(&body)?;
     METRICS.check_ins.inc();
+    let seen = crate::devices::check_in(&app, &device, &req).await?;
+    if seen.status == updraft_store::DeviceStatus::Pending {
+        return Ok(Json(CheckInResponse {
+            assignment: None,
+            reason: Some("pending_acceptance".into()),
+            detail: Some(format!("waiting for an operator to accept this device (`updraft devices accept {device}`)")),
+            next_check_in_s: app.poll_interval_s,
+        }));
+    }
+    if let Some(row) = &seen.components_changed {
+        // New component versions: requirements are judged on them.
+        apply(&app, device_entry(row)).await?;
+    }
     let outputs = apply(&app, Entry::CheckIn { device: device.clone(), release: req.release.clone() }).await?;
     let decision = outputs.into_iter().find_map(|o| match o {
         Output::Decision { decision, .. } => Some(decision),
@@ -464,6 +488,7 @@ async fn check_in(
                 InstallReason::Rollback { .. } => "rollback",
             };
             METRICS.assignments.get_or_create(&Kind { kind: reason.into() }).inc();
+            crate::devices::assigned(&app, &device, &release, reason).await?;
             let path = format!("/api/v1/artifacts/{}", row.sha256);
             let bundle_url = match &app.public_url {
                 Some(base) => format!("{}{path}", base.trim_end_matches('/')),
@@ -479,17 +504,20 @@ async fn check_in(
                     size: row.size as u64,
                 }),
                 reason: None,
+                detail: None,
                 next_check_in_s: app.poll_interval_s,
             }
         }
         Some(Decision::Stay { reason }) => CheckInResponse {
             assignment: None,
             reason: Some(reason_name(&reason)),
+            detail: Some(reason.describe()),
             next_check_in_s: app.poll_interval_s,
         },
         None => CheckInResponse {
             assignment: None,
             reason: Some("unknown_device".into()),
+            detail: Some("the rollout controller does not know this device".into()),
             next_check_in_s: app.poll_interval_s,
         },
     };
@@ -506,6 +534,9 @@ async fn events(State(app): State<Arc<App>>, headers: HeaderMap, body: axum::bod
     }
     METRICS.events.get_or_create(&Kind { kind: event.into() }).inc();
     apply(&app, Entry::Event { device: device.clone(), release: req.release.clone(), event: event.into() }).await?;
+    // Kept with the device: a failure's reason and the tail of its log.
+    let detail = req.detail.clone().unwrap_or_default();
+    app.store.add_history(device.as_str(), now_ms(), event, Some(req.release.as_str()), &detail).await?;
     if req.event == InstallEvent::Committed {
         if let Some(mut row) = app.store.device(device.as_str()).await? {
             row.release = Some(req.release.to_string());
@@ -906,53 +937,8 @@ async fn rollout_command(
 
 // ------------------------------------------------------------------ devices, audit, tokens
 
-fn device_view(d: DeviceRow) -> Device {
-    Device {
-        id: DeviceId::new(d.id),
-        family: d.family,
-        hardware: d.hardware,
-        region: d.region,
-        tags: d.tags,
-        channel: d.channel,
-        release: d.release.map(ReleaseId::new),
-        last_known_good: d.last_known_good.map(ReleaseId::new),
-        enrolled_ms: d.enrolled_ms,
-        last_seen_ms: d.last_seen_ms,
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Page {
-    #[serde(default)]
-    after: String,
-    #[serde(default = "default_limit")]
-    limit: i64,
-}
-
 fn default_limit() -> i64 {
     100
-}
-
-async fn list_devices(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Query(page): Query<Page>,
-) -> ApiResult<Json<Vec<Device>>> {
-    require(&app, &headers, Access::Role(Role::Viewer)).await?;
-    let rows = app.store.devices(&page.after, page.limit.clamp(1, 1000)).await?;
-    Ok(Json(rows.into_iter().map(device_view).collect()))
-}
-
-async fn show_device(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Device>> {
-    require(&app, &headers, Access::Role(Role::Viewer)).await?;
-    check_id("device id", &id)?;
-    let d = app.store.device(&id).await?.ok_or_else(|| ApiError::not_found(format!("no device {id}")))?;
-    Ok(Json(device_view(d)))
 }
 
 #[derive(Deserialize)]
@@ -1111,9 +1097,12 @@ async fn create_enrollment_token(
         return Err(ApiError::bad_request("uses must be 1 to 1000000 and expiresInS 1 to 31622400"));
     }
     let expires_ms = now_ms() + (req.expires_in_s as i64) * 1000;
-    let token = app.store.create_enrollment_token(req.uses, expires_ms, &actor.label(), now_ms()).await?;
-    audit(&app, &actor.label(), "enrollment-token.create", "-", format!("{} uses", req.uses), remote).await;
-    Ok((StatusCode::CREATED, Json(CreatedEnrollmentToken { token, uses: req.uses, expires_ms })).into_response())
+    let token =
+        app.store.create_enrollment_token(req.uses, expires_ms, req.require_accept, &actor.label(), now_ms()).await?;
+    let detail = format!("{} uses{}", req.uses, if req.require_accept { ", acceptance required" } else { "" });
+    audit(&app, &actor.label(), "enrollment-token.create", "-", detail, remote).await;
+    let created = CreatedEnrollmentToken { token, uses: req.uses, expires_ms, require_accept: req.require_accept };
+    Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
 async fn show_trust_root(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult<Response> {

@@ -8,6 +8,7 @@
 
 mod api;
 mod core;
+mod devices;
 mod error;
 mod journal;
 pub mod metrics;
@@ -159,6 +160,8 @@ pub struct App {
     leadership: tokio::sync::Mutex<Option<updraft_store::Leadership>>,
     /// Device token hash → device id (so that check-ins do not query the database).
     device_tokens: std::sync::RwLock<std::collections::HashMap<String, updraft_types::DeviceId>>,
+    /// What each device last reported, in this process (see `devices`).
+    seen: devices::Tracker,
 }
 
 /// Walks from the pinned root through the configured updates and the
@@ -274,6 +277,11 @@ fn now_ms() -> i64 {
 }
 
 impl App {
+    /// Drops cached tokens of a device (after a decommission or a new enrollment).
+    pub(crate) fn forget_device_tokens(&self, device: &str) {
+        self.device_tokens.write().unwrap_or_else(|e| e.into_inner()).retain(|_, id| id.as_str() != device);
+    }
+
     /// Opens the store and blobs, rebuilds the controller from the journal,
     /// and creates the first admin token if there is none.
     pub async fn open(config: &Config) -> Result<(Arc<App>, Option<String>), updraft_store::StoreError> {
@@ -306,6 +314,7 @@ impl App {
             replicated: store_kind == updraft_store::DbKind::Postgres,
             leadership: tokio::sync::Mutex::new(None),
             device_tokens: Default::default(),
+            seen: Default::default(),
         });
         Ok((app, first_admin_token))
     }

@@ -212,7 +212,9 @@ impl Baseline {
             return Decision::Stay { reason: StayReason::RolloutNotRunning { state: self.state.name().into() } };
         }
         if usize::from(d.group) > self.group {
-            return Decision::Stay { reason: StayReason::NotInWave { wave: self.group + 1 } };
+            return Decision::Stay {
+                reason: StayReason::NotInWave { wave: self.group + 1, cohort_permille: 0, admits_permille: 0 },
+            };
         }
         if self.kind == Kind::AwsIotJobs {
             while self.started.front().is_some_and(|t| self.now.since(*t).as_secs() >= 60) {

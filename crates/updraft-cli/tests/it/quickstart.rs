@@ -46,6 +46,8 @@ fn the_readme_quickstart_runs_as_written() {
         "rebooting into the trial of devboard-fw@1.1.0 (slot B)",
         "committed devboard-fw@1.1.0 (slot B)",
         "committed 1",
+        "DEVICE                   STATUS",
+        "devboard-1               active",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
     }

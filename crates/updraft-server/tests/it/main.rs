@@ -2,6 +2,7 @@
 //! `UPDRAFT_TEST_DATABASE_URL` is set, always in CI) PostgreSQL.
 
 mod bad_input;
+mod devices;
 mod flow;
 mod https;
 mod replicas;
@@ -128,6 +129,19 @@ impl Env {
 
     /// The same, signed by `key`.
     pub fn bundle_signed(&self, name: &str, version: &str, seed: u8, size: usize, key: &PrivateKey) -> PathBuf {
+        self.bundle_requiring(name, version, seed, size, key, &[])
+    }
+
+    /// The same, with requirements (`bootloader>=1.4`).
+    pub fn bundle_requiring(
+        &self,
+        name: &str,
+        version: &str,
+        seed: u8,
+        size: usize,
+        key: &PrivateKey,
+        requires: &[&str],
+    ) -> PathBuf {
         let dir = self.dir.path().join(format!("in-{name}-{version}-{seed}"));
         std::fs::create_dir_all(&dir).unwrap();
         let image: Vec<u8> = (0..size).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect();
@@ -139,7 +153,7 @@ impl Env {
             security_version: SecurityVersion(1),
             family: "sensor".into(),
             hardware: vec!["rev-a".into()],
-            requires: vec![],
+            requires: requires.iter().map(|r| r.parse().unwrap()).collect(),
             source: Source { uri: "git+https://example.com/fw".into(), commit: "abc".into() },
             created: Timestamp(1_767_225_600),
             images: vec![ImageInput { name: "rootfs".into(), path: dir.join("rootfs.img"), target: Target::Slot }],

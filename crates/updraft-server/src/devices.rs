@@ -1,0 +1,471 @@
+//! Devices after enrollment: what they report at each check-in (inventory,
+//! components, last seen), their history, and the operator's side (list
+//! with filters and pages, show, accept, decommission, tags, attributes).
+//!
+//! Check-ins are the hottest path: the last-seen time lives in memory
+//! ([`Tracker`]) and a device's row is written only when what it reports
+//! changes, or at most every [`PERSIST_EVERY_MS`] otherwise.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use serde::Deserialize;
+use updraft_proto::{CheckInRequest, Device, DeviceChange, DeviceHistoryEntry, DevicePage, Role};
+use updraft_store::{DeviceRow, DeviceStatus};
+use updraft_types::{DeviceId, ReleaseId};
+
+use crate::api::{apply, audit, check_id, device_entry, parse, require, Access};
+use crate::error::{ApiError, ApiResult};
+use crate::{now_ms, App};
+
+/// A device's row is refreshed at least this often while it checks in.
+pub const PERSIST_EVERY_MS: i64 = 5 * 60 * 1000;
+/// History entries `GET /api/v1/devices/{id}` returns.
+pub const HISTORY_SHOWN: i64 = 50;
+/// Most devices on one page.
+pub const MAX_PAGE: usize = 1000;
+/// Inventory keys that change all the time (not a reason to write a row).
+const VOLATILE: &[&str] = &["freeBytes"];
+/// Most tags or attributes an operator sets on one device.
+pub const MAX_LABELS: usize = 64;
+
+/// What the server remembers of a device between check-ins.
+#[derive(Clone, Debug, Default)]
+pub struct Seen {
+    pub last_ms: i64,
+    persisted_ms: i64,
+    /// Check-ins not yet counted in the row.
+    unpersisted: i64,
+    /// A digest of what it reported last (inventory, components, release).
+    reported: u64,
+    status: Option<DeviceStatus>,
+    /// The release last assigned to it (to note changes in its history).
+    assigned: Option<ReleaseId>,
+}
+
+/// Device id → what was seen, in this process.
+pub type Tracker = std::sync::Mutex<HashMap<String, Seen>>;
+
+fn lock(app: &App) -> std::sync::MutexGuard<'_, HashMap<String, Seen>> {
+    app.seen.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The inventory a check-in reports, as flat key/value pairs.
+fn inventory_of(req: &CheckInRequest) -> ApiResult<BTreeMap<String, String>> {
+    if req.attributes.len() > updraft_proto::MAX_INVENTORY_ATTRIBUTES {
+        return Err(ApiError::bad_request(format!(
+            "{} attributes; at most {} are kept",
+            req.attributes.len(),
+            updraft_proto::MAX_INVENTORY_ATTRIBUTES
+        )));
+    }
+    let mut inv = BTreeMap::new();
+    let mut put = |k: &str, v: Option<String>| {
+        if let Some(v) = v {
+            inv.insert(k.to_owned(), v);
+        }
+    };
+    put("agentVersion", req.agent_version.clone());
+    put("slot", req.slot.clone());
+    put("bootState", req.boot_state.map(|b| format!("{b:?}").to_lowercase()));
+    put("securityVersion", req.security_version.map(|v| v.to_string()));
+    put("freeBytes", req.free_bytes.map(|v| v.to_string()));
+    for (k, v) in &req.attributes {
+        check_id("attribute", k)?;
+        if v.len() > updraft_proto::MAX_INVENTORY_VALUE_BYTES {
+            return Err(ApiError::bad_request(format!(
+                "attribute {k} is {} bytes; at most {}",
+                v.len(),
+                updraft_proto::MAX_INVENTORY_VALUE_BYTES
+            )));
+        }
+        inv.insert(format!("attr.{k}"), v.clone());
+    }
+    Ok(inv)
+}
+
+fn digest_of(parts: &impl std::hash::Hash) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(parts)
+}
+
+/// What changed between two inventories, in words.
+fn changes(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> String {
+    let before: BTreeMap<&str, &str> = before.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut out = Vec::new();
+    for (k, v) in after {
+        match before.get(k.as_str()) {
+            Some(old) if old == v => {}
+            Some(old) => out.push(format!("{k} {old} → {v}")),
+            None => out.push(format!("{k} {v}")),
+        }
+    }
+    for k in before.keys() {
+        if !after.contains_key(*k) {
+            out.push(format!("{k} gone"));
+        }
+    }
+    out.join(", ")
+}
+
+/// What a check-in told the server about the device.
+pub struct CheckedIn {
+    pub status: DeviceStatus,
+    /// The device's row when its components changed (the controller is told).
+    pub components_changed: Option<DeviceRow>,
+}
+
+/// Records a check-in: last seen in memory; the row (inventory,
+/// components, release, last seen, count) when something changed or it is
+/// due; a history entry when the inventory changed.
+pub async fn check_in(app: &App, device: &DeviceId, req: &CheckInRequest) -> ApiResult<CheckedIn> {
+    let inventory = inventory_of(req)?;
+    for (c, v) in &req.components {
+        check_id("component", c)?;
+        semver::Version::parse(v).map_err(|e| ApiError::bad_request(format!("component {c} version {v:?}: {e}")))?;
+    }
+    let now = now_ms();
+    // Free space moves with every download: stored when the row is written,
+    // but not a change worth a write or a history entry of its own.
+    let stable = |m: &BTreeMap<String, String>| -> BTreeMap<String, String> {
+        m.iter().filter(|(k, _)| !VOLATILE.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect()
+    };
+    let reported = digest_of(&(&stable(&inventory), &req.components, &req.release));
+    let (due, unpersisted) = {
+        let mut seen = lock(app);
+        let s = seen.entry(device.to_string()).or_default();
+        s.last_ms = now;
+        s.unpersisted += 1;
+        let due = s.status.is_none() || s.reported != reported || now - s.persisted_ms >= PERSIST_EVERY_MS;
+        if !due {
+            if let Some(status) = s.status {
+                return Ok(CheckedIn { status, components_changed: None });
+            }
+        }
+        (due, s.unpersisted)
+    };
+    debug_assert!(due);
+    let mut row = app.store.device(device.as_str()).await?.ok_or_else(ApiError::unauthorized)?;
+    let before: BTreeMap<String, String> = row.inventory.iter().cloned().collect();
+    let inventory_changed = stable(&before) != stable(&inventory);
+    let components: Vec<(String, String)> = req.components.clone().into_iter().collect();
+    // Older agents report no components: keep what enrollment said.
+    let components_changed = !components.is_empty() && components != row.components;
+    if inventory_changed && row.check_ins > 0 {
+        let detail = changes(&stable(&before), &stable(&inventory));
+        app.store.add_history(&row.id, now, "check_in", req.release.as_ref().map(|r| r.as_str()), &detail).await?;
+    }
+    row.inventory = inventory.into_iter().collect();
+    if components_changed {
+        row.components = components;
+    }
+    if let Some(r) = &req.release {
+        row.release = Some(r.to_string());
+    }
+    row.last_seen_ms = Some(now);
+    row.check_ins += unpersisted;
+    app.store.update_device(&row).await?;
+    {
+        let mut seen = lock(app);
+        let s = seen.entry(device.to_string()).or_default();
+        s.persisted_ms = now;
+        s.unpersisted -= unpersisted;
+        s.reported = reported;
+        s.status = Some(row.status);
+    }
+    Ok(CheckedIn { status: row.status, components_changed: components_changed.then_some(row) })
+}
+
+/// Notes an assignment in the device's history when it changes.
+pub async fn assigned(app: &App, device: &DeviceId, release: &ReleaseId, why: &str) -> ApiResult<()> {
+    let new = {
+        let mut seen = lock(app);
+        let s = seen.entry(device.to_string()).or_default();
+        let new = s.assigned.as_ref() != Some(release);
+        s.assigned = Some(release.clone());
+        new
+    };
+    if new {
+        app.store.add_history(device.as_str(), now_ms(), "assigned", Some(release.as_str()), why).await?;
+    }
+    Ok(())
+}
+
+/// Forgets what this process cached about a device (after an operator change).
+pub fn forget(app: &App, device: &str) {
+    lock(app).remove(device);
+    app.forget_device_tokens(device);
+}
+
+fn view(app: &App, d: DeviceRow, seen: Option<&Seen>) -> Device {
+    let last_seen_ms = match (d.last_seen_ms, seen.map(|s| s.last_ms)) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    let online = last_seen_ms.is_some_and(|t| now_ms() - t <= 2 * 1000 * i64::from(app.poll_interval_s));
+    let check_ins = d.check_ins + seen.map_or(0, |s| s.unpersisted);
+    Device {
+        id: DeviceId::new(d.id),
+        family: d.family,
+        hardware: d.hardware,
+        region: d.region,
+        tags: d.tags,
+        channel: d.channel,
+        release: d.release.map(ReleaseId::new),
+        last_known_good: d.last_known_good.map(ReleaseId::new),
+        enrolled_ms: d.enrolled_ms,
+        last_seen_ms,
+        status: d.status.as_str().to_owned(),
+        online,
+        check_ins,
+        components: d.components.into_iter().collect(),
+        attributes: d.attributes.into_iter().collect(),
+        inventory: d.inventory.into_iter().collect(),
+        history: Vec::new(),
+    }
+}
+
+/// One filter term: `KEY=VALUE`.
+#[derive(Clone, Debug)]
+enum Filter {
+    Field(&'static str, String),
+    Tag(String),
+    Online(bool),
+    Attribute(String, String),
+    Inventory(String, String),
+    Component(String, String),
+}
+
+const FILTER_KEYS: &str =
+    "family, hardware, region, release, channel, status, tag, online, attr.NAME, inv.NAME, component.NAME";
+
+fn parse_filters(text: &str) -> ApiResult<Vec<Filter>> {
+    let mut out = Vec::new();
+    for term in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        let Some((k, v)) = term.split_once('=') else {
+            return Err(ApiError::bad_request(format!("filter {term:?} is not KEY=VALUE; keys: {FILTER_KEYS}")));
+        };
+        let v = v.to_owned();
+        out.push(match k {
+            "family" => Filter::Field("family", v),
+            "hardware" => Filter::Field("hardware", v),
+            "region" => Filter::Field("region", v),
+            "release" => Filter::Field("release", v),
+            "channel" => Filter::Field("channel", v),
+            "status" => Filter::Field("status", v),
+            "tag" => Filter::Tag(v),
+            "online" => Filter::Online(match v.as_str() {
+                "true" => true,
+                "false" => false,
+                _ => return Err(ApiError::bad_request(format!("online={v}: true or false"))),
+            }),
+            _ => {
+                if let Some(name) = k.strip_prefix("attr.") {
+                    Filter::Attribute(name.to_owned(), v)
+                } else if let Some(name) = k.strip_prefix("inv.") {
+                    Filter::Inventory(name.to_owned(), v)
+                } else if let Some(name) = k.strip_prefix("component.") {
+                    Filter::Component(name.to_owned(), v)
+                } else {
+                    return Err(ApiError::bad_request(format!("unknown filter key {k:?}; keys: {FILTER_KEYS}")));
+                }
+            }
+        });
+    }
+    Ok(out)
+}
+
+fn matches(d: &Device, filters: &[Filter]) -> bool {
+    let get = |m: &BTreeMap<String, String>, k: &str| m.get(k).cloned();
+    filters.iter().all(|f| match f {
+        Filter::Field(k, v) => {
+            let have = match *k {
+                "family" => Some(d.family.clone()),
+                "hardware" => Some(d.hardware.clone()),
+                "region" => Some(d.region.clone()),
+                "release" => d.release.as_ref().map(|r| r.to_string()),
+                "channel" => d.channel.clone(),
+                _ => Some(d.status.clone()),
+            };
+            have.as_deref() == Some(v.as_str())
+        }
+        Filter::Tag(t) => d.tags.contains(t),
+        Filter::Online(o) => d.online == *o,
+        Filter::Attribute(k, v) => get(&d.attributes, k).as_deref() == Some(v.as_str()),
+        Filter::Inventory(k, v) => get(&d.inventory, k).as_deref() == Some(v.as_str()),
+        Filter::Component(k, v) => get(&d.components, k).as_deref() == Some(v.as_str()),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    #[serde(default)]
+    after: String,
+    #[serde(default = "default_limit")]
+    limit: usize,
+    /// `KEY=VALUE` terms separated by commas; all must hold.
+    #[serde(default)]
+    filter: String,
+}
+
+fn default_limit() -> usize {
+    100
+}
+
+/// `GET /api/v1/devices?filter=hardware=rev-c,online=false&after=ID&limit=N`.
+pub async fn list(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<DevicePage>> {
+    require(&app, &headers, Access::Role(Role::Viewer)).await?;
+    let filters = parse_filters(&q.filter)?;
+    let limit = q.limit.clamp(1, MAX_PAGE);
+    // The filter spans every field (inventory, online): scan in id order.
+    let seen = lock(&app).clone();
+    let mut total = 0u64;
+    let mut page = Vec::new();
+    let mut next = None;
+    let mut after = String::new();
+    loop {
+        let rows = app.store.devices(&after, 5000).await?;
+        let Some(last) = rows.last() else { break };
+        after = last.id.clone();
+        for row in rows {
+            let id = row.id.clone();
+            let d = view(&app, row, seen.get(&id));
+            if !matches(&d, &filters) {
+                continue;
+            }
+            total += 1;
+            if id.as_str() <= q.after.as_str() {
+                continue;
+            }
+            if page.len() < limit {
+                page.push(d);
+            } else if next.is_none() {
+                next = page.last().map(|d: &Device| d.id.to_string());
+            }
+        }
+    }
+    Ok(Json(DevicePage { devices: page, total, next }))
+}
+
+/// `GET /api/v1/devices/{id}`: the device, its inventory and history.
+pub async fn show(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<Device>> {
+    require(&app, &headers, Access::Role(Role::Viewer)).await?;
+    check_id("device id", &id)?;
+    let row = app.store.device(&id).await?.ok_or_else(|| ApiError::not_found(format!("no device {id}")))?;
+    let seen = lock(&app).get(&id).cloned();
+    let mut d = view(&app, row, seen.as_ref());
+    d.history = app
+        .store
+        .history(&id, HISTORY_SHOWN)
+        .await?
+        .into_iter()
+        .map(|h| DeviceHistoryEntry {
+            at_ms: h.at_ms,
+            kind: h.kind,
+            release: h.release.map(ReleaseId::new),
+            detail: h.detail,
+        })
+        .collect();
+    Ok(Json(d))
+}
+
+async fn load(app: &App, id: &str) -> ApiResult<DeviceRow> {
+    check_id("device id", id)?;
+    app.store.device(id).await?.ok_or_else(|| ApiError::not_found(format!("no device {id}")))
+}
+
+/// `POST /api/v1/devices/{id}/accept`: a pending device takes part in rollouts.
+pub async fn accept(
+    State(app): State<Arc<App>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Device>> {
+    let actor = require(&app, &headers, Access::Role(Role::Operator)).await?;
+    let mut row = load(&app, &id).await?;
+    if row.status != DeviceStatus::Pending {
+        return Err(ApiError::conflict(format!("device {id} is {}, not pending", row.status.as_str())));
+    }
+    row.status = DeviceStatus::Active;
+    app.store.set_device_admin(&row, now_ms(), ("accepted", &format!("by {}", actor.label()))).await?;
+    forget(&app, &id);
+    apply(&app, device_entry(&row)).await?;
+    audit(&app, &actor.label(), "device.accept", &id, String::new(), remote).await;
+    Ok(Json(view(&app, row, None)))
+}
+
+/// `POST /api/v1/devices/{id}/decommission`: revokes the device's token and
+/// keeps its history; the id may enroll again.
+pub async fn decommission(
+    State(app): State<Arc<App>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Device>> {
+    let actor = require(&app, &headers, Access::Role(Role::Operator)).await?;
+    let mut row = load(&app, &id).await?;
+    if row.status == DeviceStatus::Decommissioned {
+        return Err(ApiError::conflict(format!("device {id} is decommissioned already")));
+    }
+    row.status = DeviceStatus::Decommissioned;
+    app.store.set_device_admin(&row, now_ms(), ("decommissioned", &format!("by {}", actor.label()))).await?;
+    forget(&app, &id);
+    audit(&app, &actor.label(), "device.decommission", &id, String::new(), remote).await;
+    Ok(Json(view(&app, row, None)))
+}
+
+/// `PATCH /api/v1/devices/{id}`: tags and attributes (plans select on both).
+pub async fn change(
+    State(app): State<Arc<App>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<Device>> {
+    let actor = require(&app, &headers, Access::Role(Role::Operator)).await?;
+    let c: DeviceChange = parse(&body)?;
+    let mut row = load(&app, &id).await?;
+    for t in c.add_tags.iter().chain(&c.remove_tags) {
+        check_id("tag", t)?;
+    }
+    for k in c.set_attributes.keys().chain(&c.remove_attributes) {
+        check_id("attribute", k)?;
+    }
+    for (k, v) in &c.set_attributes {
+        if v.is_empty() || v.len() > updraft_proto::MAX_INVENTORY_VALUE_BYTES {
+            return Err(ApiError::bad_request(format!("attribute {k}: 1 to 1024 bytes")));
+        }
+    }
+    row.tags.retain(|t| !c.remove_tags.contains(t));
+    for t in &c.add_tags {
+        if !row.tags.contains(t) {
+            row.tags.push(t.clone());
+        }
+    }
+    let mut attrs: BTreeMap<String, String> = row.attributes.into_iter().collect();
+    for k in &c.remove_attributes {
+        attrs.remove(k);
+    }
+    attrs.extend(c.set_attributes.clone());
+    row.attributes = attrs.into_iter().collect();
+    if row.tags.len() > MAX_LABELS || row.attributes.len() > MAX_LABELS {
+        return Err(ApiError::bad_request(format!("at most {MAX_LABELS} tags and {MAX_LABELS} attributes per device")));
+    }
+    let detail = serde_json::to_string(&c).unwrap_or_default();
+    app.store.set_device_admin(&row, now_ms(), ("changed", &detail)).await?;
+    forget(&app, &id);
+    if row.status == DeviceStatus::Active {
+        apply(&app, device_entry(&row)).await?;
+    }
+    audit(&app, &actor.label(), "device.change", &id, detail, remote).await;
+    Ok(Json(view(&app, row, None)))
+}
