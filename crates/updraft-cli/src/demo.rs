@@ -44,6 +44,9 @@ pub struct DemoArgs {
     json: bool,
 }
 
+/// Fewest devices for the fleet part.
+const MIN_DEVICES: usize = 40;
+
 #[derive(Serialize)]
 struct Step {
     step: String,
@@ -91,7 +94,42 @@ const SBOM: &str = r#"{
 }
 "#;
 
+/// Ends the demo on SIGINT (Ctrl-C) or SIGTERM, whatever it is doing: the
+/// in-process server installs handlers for both (for its graceful
+/// shutdown), which would otherwise keep the demo alive. Removes a
+/// temporary folder first. Exit code 130 (SIGINT) or 143 (SIGTERM).
+fn exit_on_signal(remove: Option<PathBuf>) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
+    let (mut int, mut term) = rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok::<_, std::io::Error>((signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?))
+    })?;
+    std::thread::spawn(move || {
+        let code = rt.block_on(async {
+            tokio::select! {
+                _ = int.recv() => 130,
+                _ = term.recv() => 143,
+            }
+        });
+        eprintln!("\ndemo: stopped by a signal");
+        if let Some(dir) = &remove {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        std::process::exit(code);
+    });
+    Ok(())
+}
+
 pub fn run(a: DemoArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    // Flags first: nothing is done for a run that cannot pass.
+    if !a.no_fleet && a.devices < MIN_DEVICES {
+        anyhow::bail!(
+            "--devices must be at least {MIN_DEVICES} (the gates need 20 good outcomes in a first wave of half the fleet at most)"
+        );
+    }
+    if a.image_mib == 0 || a.image_mib > 4096 {
+        anyhow::bail!("--image-mib must be 1 to 4096");
+    }
     let temp;
     let dir = match &a.dir {
         Some(d) => {
@@ -107,6 +145,9 @@ pub fn run(a: DemoArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             }
         }
     };
+    // Absolute: the agents' configurations name files in it.
+    let dir = std::path::absolute(&dir).with_context(|| format!("cannot resolve {}", dir.display()))?;
+    exit_on_signal((a.dir.is_none() && !a.keep).then(|| dir.clone()))?;
     let mut steps: Vec<Step> = Vec::new();
     let live = !a.json;
     let mut record = |step: &str, ok: bool, detail: String, started: Instant| {
@@ -296,9 +337,6 @@ pub fn run(a: DemoArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let mut fleet = None;
     let mut lab = None;
     if !a.no_fleet {
-        if a.devices < 40 {
-            anyhow::bail!("--devices must be at least 40 (the gates need 20 good outcomes in a first wave of half the fleet at most)");
-        }
         let t = Instant::now();
         let server_dir = dir.join("server");
         std::fs::create_dir_all(&server_dir)?;
@@ -349,6 +387,7 @@ pub fn run(a: DemoArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         eprintln!("the server keeps running (Ctrl-C to stop):");
         eprintln!("  export UPDRAFT_SERVER={} UPDRAFT_TOKEN={}", l.url, l.admin);
         eprintln!("  updraft rollout list; updraft rollout status bad; updraft devices list");
+        // Until SIGINT or SIGTERM (exit_on_signal ends the process).
         loop {
             std::thread::park();
         }
