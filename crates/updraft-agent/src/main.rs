@@ -350,3 +350,30 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every command says what it does and shows an example; every flag
+    /// and argument says what it is.
+    #[test]
+    fn every_command_explains_itself() {
+        let cli = <super::Cli as clap::CommandFactory>::command();
+        cli.clone().debug_assert();
+        let mut problems = Vec::new();
+        for cmd in cli.get_subcommands() {
+            let name = cmd.get_name();
+            if cmd.get_about().is_none() {
+                problems.push(format!("{name}: no description"));
+            }
+            if !cmd.get_after_help().is_some_and(|h| h.to_string().contains("updraft-agent")) {
+                problems.push(format!("{name}: no example"));
+            }
+            for a in cmd.get_arguments() {
+                if !matches!(a.get_id().as_str(), "help" | "version") && !a.is_hide_set() && a.get_help().is_none() {
+                    problems.push(format!("{name}: {} has no description", a.get_id()));
+                }
+            }
+        }
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+}

@@ -72,6 +72,7 @@ pub struct CreateArgs {
     /// Provenance invocation id (default: the CI job URL).
     #[arg(long)]
     invocation_id: Option<String>,
+    /// Print the result as JSON (camelCase keys).
     #[arg(long)]
     json: bool,
 }
@@ -79,17 +80,28 @@ pub struct CreateArgs {
 #[derive(Subcommand)]
 pub enum BundleCmd {
     /// Build a signed, reproducible bundle.
+    #[command(
+        after_help = "Example:\n  updraft bundle create --name sensor-fw --version 2.3.1 --family sensor --hardware rev-c --security-version 7 --image rootfs=build/rootfs.img --sign-with keys/release-a.key --build-key keys/build.key --out sensor-fw-2.3.1.bundle"
+    )]
     Create(Box<CreateArgs>),
     /// Add a release-key signature to a bundle, changing nothing else.
+    #[command(after_help = "Example:\n  updraft bundle sign sensor-fw-2.3.1.bundle --key keys/release-c.key")]
     Sign {
+        /// The bundle to add a signature to (rewritten in place, atomically).
         file: PathBuf,
+        /// The private release key to sign with (.key).
         #[arg(long)]
         key: PathBuf,
+        /// Print the result as JSON (camelCase keys).
         #[arg(long)]
         json: bool,
     },
     /// Verify a bundle against a trust root (exit 0 valid, 1 rejected, 2 error).
+    #[command(
+        after_help = "Examples:\n  updraft bundle verify sensor-fw-2.3.1.bundle --trust root.json\n  updraft bundle verify sensor-fw-2.3.1.bundle --trust root.json --family sensor --hardware rev-c --json"
+    )]
     Verify {
+        /// The bundle to verify.
         file: PathBuf,
         /// The pinned trust root.
         #[arg(long)]
@@ -109,12 +121,16 @@ pub enum BundleCmd {
         /// Also check SHA-512 digests of images (slower).
         #[arg(long)]
         sha512: bool,
+        /// Print the result as JSON (camelCase keys).
         #[arg(long)]
         json: bool,
     },
     /// Show what a bundle holds, without verifying signatures.
+    #[command(after_help = "Example:\n  updraft bundle inspect sensor-fw-2.3.1.bundle")]
     Inspect {
+        /// The bundle to show.
         file: PathBuf,
+        /// Print the result as JSON (camelCase keys).
         #[arg(long)]
         json: bool,
     },

@@ -15,6 +15,9 @@ use crate::Ctx;
 #[derive(Subcommand)]
 pub enum KeysCmd {
     /// Generate a key pair: NAME.key (PKCS#8 PEM, mode 0600) and NAME.pub.
+    #[command(
+        after_help = "Examples:\n  updraft keys generate --out-dir keys --name release-a\n  updraft keys generate --out-dir keys --name release-c --algorithm p256"
+    )]
     Generate {
         /// Folder to write the keys to (created if missing).
         #[arg(long)]
@@ -22,18 +25,31 @@ pub enum KeysCmd {
         /// File name stem: NAME.key and NAME.pub.
         #[arg(long)]
         name: String,
-        /// ed25519 (default) or p256 (ECDSA P-256, for hardware tokens).
-        #[arg(long, default_value = "ed25519")]
-        algorithm: String,
+        /// The key type.
+        #[arg(long, value_enum, default_value_t = AlgorithmArg::Ed25519)]
+        algorithm: AlgorithmArg,
+        /// Print the result as JSON (camelCase keys).
         #[arg(long)]
         json: bool,
     },
     /// Print the key id of a public or private key file.
+    #[command(after_help = "Example:\n  updraft keys id keys/release-a.pub")]
     Id {
+        /// A public (.pub) or private (.key) key file.
         file: PathBuf,
+        /// Print the result as JSON (camelCase keys).
         #[arg(long)]
         json: bool,
     },
+}
+
+/// A signing key type.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum AlgorithmArg {
+    /// Ed25519 (the default).
+    Ed25519,
+    /// ECDSA P-256, for hardware tokens that lack Ed25519.
+    P256,
 }
 
 #[derive(Serialize)]
@@ -63,7 +79,10 @@ pub fn run(cmd: KeysCmd, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
     match cmd {
         KeysCmd::Generate { out_dir, name, algorithm, json } => {
             updraft_bundle::manifest::check_name(&name, "key name").map_err(anyhow::Error::msg)?;
-            let algorithm: Algorithm = algorithm.parse()?;
+            let algorithm = match algorithm {
+                AlgorithmArg::Ed25519 => Algorithm::Ed25519,
+                AlgorithmArg::P256 => Algorithm::P256,
+            };
             std::fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
             let key_path = out_dir.join(format!("{name}.key"));
             let pub_path = out_dir.join(format!("{name}.pub"));

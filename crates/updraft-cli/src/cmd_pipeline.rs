@@ -25,8 +25,14 @@ use crate::{Ctx, REJECTED};
 #[derive(Subcommand)]
 pub enum PipelineCmd {
     /// Show the stage graph: builds, reproductions, the test matrix, gates, bundles, publish.
+    #[command(
+        after_help = "Examples:\n  updraft pipeline plan\n  (cd examples/firmware && updraft pipeline plan --json)"
+    )]
     Plan(Common),
     /// Run stages.
+    #[command(
+        after_help = "Examples:\n  SOURCE_DATE_EPOCH=1767225600 updraft pipeline run\n  updraft pipeline run --stage build --family nrf52 --release-version 2.3.1"
+    )]
     Run {
         #[command(flatten)]
         common: Common,
@@ -50,6 +56,7 @@ pub struct Common {
     /// The pipeline spec.
     #[arg(long, default_value = "updraft.toml")]
     spec: PathBuf,
+    /// Print the result as JSON (camelCase keys).
     #[arg(long)]
     json: bool,
 }

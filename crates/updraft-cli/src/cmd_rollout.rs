@@ -15,13 +15,18 @@ use crate::{Ctx, REJECTED};
 #[derive(Subcommand)]
 pub enum RolloutCmd {
     /// Check a rollout plan (TOML) and show what it will do (exit 1 if invalid).
+    #[command(after_help = "Example:\n  updraft rollout check plan.toml")]
     Check {
+        /// The rollout plan (TOML, see docs/rollout-plans.md).
         plan: PathBuf,
+        /// Print the result as JSON (camelCase keys).
         #[arg(long)]
         json: bool,
     },
     /// Create a rollout on the server from a plan, and start it.
+    #[command(after_help = "Example:\n  updraft rollout create plan.toml --release sensor-fw@2.3.1 --id stable-2.3.1")]
     Create {
+        /// The rollout plan (TOML, see docs/rollout-plans.md).
         plan: PathBuf,
         /// The release to roll out (NAME@VERSION).
         #[arg(long)]
@@ -32,50 +37,73 @@ pub enum RolloutCmd {
         /// Create it without starting it.
         #[arg(long)]
         no_start: bool,
+        /// Print the result as JSON (camelCase keys).
         #[arg(long)]
         json: bool,
     },
     /// List rollouts.
+    #[command(after_help = "Example:\n  updraft rollout list")]
     List {
+        /// Print the result as JSON (camelCase keys).
         #[arg(long)]
         json: bool,
     },
     /// Show a rollout's status: waves, strata, gates.
+    #[command(
+        after_help = "Examples:\n  updraft rollout status stable-2.3.1\n  updraft rollout status stable-2.3.1 --watch"
+    )]
     Status {
+        /// The rollout id.
         id: String,
         /// Keep watching, with live progress bars, until it ends.
         #[arg(long)]
         watch: bool,
+        /// Print the result as JSON (camelCase keys).
         #[arg(long)]
         json: bool,
     },
     /// Pause a rollout.
+    #[command(after_help = "Example:\n  updraft rollout pause stable-2.3.1")]
     Pause {
+        /// The rollout id.
         id: String,
+        /// Print the result as JSON (camelCase keys).
         #[arg(long)]
         json: bool,
     },
     /// Resume a paused rollout.
+    #[command(after_help = "Example:\n  updraft rollout resume stable-2.3.1")]
     Resume {
+        /// The rollout id.
         id: String,
+        /// Print the result as JSON (camelCase keys).
         #[arg(long)]
         json: bool,
     },
     /// Move to the next wave now, whatever the gates say.
+    #[command(after_help = "Example:\n  updraft rollout advance stable-2.3.1")]
     Advance {
+        /// The rollout id.
         id: String,
+        /// Print the result as JSON (camelCase keys).
         #[arg(long)]
         json: bool,
     },
     /// Stop assigning; devices keep what they have.
+    #[command(after_help = "Example:\n  updraft rollout abort stable-2.3.1")]
     Abort {
+        /// The rollout id.
         id: String,
+        /// Print the result as JSON (camelCase keys).
         #[arg(long)]
         json: bool,
     },
     /// Stop and give devices that took the release their last known good release.
+    #[command(after_help = "Example:\n  updraft rollout rollback stable-2.3.1")]
     Rollback {
+        /// The rollout id.
         id: String,
+        /// Print the result as JSON (camelCase keys).
         #[arg(long)]
         json: bool,
     },

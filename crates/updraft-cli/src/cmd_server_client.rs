@@ -15,22 +15,30 @@ use crate::Ctx;
 #[derive(Subcommand)]
 pub enum ReleaseCmd {
     /// Upload a bundle; the server verifies it against its trust root.
+    #[command(after_help = "Example:\n  updraft release publish sensor-fw-2.3.1.bundle --channel beta")]
     Publish {
+        /// The bundle file.
         file: PathBuf,
         /// Also promote it into this channel.
         #[arg(long)]
         channel: Option<String>,
+        /// Print the result as JSON (camelCase keys).
         #[arg(long)]
         json: bool,
     },
     /// List releases.
+    #[command(after_help = "Example:\n  updraft release list")]
     List {
+        /// Print the result as JSON (camelCase keys).
         #[arg(long)]
         json: bool,
     },
     /// Show a release (NAME@VERSION).
+    #[command(after_help = "Example:\n  updraft release show sensor-fw@2.3.1")]
     Show {
+        /// The release, NAME@VERSION.
         id: String,
+        /// Print the result as JSON (camelCase keys).
         #[arg(long)]
         json: bool,
     },
@@ -39,15 +47,22 @@ pub enum ReleaseCmd {
 #[derive(Subcommand)]
 pub enum ChannelCmd {
     /// Put a release (NAME@VERSION) into a channel, without rebuilding it.
+    #[command(after_help = "Example:\n  updraft channel promote stable sensor-fw@2.3.1")]
     Promote {
+        /// The channel (dev, beta, stable, or any name).
         channel: String,
+        /// The release, NAME@VERSION.
         release: String,
+        /// Print the result as JSON (camelCase keys).
         #[arg(long)]
         json: bool,
     },
     /// List the releases of a channel.
+    #[command(after_help = "Example:\n  updraft channel show stable")]
     Show {
+        /// The channel.
         channel: String,
+        /// Print the result as JSON (camelCase keys).
         #[arg(long)]
         json: bool,
     },
@@ -168,25 +183,57 @@ updraft enroll-token create --uses 10 --require-accept   # devices wait for `upd
     },
 }
 
+/// An API token's role (least privilege first).
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum RoleArg {
+    /// Read everything.
+    Viewer,
+    /// Publish releases, promote them, report builds.
+    Releaser,
+    /// Create and steer rollouts; accept, tag and decommission devices.
+    Operator,
+    /// Everything, including tokens and the trust root.
+    Admin,
+}
+
+impl RoleArg {
+    fn as_str(self) -> &'static str {
+        match self {
+            RoleArg::Viewer => "viewer",
+            RoleArg::Releaser => "releaser",
+            RoleArg::Operator => "operator",
+            RoleArg::Admin => "admin",
+        }
+    }
+}
+
 #[derive(Subcommand)]
 pub enum TokenCmd {
     /// Create an API token (shown once).
+    #[command(after_help = "Example:\n  updraft token create ci --role releaser")]
     Create {
+        /// A name for the token (shown in the audit log).
         name: String,
-        /// viewer, releaser, operator or admin.
-        #[arg(long)]
-        role: String,
+        /// What the token may do.
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// Print the result as JSON (camelCase keys).
         #[arg(long)]
         json: bool,
     },
     /// List API tokens.
+    #[command(after_help = "Example:\n  updraft token list")]
     List {
+        /// Print the result as JSON (camelCase keys).
         #[arg(long)]
         json: bool,
     },
     /// Revoke an API token.
+    #[command(after_help = "Example:\n  updraft token revoke 3")]
     Revoke {
+        /// The token id (from `updraft token list`).
         id: i64,
+        /// Print the result as JSON (camelCase keys).
         #[arg(long)]
         json: bool,
     },
@@ -501,7 +548,7 @@ pub fn token(cmd: TokenCmd, client: &ClientArgs, _ctx: &Ctx) -> anyhow::Result<E
     let c = Client::new(client)?;
     match cmd {
         TokenCmd::Create { name, role, json } => {
-            let r = c.post("/api/v1/tokens", &json!({ "name": name, "role": role }))?;
+            let r = c.post("/api/v1/tokens", &json!({ "name": name, "role": role.as_str() }))?;
             emit(json, &r, |s| s.push_str(&format!("{}\n", str_of(&r, "token"))))?;
         }
         TokenCmd::List { json } => {

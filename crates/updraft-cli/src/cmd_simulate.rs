@@ -49,6 +49,7 @@ pub struct SimulateArgs {
     /// apply them, and print the three side by side.
     #[arg(long)]
     compare: bool,
+    /// Print the result as JSON (camelCase keys).
     #[arg(long)]
     json: bool,
 }

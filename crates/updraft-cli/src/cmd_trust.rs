@@ -45,6 +45,7 @@ pub struct RootArgs {
     /// Write the root even if it lacks signatures (collect the rest with `updraft trust sign`).
     #[arg(long)]
     partial: bool,
+    /// Print the result as JSON (camelCase keys).
     #[arg(long)]
     json: bool,
 }
@@ -52,8 +53,14 @@ pub struct RootArgs {
 #[derive(Subcommand)]
 pub enum TrustCmd {
     /// Create version 1 of a trust root, signed by a threshold of its own release keys.
+    #[command(
+        after_help = "Example:\n  updraft trust init --pubkey keys/release-a.pub --pubkey keys/release-b.pub --threshold 1 --build-pubkey keys/build.pub --expires 365d --sign-with keys/release-a.key --out root.json"
+    )]
     Init(RootArgs),
     /// Create version N+1 after a root, signed by a threshold of the old and of the new release keys.
+    #[command(
+        after_help = "Example:\n  updraft trust rotate --from root.json --pubkey keys/release-b.pub --pubkey keys/release-d.pub --threshold 1 --build-pubkey keys/build.pub --expires 365d --sign-with keys/release-b.key --out root.2.json"
+    )]
     Rotate {
         /// The current root (version N).
         #[arg(long)]
@@ -62,7 +69,9 @@ pub enum TrustCmd {
         args: RootArgs,
     },
     /// Add a signature to a root (to collect a threshold on different machines).
+    #[command(after_help = "Example:\n  updraft trust sign root.2.json --key keys/release-d.key --previous root.json")]
     Sign {
+        /// The trust root version to add a signature to.
         file: PathBuf,
         /// The private release key to sign with.
         #[arg(long)]
@@ -70,21 +79,27 @@ pub enum TrustCmd {
         /// For a rotation: the previous root version, to report what is still missing.
         #[arg(long)]
         previous: Option<PathBuf>,
+        /// Print the result as JSON (camelCase keys).
         #[arg(long)]
         json: bool,
     },
     /// Check a pinned root and walk a chain of newer versions; print the root to trust.
+    #[command(after_help = "Example:\n  updraft trust verify root.json root.2.json root.3.json")]
     Verify {
         /// The pinned (trusted) root.
         pinned: PathBuf,
         /// Newer versions, in order (N+1, N+2, ...).
         updates: Vec<PathBuf>,
+        /// Print the result as JSON (camelCase keys).
         #[arg(long)]
         json: bool,
     },
     /// Show what a root file says, without checking it.
+    #[command(after_help = "Example:\n  updraft trust inspect root.json")]
     Inspect {
+        /// A trust root file.
         file: PathBuf,
+        /// Print the result as JSON (camelCase keys).
         #[arg(long)]
         json: bool,
     },

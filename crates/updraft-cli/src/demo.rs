@@ -40,6 +40,7 @@ pub struct DemoArgs {
     /// admin token) until interrupted.
     #[arg(long)]
     keep: bool,
+    /// Print the result as JSON (camelCase keys).
     #[arg(long)]
     json: bool,
 }

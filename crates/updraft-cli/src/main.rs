@@ -19,17 +19,42 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Firmware delivery from a commit to a fleet: signed bundles, trust roots, keys.
+/// Firmware delivery from a commit to a fleet: gated CI, signed bundles,
+/// trust roots, the delivery server and its client, rollout rehearsal.
 #[derive(Parser)]
-#[command(name = "updraft", version, about)]
+#[command(
+    name = "updraft",
+    version,
+    about,
+    after_help = "Exit codes: 0 done, 1 refused (the reason is printed), 2 error.\n\n\
+Examples:\n  updraft demo\n  updraft bundle verify fw.bundle --trust root.json\n  \
+updraft rollout status stable-2.3.1 --watch"
+)]
 struct Cli {
-    /// No progress bars.
+    /// No progress bars (also NO_PROGRESS=1).
     #[arg(long, short, global = true)]
     quiet: bool,
-    #[command(flatten)]
-    client: client::ClientArgs,
     #[command(subcommand)]
     command: Command,
+}
+
+/// A command group that talks to a server: its subcommands take
+/// `--server` and `--token`.
+#[derive(clap::Args)]
+struct OnServer<C: clap::Subcommand> {
+    #[command(subcommand)]
+    cmd: C,
+    #[command(flatten)]
+    client: client::ClientArgs,
+}
+
+/// A command that may talk to a server.
+#[derive(clap::Args)]
+struct WithServer<A: clap::Args> {
+    #[command(flatten)]
+    args: A,
+    #[command(flatten)]
+    client: client::ClientArgs,
 }
 
 #[derive(Subcommand)]
@@ -44,44 +69,52 @@ enum Command {
     #[command(subcommand)]
     Bundle(cmd_bundle::BundleCmd),
     /// Run the delivery server (SQLite and a blob folder under ./updraft-data by default).
+    #[command(after_help = "Examples:\n  updraft serve --trust root.json\n  \
+updraft serve --trust root.json --database-url postgres://updraft@db/updraft --blob-store s3://fw-bucket/blobs")]
     Serve(Box<cmd_serve::ServeArgs>),
     /// Check rollout plans; create, watch and steer rollouts on a server.
-    #[command(subcommand)]
-    Rollout(cmd_rollout::RolloutCmd),
+    Rollout(OnServer<cmd_rollout::RolloutCmd>),
     /// Publish, list and show releases on a server.
-    #[command(subcommand)]
-    Release(cmd_server_client::ReleaseCmd),
+    Release(OnServer<cmd_server_client::ReleaseCmd>),
     /// Promote releases between channels.
-    #[command(subcommand)]
-    Channel(cmd_server_client::ChannelCmd),
-    /// List and show enrolled devices.
-    #[command(subcommand)]
-    Devices(cmd_server_client::DevicesCmd),
+    Channel(OnServer<cmd_server_client::ChannelCmd>),
+    /// List, show, accept, tag and decommission devices.
+    Devices(OnServer<cmd_server_client::DevicesCmd>),
     /// Create enrollment tokens for devices.
-    #[command(subcommand, name = "enroll-token")]
-    EnrollToken(cmd_server_client::EnrollTokenCmd),
+    #[command(name = "enroll-token")]
+    EnrollToken(OnServer<cmd_server_client::EnrollTokenCmd>),
     /// Create, list and revoke API tokens.
-    #[command(subcommand)]
-    Token(cmd_server_client::TokenCmd),
+    Token(OnServer<cmd_server_client::TokenCmd>),
     /// Query the server's audit log.
+    #[command(after_help = "Examples:\n  updraft audit\n  updraft audit --action device.decommission --json")]
     Audit {
-        /// Only this action (e.g. release.publish).
+        /// Only this action (e.g. release.publish, device.enroll, rollout.command).
         #[arg(long)]
         action: Option<String>,
-        /// Entries after this id.
+        /// Entries after this id (the last id a previous page printed).
         #[arg(long, default_value_t = 0)]
         after: i64,
+        /// Entries to print.
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        /// Print the entries as JSON (camelCase keys).
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        client: client::ClientArgs,
     },
     /// Gated firmware CI from updraft.toml: stage graph, reproducible builds.
-    #[command(subcommand)]
-    Pipeline(cmd_pipeline::PipelineCmd),
+    Pipeline(OnServer<cmd_pipeline::PipelineCmd>),
     /// Rehearse a rollout plan on a simulated fleet (deterministic, no server).
-    Simulate(Box<cmd_simulate::SimulateArgs>),
+    #[command(
+        after_help = "Examples:\n  updraft simulate --fleet examples/sim/fleet.toml --plan examples/sim/plan.toml --seed 1\n  \
+updraft simulate --fleet examples/sim/fleet.toml --plan examples/sim/plan.toml --release examples/sim/release-bad.toml --seed 2 --compare\n  \
+updraft simulate --against http://127.0.0.1:8080 --fleet examples/sim/fleet.toml"
+    )]
+    Simulate(Box<WithServer<cmd_simulate::SimulateArgs>>),
     /// Updraft end to end on embedded defaults: bundles, then a server, a virtual fleet and two rollouts.
+    #[command(after_help = "Examples:\n  updraft demo\n  updraft demo --devices 1000 --image-mib 4 --json\n  \
+updraft demo --keep   # leaves the server running; Ctrl-C stops it")]
     Demo(demo::DemoArgs),
 }
 
@@ -97,18 +130,21 @@ fn main() -> ExitCode {
         Command::Keys(c) => cmd_keys::run(c, &ctx),
         Command::Trust(c) => cmd_trust::run(c, &ctx),
         Command::Bundle(c) => cmd_bundle::run(c, &ctx),
-        Command::Rollout(c) => cmd_rollout::run(c, &cli.client, &ctx),
-        Command::Release(c) => cmd_server_client::release(c, &cli.client, &ctx),
-        Command::Channel(c) => cmd_server_client::channel(c, &cli.client, &ctx),
-        Command::Devices(c) => cmd_server_client::devices(c, &cli.client, &ctx),
-        Command::EnrollToken(c) => cmd_server_client::enroll_token(c, &cli.client, &ctx),
-        Command::Token(c) => cmd_server_client::token(c, &cli.client, &ctx),
-        Command::Audit { action, after, limit, json } => {
-            cmd_server_client::audit(action, after, limit, json, &cli.client)
+        Command::Rollout(s) => cmd_rollout::run(s.cmd, &s.client, &ctx),
+        Command::Release(s) => cmd_server_client::release(s.cmd, &s.client, &ctx),
+        Command::Channel(s) => cmd_server_client::channel(s.cmd, &s.client, &ctx),
+        Command::Devices(s) => cmd_server_client::devices(s.cmd, &s.client, &ctx),
+        Command::EnrollToken(s) => cmd_server_client::enroll_token(s.cmd, &s.client, &ctx),
+        Command::Token(s) => cmd_server_client::token(s.cmd, &s.client, &ctx),
+        Command::Audit { action, after, limit, json, client } => {
+            cmd_server_client::audit(action, after, limit, json, &client)
         }
         Command::Serve(a) => cmd_serve::run(*a, &ctx),
-        Command::Pipeline(c) => cmd_pipeline::run(c, &cli.client, &ctx),
-        Command::Simulate(a) => cmd_simulate::run(*a, &cli.client, &ctx),
+        Command::Pipeline(s) => cmd_pipeline::run(s.cmd, &s.client, &ctx),
+        Command::Simulate(a) => {
+            let a = *a;
+            cmd_simulate::run(a.args, &a.client, &ctx)
+        }
         Command::Demo(a) => demo::run(a, &ctx),
     };
     match result {
@@ -136,5 +172,41 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
+
+    /// Every command says what it does and shows an example; every flag
+    /// and argument says what it is; server flags only where a server is used.
+    #[test]
+    fn every_command_explains_itself() {
+        fn walk(cmd: &clap::Command, path: &str, problems: &mut Vec<String>) {
+            let path = format!("{path} {}", cmd.get_name()).trim().to_owned();
+            if cmd.get_about().is_none() {
+                problems.push(format!("{path}: no description"));
+            }
+            let leaf = !cmd.has_subcommands();
+            if leaf && !cmd.get_after_help().is_some_and(|h| h.to_string().contains("updraft")) {
+                problems.push(format!("{path}: no example in --help"));
+            }
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if matches!(id, "help" | "version") || a.is_hide_set() {
+                    continue;
+                }
+                if a.get_help().is_none() {
+                    problems.push(format!("{path}: {id} has no description"));
+                }
+                let offline = ["keys", "trust", "bundle", "serve", "demo"];
+                if matches!(id, "server" | "token") && offline.iter().any(|o| path.starts_with(&format!("updraft {o}")))
+                {
+                    problems.push(format!("{path}: --{id} on a command that uses no server"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &path, problems);
+            }
+        }
+        let mut problems = Vec::new();
+        walk(&<super::Cli as clap::CommandFactory>::command(), "", &mut problems);
+        assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
     }
 }
