@@ -125,7 +125,7 @@ fn status_text(v: &serde_json::Value, s: &mut String) {
         s.push_str(&format!("  reason: {reason}\n"));
     }
     for (i, w) in v["perWave"].as_array().into_iter().flatten().enumerate() {
-        if w["assigned"].as_u64().unwrap_or(0) == 0 {
+        if w["assigned"].as_u64().unwrap_or(0) == 0 && w["heldBack"].as_u64().unwrap_or(0) == 0 {
             continue;
         }
         s.push_str(&format!(
@@ -142,26 +142,68 @@ fn status_text(v: &serde_json::Value, s: &mut String) {
     for g in v["gates"].as_array().into_iter().flatten() {
         let t = &g["test"];
         s.push_str(&format!(
-            "  gate {:<20} {:<22} {:<9} {} of {} failed (threshold {})\n",
+            "  gate {:<20} {:<22} {:<9} {} of {} failed ({})\n",
             g["gate"].as_str().unwrap_or("?"),
             g["scope"].as_str().unwrap_or("?"),
             t["verdict"].as_str().unwrap_or("?"),
             t["failures"],
             t["trials"],
-            t["threshold"]
+            g["limit"].as_str().unwrap_or("?")
         ));
     }
 }
 
-fn watch(c: &crate::client::Client, id: &str) -> anyhow::Result<()> {
+/// A one-line summary of a rollout's progress (what `--watch` prints per
+/// change when it does not draw bars).
+fn summary_line(id: &str, v: &serde_json::Value) -> String {
+    let mut line = format!("{id}: {} wave {}/{}", v["state"]["state"].as_str().unwrap_or("?"), v["wave"], v["waves"]);
+    if let Some(reason) = v["state"]["reason"].as_str() {
+        line.push_str(&format!(" ({reason})"));
+    }
+    for (i, w) in v["perWave"].as_array().into_iter().flatten().enumerate() {
+        if w["assigned"].as_u64().unwrap_or(0) > 0 {
+            line.push_str(&format!(
+                "; wave {}: {} assigned, {} committed, {} reverted, {} failed, {} silent",
+                i + 1,
+                w["assigned"],
+                w["committed"],
+                w["reverted"],
+                w["failed"],
+                w["silent"]
+            ));
+        }
+    }
+    line
+}
+
+/// Follows a rollout until it ends: bars per wave on a terminal; else a
+/// line on stdout whenever something changes.
+fn watch(c: &crate::client::Client, id: &str, bars_on: bool) -> anyhow::Result<()> {
+    use std::io::Write;
     let multi = indicatif::MultiProgress::new();
-    let style =
-        indicatif::ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} done {msg}").expect("template");
+    let style = indicatif::ProgressStyle::with_template("{prefix:>8} [{bar:30}] {msg}").expect("template");
     let header = multi.add(indicatif::ProgressBar::new_spinner());
     let mut bars: Vec<indicatif::ProgressBar> = Vec::new();
+    let mut last = String::new();
     loop {
         let v = c.get(&format!("/api/v1/rollouts/{id}"))?;
         let state = v["state"]["state"].as_str().unwrap_or("?").to_owned();
+        let ended = matches!(state.as_str(), "completed" | "aborted" | "rolled_back");
+        if !bars_on {
+            let line = summary_line(id, &v);
+            if line != last {
+                let mut out = std::io::stdout().lock();
+                if writeln!(out, "{} {line}", updraft_types::Timestamp::now()).and_then(|()| out.flush()).is_err() {
+                    return Ok(()); // the reader went away
+                }
+                last = line;
+            }
+            if ended {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_secs(2));
+            continue;
+        }
         header.set_message(format!(
             "{} of {}: {state}, wave {}/{}",
             id,
@@ -171,21 +213,27 @@ fn watch(c: &crate::client::Client, id: &str) -> anyhow::Result<()> {
         ));
         for (i, w) in v["perWave"].as_array().into_iter().flatten().enumerate() {
             if bars.len() <= i {
-                let b = multi.add(indicatif::ProgressBar::new(0));
+                let b = multi.add(indicatif::ProgressBar::new(1));
                 b.set_style(style.clone());
                 b.set_prefix(format!("wave {}", i + 1));
                 bars.push(b);
             }
+            let assigned = w["assigned"].as_u64().unwrap_or(0);
             let done =
                 ["committed", "reverted", "failed", "silent"].iter().map(|k| w[*k].as_u64().unwrap_or(0)).sum::<u64>();
-            bars[i].set_length(w["assigned"].as_u64().unwrap_or(0));
+            // An empty wave is an empty bar, not a full one.
+            bars[i].set_length(assigned.max(1));
             bars[i].set_position(done);
-            bars[i].set_message(format!(
-                "{} committed, {} reverted, {} failed, {} silent",
-                w["committed"], w["reverted"], w["failed"], w["silent"]
-            ));
+            bars[i].set_message(if assigned == 0 {
+                "not started".to_owned()
+            } else {
+                format!(
+                    "{done}/{assigned} done: {} committed, {} reverted, {} failed, {} silent",
+                    w["committed"], w["reverted"], w["failed"], w["silent"]
+                )
+            });
         }
-        if matches!(state.as_str(), "completed" | "aborted" | "rolled_back") {
+        if ended {
             header.finish();
             for b in &bars {
                 b.finish();
@@ -260,8 +308,9 @@ pub fn run(cmd: RolloutCmd, client: &crate::client::ClientArgs, ctx: &Ctx) -> an
         }
         RolloutCmd::Status { id, watch: live, json } => {
             let c = crate::client::Client::new(client)?;
-            if live && crate::output::progress_enabled(ctx.quiet, json) {
-                watch(&c, &id)?;
+            if live {
+                // Bars on a terminal; a line per change otherwise (logs, pipes).
+                watch(&c, &id, crate::output::progress_enabled(ctx.quiet, json))?;
             }
             let v = c.get(&format!("/api/v1/rollouts/{id}"))?;
             emit(json, &v, |s| status_text(&v, s))?;

@@ -60,6 +60,19 @@ pub struct ServeArgs {
     /// The private key of --tls-cert (PEM).
     #[arg(long, env = "UPDRAFT_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Log lines as text (colours only on a terminal) or as JSON objects.
+    #[arg(long, env = "UPDRAFT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// How the server writes its log.
+#[derive(Clone, Copy, Debug, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line per event; ANSI colours only when stderr is a terminal and NO_COLOR is unset.
+    #[default]
+    Text,
+    /// One JSON object per line (for log shippers).
+    Json,
 }
 
 #[derive(Deserialize, Default)]
@@ -122,14 +135,17 @@ pub fn run(a: ServeArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
             _ => anyhow::bail!("TLS needs both a certificate and a key; hint: --tls-cert and --tls-key"),
         },
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("UPDRAFT_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::env::var_os("NO_COLOR").is_none())
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("UPDRAFT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match a.log_format {
+        LogFormat::Text => {
+            use std::io::IsTerminal;
+            let colours = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            builder.with_ansi(colours).init();
+        }
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let tls_on = config.tls.is_some();
     runtime.block_on(async move {

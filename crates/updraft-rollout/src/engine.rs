@@ -1361,7 +1361,7 @@ impl Controller {
                         }
                     }
                 };
-                out.push(GateReport { gate: g.name(), scope: scope.clone(), test: t });
+                out.push(GateReport { gate: g.name(), scope: scope.clone(), limit: g.limit(), test: t });
             }
             if matches!(g.kind, GateKind::Metric { .. }) {
                 metric_bit += 1;

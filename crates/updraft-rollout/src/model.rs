@@ -107,7 +107,7 @@ pub enum Input {
 
 /// Why a device installs something.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
+#[serde(rename_all = "snake_case", rename_all_fields = "camelCase", tag = "kind")]
 pub enum InstallReason {
     Rollout,
     /// A release that meets a requirement of the rollout's release first.
@@ -122,7 +122,7 @@ pub enum InstallReason {
 
 /// Why a device gets nothing now.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
+#[serde(rename_all = "snake_case", rename_all_fields = "camelCase", tag = "kind")]
 pub enum StayReason {
     /// No rollout applies to this device.
     NoRollout,
@@ -179,7 +179,7 @@ impl StayReason {
 
 /// The answer to a check-in.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "action")]
+#[serde(rename_all = "snake_case", rename_all_fields = "camelCase", tag = "action")]
 pub enum Decision {
     Install { release: ReleaseId, rollout: RolloutId, reason: InstallReason },
     Stay { reason: StayReason },
@@ -187,7 +187,7 @@ pub enum Decision {
 
 /// A rollout's state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "state")]
+#[serde(rename_all = "snake_case", rename_all_fields = "camelCase", tag = "state")]
 pub enum RolloutState {
     Created,
     Running,
@@ -203,6 +203,9 @@ pub enum RolloutState {
 }
 
 impl RolloutState {
+    /// Every state's name, for one-hot gauges.
+    pub const NAMES: [&'static str; 6] = ["created", "running", "paused", "completed", "aborted", "rolled_back"];
+
     pub fn name(&self) -> &'static str {
         match self {
             RolloutState::Created => "created",
@@ -222,12 +225,14 @@ pub struct GateReport {
     pub gate: String,
     /// `all`, `hardware=rev-c` or `region=eu`.
     pub scope: String,
+    /// The gate's limit in words (`crash rate < 1.5x the baseline`).
+    pub limit: String,
     pub test: ProportionTest,
 }
 
 /// What the controller wants done or known.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "output")]
+#[serde(rename_all = "snake_case", rename_all_fields = "camelCase", tag = "output")]
 pub enum Output {
     Decision {
         device: DeviceId,

@@ -111,7 +111,7 @@ pub struct Wave {
 
 /// What a gate measures.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
+#[serde(rename_all = "snake_case", rename_all_fields = "camelCase", tag = "kind")]
 pub enum GateKind {
     /// Downloads and installs that fail (or go silent before installing).
     Install { max_failure_rate: f64 },
@@ -128,6 +128,7 @@ pub enum GateKind {
 
 /// A health gate: a statistical test on what the devices report.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Gate {
     #[serde(flatten)]
     pub kind: GateKind,
@@ -202,6 +203,19 @@ impl Gate {
             GateKind::Health { .. } => "health".into(),
             GateKind::CrashRate { .. } => "crash_rate".into(),
             GateKind::Metric { metric, .. } => format!("metric:{metric}"),
+        }
+    }
+
+    /// The gate's limit in words (`failure rate < 5%`, `crash rate < 1.5x the baseline`).
+    pub fn limit(&self) -> String {
+        match &self.kind {
+            GateKind::Install { max_failure_rate }
+            | GateKind::Boot { max_failure_rate }
+            | GateKind::Health { max_failure_rate } => format!("failure rate < {}%", max_failure_rate * 100.0),
+            GateKind::CrashRate { max_ratio, .. } => format!("crash rate < {max_ratio}x the baseline"),
+            GateKind::Metric { max_value, max_failure_rate, .. } => {
+                format!("share above {max_value} < {}%", max_failure_rate * 100.0)
+            }
         }
     }
 }

@@ -128,16 +128,39 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-/// Request latency by route.
+tokio::task_local! {
+    /// Who made the request being served (set by `require`), for the request log.
+    static ACTOR: std::cell::RefCell<Option<String>>;
+}
+
+/// Request latency by route, and one log line per request: method, route,
+/// status, latency and the caller's name (never a token). Operator API
+/// calls log at info; the device API (check-ins, events, downloads: the
+/// bulk of the traffic) at debug.
 async fn observe(req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().clone();
     let started = Instant::now();
-    let res = next.run(req).await;
-    METRICS.latency.get_or_create(&crate::metrics::Route { route }).observe(started.elapsed().as_secs_f64());
+    let (res, actor) = ACTOR
+        .scope(std::cell::RefCell::new(None), async move {
+            let res = next.run(req).await;
+            (res, ACTOR.with(|a| a.borrow().clone()))
+        })
+        .await;
+    let elapsed = started.elapsed();
+    let status = res.status().as_u16();
+    let actor = actor.as_deref().unwrap_or("-");
+    let latency_ms = format!("{:.3}", elapsed.as_secs_f64() * 1000.0);
+    if route.starts_with("/api/v1/device/") || route.starts_with("/api/v1/artifacts/") || route == "/metrics" {
+        tracing::debug!(%method, %route, status, %latency_ms, %actor, "request");
+    } else {
+        tracing::info!(%method, %route, status, %latency_ms, %actor, "request");
+    }
+    METRICS.latency.get_or_create(&crate::metrics::Route { route }).observe(elapsed.as_secs_f64());
     res
 }
 
@@ -181,6 +204,7 @@ async fn authenticate(app: &App, headers: &HeaderMap) -> ApiResult<Actor> {
 
 pub(crate) async fn require(app: &App, headers: &HeaderMap, access: Access) -> ApiResult<Actor> {
     let actor = authenticate(app, headers).await?;
+    let _ = ACTOR.try_with(|a| *a.borrow_mut() = Some(actor.label()));
     match (access, &actor) {
         (Access::Public, _) | (Access::Any, _) => Ok(actor),
         (Access::Device, Actor::Device { .. }) => Ok(actor),
@@ -268,13 +292,16 @@ pub(crate) async fn apply(app: &App, entry: Entry) -> ApiResult<Vec<Output>> {
             Output::StateChanged { rollout, state } => {
                 let detail = serde_json::to_string(state).unwrap_or_default();
                 audit_system(app, "rollout.state", rollout.as_str(), detail).await;
-                METRICS
-                    .rollout_state
-                    .get_or_create(&crate::metrics::RolloutState {
-                        rollout: rollout.to_string(),
-                        state: state.name().into(),
-                    })
-                    .set(1);
+                // One-hot: 1 for the state the rollout is in, 0 for the others.
+                for name in updraft_rollout::RolloutState::NAMES {
+                    METRICS
+                        .rollout_state
+                        .get_or_create(&crate::metrics::RolloutState {
+                            rollout: rollout.to_string(),
+                            state: name.into(),
+                        })
+                        .set(i64::from(name == state.name()));
+                }
             }
             Output::WaveStarted { rollout, wave, target_devices } => {
                 audit_system(app, "rollout.wave", rollout.as_str(), format!("wave {wave}, {target_devices} devices"))

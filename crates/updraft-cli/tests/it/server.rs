@@ -10,6 +10,8 @@ use crate::{create_args, key, strs, updraft, updraft_with, workspace};
 struct Server {
     child: Child,
     url: String,
+    /// What it wrote to stderr so far.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Drop for Server {
@@ -24,8 +26,7 @@ fn serve(dir: &Path) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_updraft"))
         .args(["serve", "--listen", "127.0.0.1:0", "--trust", "root.json", "--data-dir", "data"])
         .current_dir(dir)
-        .env("UPDRAFT_LOG", "warn")
-        .env("NO_COLOR", "1")
+        .env("UPDRAFT_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -41,8 +42,14 @@ fn serve(dir: &Path) -> Server {
     }
     let url = url.expect("the server printed its address");
     // Keep reading its stderr so that it never writes into a closed pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Server { child, url }
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = log.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            kept.lock().unwrap().push(line);
+        }
+    });
+    Server { child, url, log }
 }
 
 fn read_admin_token(server: &mut Server) -> String {
@@ -99,6 +106,13 @@ fn the_cli_drives_a_server_that_survives_sigkill() {
     assert!(run.stdout.contains(": paused"), "{}", run.stdout);
     let run = cli(d, &server, &operator, &["rollout", "pause", "r1"]);
     assert_eq!(run.code, 1, "pausing twice is refused: {}", run.stderr);
+    // The server's log: a line per operator call with the caller's name,
+    // no colours on a pipe, never a secret.
+    let log = server.log.lock().unwrap().join("\n");
+    assert!(log.contains("route=/api/v1/rollouts/{id}/{command} status=409"), "{log}");
+    assert!(log.contains("actor=token:ops"), "{log}");
+    assert!(!log.contains('\u{1b}'), "ANSI codes in a log on a pipe: {log}");
+    assert!(!log.contains("upa_") && !log.contains("upd_"), "a secret in the log: {log}");
     let enroll = cli(d, &server, &admin, &["enroll-token", "create", "--uses", "5", "--expires", "1h"])
         .ok()
         .stdout
@@ -129,6 +143,10 @@ fn the_cli_drives_a_server_that_survives_sigkill() {
     ] {
         assert!(actions.contains(&a), "{a} missing: {actions:?}");
     }
+    // --watch on a pipe: a line per change, and it ends with the rollout.
+    cli(d, &server, &operator, &["rollout", "abort", "r1"]).ok();
+    let run = cli(d, &server, &operator, &["rollout", "status", "r1", "--watch"]).ok();
+    assert!(run.stdout.contains("r1: aborted wave 1/2"), "{}", run.stdout);
     // Unreachable server: exit 2.
     let run = updraft_with(d, &["release", "list"], |c| {
         c.env("UPDRAFT_SERVER", "http://127.0.0.1:9").env("UPDRAFT_TOKEN", "x");

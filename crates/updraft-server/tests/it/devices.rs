@@ -51,7 +51,7 @@ fn a_devices_life_on_the_server() {
         let r = server.post_json(
             "/api/v1/rollouts",
             Some(&operator),
-            json!({"id": "r1", "release": "fw@2.0.0", "plan": plan}),
+            json!({"id": "life-1", "release": "fw@2.0.0", "plan": plan}),
         );
         assert_eq!(r.status, 201, "{}", r.body);
         let inventory = json!({"release": "fw@1.0.0", "slot": "A", "bootState": "good", "securityVersion": 1,

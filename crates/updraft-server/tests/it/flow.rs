@@ -137,6 +137,11 @@ fn publish_enroll_roll_out_download_report_restart() {
         assert_eq!(r.json()["reason"], "failed_before", "{}", r.body);
         let metrics = server.call("GET", "/metrics", None, None, &[]).body;
         assert!(metrics.contains("updraft_check_ins_total"), "{metrics}");
+        // The state gauge is one-hot.
+        for (state, value) in [("running", 1), ("paused", 0), ("created", 0), ("aborted", 0)] {
+            let line = format!("updraft_rollout_state{{rollout=\"r1\",state=\"{state}\"}} {value}");
+            assert!(metrics.contains(&line), "{line} missing:\n{metrics}");
+        }
     }
 }
 
