@@ -129,15 +129,28 @@ fn status_text(v: &serde_json::Value, s: &mut String) {
             continue;
         }
         s.push_str(&format!(
-            "  wave {}: assigned {}, in progress {}, committed {}, reverted {}, failed {}, silent {}\n",
+            "  wave {}: assigned {}, in progress {}, committed {}, reverted {}, failed {}, silent {}, held back {}\n",
             i + 1,
             w["assigned"],
             w["inProgress"],
             w["committed"],
             w["reverted"],
             w["failed"],
-            w["silent"]
+            w["silent"],
+            w["heldBack"]
         ));
+    }
+    let held = v["heldBack"].as_array().map(Vec::as_slice).unwrap_or_default();
+    if !held.is_empty() {
+        s.push_str("  held back:\n");
+        for h in held {
+            s.push_str(&format!(
+                "    {} (wave {}): {}\n",
+                h["device"].as_str().unwrap_or("?"),
+                h["wave"],
+                h["reason"].as_str().unwrap_or("?")
+            ));
+        }
     }
     for g in v["gates"].as_array().into_iter().flatten() {
         let t = &g["test"];

@@ -113,7 +113,16 @@ type Rel = u32;
 /// What a read-only decision found: the answer, or that an assignment is due.
 enum Step {
     Done(Decision),
-    Assign { r: usize, target: Rel, reason: InstallReason },
+    Assign {
+        r: usize,
+        target: Rel,
+        reason: InstallReason,
+    },
+    /// In the wave's cohort, but a requirement is unmet (and no stepping stone meets it).
+    HeldBack {
+        r: usize,
+        requirement: String,
+    },
 }
 
 /// A device: about 90 bytes, plus its id once in the index.
@@ -246,6 +255,9 @@ struct Rollout {
     next_eval: UnixMs,
     verdicts: Vec<(String, String, Verdict)>,
     last_reports: Vec<GateReport>,
+    /// Devices of an admitted cohort held back by a requirement: device
+    /// index → (wave, id, requirement). Few, so a side map (members stay 24 bytes).
+    held_back: std::collections::BTreeMap<u32, (u8, DeviceId, String)>,
 }
 
 impl Rollout {
@@ -547,6 +559,7 @@ impl Controller {
             next_eval: self.now,
             verdicts: Vec::new(),
             last_reports: Vec::new(),
+            held_back: Default::default(),
         });
         self.rollout_index.insert(id.clone(), r);
         // Bulk selection: sort each stratum once.
@@ -722,11 +735,11 @@ impl Controller {
         let now_s = self.secs(self.now);
         let reported = release.as_ref().and_then(|r| self.release_index.get(r).copied());
         self.devices[idx as usize].release = reported;
-        let decision = self.decide(idx, now_s);
+        let decision = self.decide(idx, id, now_s);
         self.outputs.push_back(Output::Decision { device: id.clone(), decision });
     }
 
-    fn decide(&mut self, idx: u32, now_s: u32) -> Decision {
+    fn decide(&mut self, idx: u32, id: &DeviceId, now_s: u32) -> Decision {
         for r in 0..self.rollouts.len() {
             if let Some(m) = self.rollouts[r].member_mut(idx) {
                 m.last_seen_s = now_s;
@@ -734,8 +747,15 @@ impl Controller {
         }
         let (r, target, reason) = match self.decide_readonly(idx, self.now) {
             Step::Done(d) => return d,
+            Step::HeldBack { r, requirement } => {
+                let rollout = &mut self.rollouts[r];
+                let wave = rollout.wave as u8;
+                rollout.held_back.insert(idx, (wave, id.clone(), requirement.clone()));
+                return Decision::Stay { reason: StayReason::HeldBack { requirement } };
+            }
             Step::Assign { r, target, reason } => (r, target, reason),
         };
+        self.rollouts[r].held_back.remove(&idx);
         // Pacing.
         if !self.take_pacing_slot(r) {
             return Decision::Stay { reason: StayReason::Paced };
@@ -767,6 +787,11 @@ impl Controller {
         match self.decide_readonly(idx, now) {
             Step::Done(d) => Some(d),
             Step::Assign { .. } => None,
+            // Read-only only once recorded as held back for this reason.
+            Step::HeldBack { r, requirement } => {
+                let known = self.rollouts[r].held_back.get(&idx).is_some_and(|(_, _, q)| *q == requirement);
+                known.then_some(Decision::Stay { reason: StayReason::HeldBack { requirement } })
+            }
         }
     }
 
@@ -871,7 +896,7 @@ impl Controller {
             None => (rel, InstallReason::Rollout),
             Some(req) => match self.stepping_stone(idx, rel, 0) {
                 Some(s) => (s, InstallReason::SteppingStone { toward: self.releases[rel as usize].info.id.clone() }),
-                None => return Step::Done(Decision::Stay { reason: StayReason::HeldBack { requirement: req } }),
+                None => return Step::HeldBack { r, requirement: req },
             },
         };
         if member.status == MemberStatus::SteppingStone && target != rel {
@@ -1393,8 +1418,28 @@ impl Controller {
                 c.add(m.status);
             }
         }
+        for (&idx, (wave, _, _)) in &rollout.held_back {
+            let Some(m) = rollout.member(idx) else { continue };
+            if m.status == MemberStatus::Selected {
+                let last = waves.len().saturating_sub(1);
+                waves[usize::from(*wave).min(last)].held_back += 1;
+                strata[m.stratum as usize].1.held_back += 1;
+            }
+        }
+        let held_back = rollout
+            .held_back
+            .iter()
+            .filter(|(&idx, _)| rollout.member(idx).is_some_and(|m| m.status == MemberStatus::Selected))
+            .take(MAX_HELD_BACK_LISTED)
+            .map(|(_, (wave, id, requirement))| HeldBackDevice {
+                device: id.clone(),
+                wave: usize::from(*wave) + 1,
+                reason: StayReason::HeldBack { requirement: requirement.clone() }.describe(),
+            })
+            .collect();
         strata.sort_by(|a, b| a.0.cmp(&b.0));
         Some(RolloutStatus {
+            held_back,
             rollout: rollout.id.clone(),
             release: self.releases[rollout.release as usize].info.id.clone(),
             state: rollout.state.clone(),
@@ -1425,6 +1470,8 @@ impl Controller {
 pub struct StatusCounts {
     pub selected: u64,
     pub assigned: u64,
+    /// In the wave's cohort but held back by an unmet requirement.
+    pub held_back: u64,
     pub in_progress: u64,
     pub committed: u64,
     pub reverted: u64,
@@ -1461,6 +1508,21 @@ pub struct RolloutStatus {
     /// Keyed `hardware/region`.
     pub per_stratum: Vec<(String, StatusCounts)>,
     pub gates: Vec<GateReport>,
+    /// Devices held back by a requirement (at most [`MAX_HELD_BACK_LISTED`]), with why.
+    pub held_back: Vec<HeldBackDevice>,
+}
+
+/// Held-back devices a status lists.
+pub const MAX_HELD_BACK_LISTED: usize = 100;
+
+/// A device held back from a rollout, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeldBackDevice {
+    pub device: DeviceId,
+    /// The wave whose cohort admitted it, from 1.
+    pub wave: usize,
+    pub reason: String,
 }
 
 /// Devices a wave holds: its share of the selected fleet, at least its

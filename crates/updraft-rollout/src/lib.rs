@@ -13,7 +13,9 @@ pub mod model;
 pub mod plan;
 pub mod stats;
 
-pub use engine::{cohort_hash, Controller, MemberStatus, RolloutStatus, StatusCounts};
+pub use engine::{
+    cohort_hash, Controller, HeldBackDevice, MemberStatus, RolloutStatus, StatusCounts, MAX_HELD_BACK_LISTED,
+};
 pub use model::*;
 pub use plan::{Gate, GateKind, OnFailure, OnInconclusive, Plan, Selector, Wave, WaveSize, Window};
 pub use stats::Verdict;

@@ -60,11 +60,18 @@ fn a_devices_life_on_the_server() {
         let r = check_in(&token, inventory.clone());
         assert_eq!(r.json()["reason"], "held_back", "{}", r.body);
         assert_eq!(r.json()["detail"], "held back: requires bootloader >=1.4 (device has 1.2.0)", "{}", r.body);
+        // The rollout's status lists it, with the reason, counted in its wave.
+        let st = server.get("/api/v1/rollouts/life-1", &viewer).json();
+        assert_eq!(st["perWave"][0]["heldBack"], 1, "{st}");
+        assert_eq!(st["heldBack"][0]["device"], "m-1", "{st}");
+        assert_eq!(st["heldBack"][0]["reason"], "held back: requires bootloader >=1.4 (device has 1.2.0)");
         // The bootloader is updated: the next check-in's components get it the release.
         let mut newer = inventory.clone();
         newer["components"] = json!({"bootloader": "1.4.2"});
         let r = check_in(&token, newer);
         assert_eq!(r.json()["assignment"]["release"], "fw@2.0.0", "{}", r.body);
+        let st = server.get("/api/v1/rollouts/life-1", &viewer).json();
+        assert_eq!(st["heldBack"], json!([]), "{st}");
         // A failure with its log tail, kept with the device.
         let log = format!("health check app failed: exit status: 1; output:\n{}", "panic in main loop\n".repeat(10));
         let r = server.post_json(
