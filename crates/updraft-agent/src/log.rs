@@ -29,6 +29,13 @@ impl Level {
 
 static MAX: AtomicU8 = AtomicU8::new(Level::Info as u8);
 
+/// The newest lines written (at any level that is written), for failure
+/// reports: the server keeps them with the device's history.
+static RECENT: std::sync::Mutex<std::collections::VecDeque<String>> =
+    std::sync::Mutex::new(std::collections::VecDeque::new());
+/// Bytes of recent lines kept.
+pub const RECENT_BYTES: usize = 16 * 1024;
+
 /// Reads `UPDRAFT_LOG`; an unknown value keeps `info` and says so.
 pub fn init_from_env() {
     let Ok(v) = std::env::var("UPDRAFT_LOG") else { return };
@@ -46,6 +53,12 @@ pub fn init_from_env() {
     MAX.store(level, Ordering::Relaxed);
 }
 
+/// Writes messages up to `level` only (`None`: nothing), whatever
+/// `UPDRAFT_LOG` says: for programs that run agents in-process (the demo).
+pub fn set_max(level: Option<Level>) {
+    MAX.store(level.map_or(0, |l| l as u8), Ordering::Relaxed);
+}
+
 /// Whether messages at `level` are written.
 pub fn enabled(level: Level) -> bool {
     level as u8 <= MAX.load(Ordering::Relaxed)
@@ -58,6 +71,20 @@ pub fn log(level: Level, message: &str) {
     }
     let line = format!("{}: {}\n", level.name(), message.trim_end().replace('\n', " | "));
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    let mut recent = RECENT.lock().unwrap_or_else(|e| e.into_inner());
+    recent.push_back(line);
+    let mut size: usize = recent.iter().map(String::len).sum();
+    while size > RECENT_BYTES {
+        match recent.pop_front() {
+            Some(l) => size -= l.len(),
+            None => break,
+        }
+    }
+}
+
+/// The newest log lines, oldest first (at most [`RECENT_BYTES`]).
+pub fn recent() -> String {
+    RECENT.lock().unwrap_or_else(|e| e.into_inner()).iter().map(String::as_str).collect()
 }
 
 pub fn error(message: &str) {

@@ -25,6 +25,9 @@ use crate::config::{BootloaderConfig, Config};
 use crate::log;
 use crate::slots::{read_back, SlotWriter, SYNC_EVERY};
 
+/// The tail of a failed health check's output kept in its report.
+pub const HEALTH_OUTPUT_BYTES: usize = 32 * 1024;
+
 /// Why the shell stopped.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Stop {
@@ -357,8 +360,15 @@ impl Shell {
         }
         let server = self.server().map_err(|e| ServerError::Refused { status: 0, message: e.to_string() })?;
         let url = format!("{server}{}", updraft_proto::paths::EVENTS);
-        let body =
-            updraft_proto::EventRequest { release: e.release.clone(), event: e.kind, detail: Some(e.detail.clone()) };
+        // A failure goes with the tail of the agent's log (bounded; the
+        // server keeps it in the device's history).
+        let detail = match e.kind {
+            InstallEvent::Failed | InstallEvent::RevertedBoot | InstallEvent::RevertedHealth => {
+                format!("{}\n-- the agent's log, newest last --\n{}", e.detail, log::recent())
+            }
+            _ => e.detail.clone(),
+        };
+        let body = updraft_proto::EventRequest { release: e.release.clone(), event: e.kind, detail: Some(detail) };
         let token = self.token().unwrap_or_default();
         let mut res =
             self.http.post(&url).header("Authorization", &token).send_json(&body).map_err(|e| server_error(&url, e))?;
@@ -628,7 +638,7 @@ impl Shell {
                 }
             };
             if let Some(reason) = verdict {
-                let tail = tail_of(out, updraft_agent_core::MAX_DETAIL_BYTES - 1024);
+                let tail = tail_of(out, HEALTH_OUTPUT_BYTES);
                 let detail = if tail.trim().is_empty() { reason } else { format!("{reason}; output:\n{tail}") };
                 return (false, detail);
             }

@@ -225,6 +225,14 @@ fn a_good_release_commits_and_a_bad_one_reverts() {
     assert_eq!(j.installed.slot, Slot::A);
     assert!(j.unreported.is_empty());
 
+    // The failure is kept with the device: the health check's verdict and
+    // the tail of the agent's log.
+    let d = lab.api("GET", "/api/v1/devices/bad-1", vec![]);
+    let failure = d["history"].as_array().unwrap().iter().find(|h| h["kind"] == "reverted_health").cloned();
+    let detail = failure.map(|h| h["detail"].as_str().unwrap_or_default().to_owned()).unwrap_or_default();
+    assert!(detail.contains("health check app failed"), "{d}");
+    assert!(detail.contains("-- the agent's log, newest last --"), "{detail}");
+
     // The server heard both.
     let status = lab.api("GET", "/api/v1/rollouts/r1", vec![]);
     assert_eq!(status["perWave"][0]["committed"], 1, "{status}");
@@ -439,10 +447,27 @@ B = {b:?}
     let (code, _, err) = agent(&["enroll", "--server", &lab.url, "--token", token, "--device-id", "dev-1"], &config);
     assert_eq!(code, Some(1), "enrolled already: {err}");
 
-    // Nothing assigned yet: exit 0 and the server's reason.
+    // Inventory scripts: KEY=VALUE lines, reported at each check-in.
+    std::fs::create_dir_all(d.join("inventory")).unwrap();
+    std::fs::write(d.join("inventory/site"), "#!/bin/sh\necho site=berlin\necho 'not a pair'\necho floor=3\n").unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(d.join("inventory/site"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "reboot_command = [\"true\"]",
+        "reboot_command = [\"true\"]\ninventory_dir = \"inventory\"",
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+
+    // Nothing assigned yet: exit 0 and the server's reason in words.
     let (code, out, err) = agent(&["check"], &config);
     assert_eq!(code, Some(0), "{err}");
-    assert!(out.starts_with("up to date: fw@1.0.0 (slot A)"), "{out}");
+    assert_eq!(out, "up to date: fw@1.0.0 (slot A) (server: no rollout applies to this device)\n");
+    let dev = lab.api("GET", "/api/v1/devices/dev-1", vec![]);
+    assert_eq!(dev["inventory"]["attr.site"], "berlin", "{dev}");
+    assert_eq!(dev["inventory"]["attr.floor"], "3", "{dev}");
+    assert_eq!(dev["inventory"]["slot"], "A", "{dev}");
+    assert!(dev["inventory"]["freeBytes"].as_str().is_some_and(|f| f.parse::<u64>().is_ok()), "{dev}");
 
     // A rollout, and a reboot command that does not reboot.
     let plan = "[selector]\nfamily = \"sensor\"\n[[waves]]\npercent = 100\nsoak = \"1d\"\n";
