@@ -450,7 +450,6 @@ B = {b:?}
     // Inventory scripts: KEY=VALUE lines, reported at each check-in.
     std::fs::create_dir_all(d.join("inventory")).unwrap();
     std::fs::write(d.join("inventory/site"), "#!/bin/sh\necho site=berlin\necho 'not a pair'\necho floor=3\n").unwrap();
-    use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(d.join("inventory/site"), std::fs::Permissions::from_mode(0o755)).unwrap();
     let text = std::fs::read_to_string(&config).unwrap().replacen(
         "reboot_command = [\"true\"]",
