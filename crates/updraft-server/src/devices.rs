@@ -150,6 +150,11 @@ pub async fn check_in(app: &App, device: &DeviceId, req: &CheckInRequest) -> Api
     };
     debug_assert!(due);
     let mut row = app.store.device(device.as_str()).await?.ok_or_else(ApiError::unauthorized)?;
+    if row.status == DeviceStatus::Decommissioned {
+        // Decommissioned on another replica: this one's caches learn it here.
+        forget(app, device.as_str());
+        return Err(ApiError::unauthorized());
+    }
     let before: BTreeMap<String, String> = row.inventory.iter().cloned().collect();
     let inventory_changed = stable(&before) != stable(&inventory);
     let components: Vec<(String, String)> = req.components.clone().into_iter().collect();
