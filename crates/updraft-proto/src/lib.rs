@@ -22,6 +22,7 @@ pub mod paths {
 
 /// The body of every 4xx and 5xx response.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorBody {
     /// A stable, kebab-case code (`unauthorized`, `forbidden`, `conflict`...).
@@ -34,6 +35,7 @@ pub struct ErrorBody {
 
 /// `POST /api/v1/device/enroll`: a device registers with an enrollment token.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EnrollRequest {
     pub enrollment_token: String,
@@ -58,6 +60,7 @@ pub struct EnrollRequest {
 
 /// The answer to an enrollment: the device's own token, shown once.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct EnrollResponse {
     pub device_id: DeviceId,
@@ -73,6 +76,7 @@ fn active() -> String {
 
 /// Which slot booted and how.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum BootState {
     /// Running a committed slot.
@@ -85,6 +89,7 @@ pub enum BootState {
 
 /// `POST /api/v1/device/check-in`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CheckInRequest {
     pub release: Option<ReleaseId>,
@@ -117,6 +122,7 @@ pub const MAX_INVENTORY_VALUE_BYTES: usize = 1024;
 
 /// What a device should install.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Assignment {
     pub release: ReleaseId,
@@ -131,6 +137,7 @@ pub struct Assignment {
 
 /// The answer to a check-in.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CheckInResponse {
     pub assignment: Option<Assignment>,
@@ -148,6 +155,7 @@ pub use updraft_types::InstallEvent;
 
 /// `POST /api/v1/device/events`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EventRequest {
     pub release: ReleaseId,
@@ -158,6 +166,7 @@ pub struct EventRequest {
 
 /// `POST /api/v1/device/health`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HealthRequest {
     pub period_s: u32,
@@ -173,6 +182,7 @@ pub struct HealthRequest {
 
 /// A role an API token carries. Each includes the ones before it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Viewer,
@@ -213,6 +223,7 @@ impl Role {
 
 /// `POST /api/v1/tokens`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateTokenRequest {
     pub name: String,
@@ -221,6 +232,7 @@ pub struct CreateTokenRequest {
 
 /// A created API token; the secret is shown once.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CreatedToken {
     pub id: i64,
@@ -231,6 +243,7 @@ pub struct CreatedToken {
 
 /// An API token as listed (never the secret).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct TokenInfo {
     pub id: i64,
@@ -242,6 +255,7 @@ pub struct TokenInfo {
 
 /// `POST /api/v1/enrollment-tokens`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateEnrollmentTokenRequest {
     /// How many devices may enroll with it.
@@ -254,6 +268,7 @@ pub struct CreateEnrollmentTokenRequest {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CreatedEnrollmentToken {
     pub token: String,
@@ -264,6 +279,7 @@ pub struct CreatedEnrollmentToken {
 
 /// A published release.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Release {
     pub id: ReleaseId,
@@ -284,6 +300,7 @@ pub struct Release {
 
 /// `POST /api/v1/channels/{channel}/releases`: promote a release.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PromoteRequest {
     pub release: ReleaseId,
@@ -291,6 +308,7 @@ pub struct PromoteRequest {
 
 /// `POST /api/v1/rollouts`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateRolloutRequest {
     pub id: RolloutId,
@@ -308,6 +326,7 @@ fn yes() -> bool {
 
 /// A device as operators see it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Device {
     pub id: DeviceId,
@@ -339,6 +358,7 @@ pub struct Device {
 
 /// One entry of a device's history.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceHistoryEntry {
     pub at_ms: i64,
@@ -351,6 +371,7 @@ pub struct DeviceHistoryEntry {
 
 /// `GET /api/v1/devices`: one page.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DevicePage {
     pub devices: Vec<Device>,
@@ -362,6 +383,7 @@ pub struct DevicePage {
 
 /// `PATCH /api/v1/devices/{id}`: tags and attributes.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeviceChange {
     #[serde(default)]
@@ -376,6 +398,7 @@ pub struct DeviceChange {
 
 /// One audit log entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct AuditEntry {
     pub id: i64,

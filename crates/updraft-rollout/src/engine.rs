@@ -1465,6 +1465,7 @@ impl Controller {
 }
 
 /// The devices of a wave or stratum, by where they are.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusCounts {
@@ -1493,6 +1494,7 @@ impl StatusCounts {
 }
 
 /// What `Controller::status` returns.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutStatus {
@@ -1516,6 +1518,7 @@ pub struct RolloutStatus {
 pub const MAX_HELD_BACK_LISTED: usize = 100;
 
 /// A device held back from a rollout, and why.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HeldBackDevice {

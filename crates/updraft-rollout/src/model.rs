@@ -186,6 +186,7 @@ pub enum Decision {
 }
 
 /// A rollout's state.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", rename_all_fields = "camelCase", tag = "state")]
 pub enum RolloutState {
@@ -219,6 +220,7 @@ impl RolloutState {
 }
 
 /// A gate evaluation with its numbers.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GateReport {

@@ -29,6 +29,7 @@ use serde::Serialize;
 pub const MIN_FAILURES_TO_HALT: f64 = 3.0;
 
 /// A gate's verdict.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
@@ -76,6 +77,7 @@ pub fn ln_mixture_ratio(k: f64, n: f64, theta: f64, a: f64, b: f64) -> f64 {
 }
 
 /// What a proportion test saw and decided, for status output.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ProportionTest {

@@ -44,50 +44,93 @@ pub struct RouteSpec {
     pub path: &'static str,
     pub access: Access,
     pub summary: &'static str,
+    /// What the request carries and what a success answers (the OpenAPI
+    /// document's schemas come from the wire types through these).
+    pub request: Payload,
+    pub response: Payload,
+}
+
+/// A request or response body, for the OpenAPI document.
+#[derive(Clone, Copy, Debug)]
+pub enum Payload {
+    None,
+    /// JSON of a wire type, its schema generated from the type.
+    Json(fn(&mut schemars::SchemaGenerator) -> schemars::Schema),
+    /// A JSON document whose shape is another format's (a trust root, a
+    /// manifest, a pipeline report), or free-form.
+    AnyJson,
+    /// Bytes (a bundle).
+    Binary,
+    /// Text (Prometheus metrics, the liveness answer).
+    Text,
+}
+
+/// The schema of `T` (a reference into the document's components).
+pub fn schema<T: schemars::JsonSchema>(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    g.subschema_for::<T>()
 }
 
 macro_rules! routes {
-    ($($method:literal $path:literal $access:expr, $summary:literal;)*) => {
+    ($($method:literal $path:literal $access:expr, $summary:literal, $req:expr => $res:expr;)*) => {
         /// Every route of the API.
-        pub const ROUTES: &[RouteSpec] = &[$(RouteSpec { method: $method, path: $path, access: $access, summary: $summary }),*];
+        pub const ROUTES: &[RouteSpec] = &[$(RouteSpec {
+            method: $method, path: $path, access: $access, summary: $summary, request: $req, response: $res,
+        }),*];
     };
 }
 
+use Payload::{AnyJson, Binary, Json as J, Text};
+
 routes! {
-    "GET" "/healthz" Access::Public, "Liveness: 200 when the server answers.";
-    "GET" "/metrics" Access::Public, "Prometheus metrics in the text format.";
-    "GET" "/api/openapi.json" Access::Public, "This API, as an OpenAPI 3.1 document.";
-    "POST" "/api/v1/device/enroll" Access::Public, "Enroll a device with an enrollment token; returns its device token.";
-    "POST" "/api/v1/device/check-in" Access::Device, "Report state; get an assignment or the reason there is none.";
-    "POST" "/api/v1/device/events" Access::Device, "Report an install event.";
-    "POST" "/api/v1/device/health" Access::Device, "Report health telemetry.";
-    "GET" "/api/v1/artifacts/{sha256}" Access::Any, "Download a blob (Range, ETag, resume).";
-    "GET" "/api/v1/releases" Access::Role(Role::Viewer), "List releases.";
-    "POST" "/api/v1/releases" Access::Role(Role::Releaser), "Publish a bundle (the request body, streamed); verified against the trust root.";
-    "GET" "/api/v1/releases/{id}" Access::Role(Role::Viewer), "Show a release.";
-    "GET" "/api/v1/releases/{id}/{file}" Access::Role(Role::Viewer), "A release's manifest, signatures, provenance or SBOM.";
-    "GET" "/api/v1/channels/{channel}" Access::Role(Role::Viewer), "Releases in a channel.";
-    "POST" "/api/v1/channels/{channel}/releases" Access::Role(Role::Releaser), "Promote a release into a channel.";
-    "GET" "/api/v1/rollouts" Access::Role(Role::Viewer), "List rollouts with their status.";
-    "POST" "/api/v1/rollouts" Access::Role(Role::Operator), "Create (and start) a rollout from a plan.";
-    "GET" "/api/v1/rollouts/{id}" Access::Role(Role::Viewer), "A rollout's status: waves, strata, gates.";
-    "POST" "/api/v1/rollouts/{id}/{command}" Access::Role(Role::Operator), "start, pause, resume, advance, abort or rollback.";
-    "GET" "/api/v1/devices" Access::Role(Role::Viewer), "List devices: filter (KEY=VALUE,...), pages with a total and a next cursor.";
-    "GET" "/api/v1/devices/{id}" Access::Role(Role::Viewer), "Show a device: inventory, components, history with failure logs.";
-    "PATCH" "/api/v1/devices/{id}" Access::Role(Role::Operator), "Add or remove a device's tags and attributes.";
-    "POST" "/api/v1/devices/{id}/accept" Access::Role(Role::Operator), "Accept a device waiting as pending.";
-    "POST" "/api/v1/devices/{id}/decommission" Access::Role(Role::Operator), "Decommission a device: revoke its token, keep its history.";
-    "GET" "/api/v1/audit" Access::Role(Role::Viewer), "The audit log.";
-    "GET" "/api/v1/builds" Access::Role(Role::Viewer), "Pipeline runs (build health), newest first; ?project= filters.";
-    "POST" "/api/v1/builds" Access::Role(Role::Releaser), "Record a pipeline run's report (`updraft pipeline` posts it).";
-    "GET" "/api/v1/pipelines/{project}/flaky" Access::Role(Role::Releaser), "A project's flaky-test history.";
-    "PUT" "/api/v1/pipelines/{project}/flaky" Access::Role(Role::Releaser), "Replace a project's flaky-test history.";
-    "GET" "/api/v1/tokens" Access::Role(Role::Admin), "List API tokens.";
-    "POST" "/api/v1/tokens" Access::Role(Role::Admin), "Create an API token (shown once).";
-    "DELETE" "/api/v1/tokens/{id}" Access::Role(Role::Admin), "Revoke an API token.";
-    "POST" "/api/v1/enrollment-tokens" Access::Role(Role::Admin), "Create an enrollment token (shown once).";
-    "GET" "/api/v1/trust-root" Access::Any, "The newest trust root (the signed file).";
-    "POST" "/api/v1/trust-root" Access::Role(Role::Admin), "Adopt the next trust root version (signed by a threshold of the current one's keys and of its own).";
+    "GET" "/healthz" Access::Public, "Liveness: 200 when the server answers.", Payload::None => Text;
+    "GET" "/metrics" Access::Public, "Prometheus metrics in the text format.", Payload::None => Text;
+    "GET" "/api/openapi.json" Access::Public, "This API, as an OpenAPI 3.1 document.", Payload::None => AnyJson;
+    "POST" "/api/v1/device/enroll" Access::Public, "Enroll a device with an enrollment token; returns its device token.",
+        J(schema::<EnrollRequest>) => J(schema::<EnrollResponse>);
+    "POST" "/api/v1/device/check-in" Access::Device, "Report state; get an assignment or the reason there is none.",
+        J(schema::<CheckInRequest>) => J(schema::<CheckInResponse>);
+    "POST" "/api/v1/device/events" Access::Device, "Report an install event.", J(schema::<EventRequest>) => Payload::None;
+    "POST" "/api/v1/device/health" Access::Device, "Report health telemetry.", J(schema::<HealthRequest>) => Payload::None;
+    "GET" "/api/v1/artifacts/{sha256}" Access::Any, "Download a blob (Range, ETag, resume).", Payload::None => Binary;
+    "GET" "/api/v1/releases" Access::Role(Role::Viewer), "List releases.", Payload::None => J(schema::<Vec<Release>>);
+    "POST" "/api/v1/releases" Access::Role(Role::Releaser), "Publish a bundle (the request body, streamed); verified against the trust root.",
+        Binary => J(schema::<Release>);
+    "GET" "/api/v1/releases/{id}" Access::Role(Role::Viewer), "Show a release.", Payload::None => J(schema::<Release>);
+    "GET" "/api/v1/releases/{id}/{file}" Access::Role(Role::Viewer), "A release's manifest, signatures, provenance or SBOM.", Payload::None => AnyJson;
+    "GET" "/api/v1/channels/{channel}" Access::Role(Role::Viewer), "Releases in a channel.", Payload::None => J(schema::<Vec<ReleaseId>>);
+    "POST" "/api/v1/channels/{channel}/releases" Access::Role(Role::Releaser), "Promote a release into a channel.",
+        J(schema::<PromoteRequest>) => Payload::None;
+    "GET" "/api/v1/rollouts" Access::Role(Role::Viewer), "List rollouts with their status.",
+        Payload::None => J(schema::<Vec<updraft_rollout::RolloutStatus>>);
+    "POST" "/api/v1/rollouts" Access::Role(Role::Operator), "Create (and start) a rollout from a plan.",
+        J(schema::<CreateRolloutRequest>) => J(schema::<updraft_rollout::RolloutStatus>);
+    "GET" "/api/v1/rollouts/{id}" Access::Role(Role::Viewer), "A rollout's status: waves, strata, gates, held-back devices.",
+        Payload::None => J(schema::<updraft_rollout::RolloutStatus>);
+    "POST" "/api/v1/rollouts/{id}/{command}" Access::Role(Role::Operator), "start, pause, resume, advance, abort or rollback.",
+        Payload::None => J(schema::<updraft_rollout::RolloutStatus>);
+    "GET" "/api/v1/devices" Access::Role(Role::Viewer), "List devices: filter (KEY=VALUE,...), pages with a total and a next cursor.",
+        Payload::None => J(schema::<DevicePage>);
+    "GET" "/api/v1/devices/{id}" Access::Role(Role::Viewer), "Show a device: inventory, components, history with failure logs.",
+        Payload::None => J(schema::<Device>);
+    "PATCH" "/api/v1/devices/{id}" Access::Role(Role::Operator), "Add or remove a device's tags and attributes.",
+        J(schema::<DeviceChange>) => J(schema::<Device>);
+    "POST" "/api/v1/devices/{id}/accept" Access::Role(Role::Operator), "Accept a device waiting as pending.", Payload::None => J(schema::<Device>);
+    "POST" "/api/v1/devices/{id}/decommission" Access::Role(Role::Operator), "Decommission a device: revoke its token, keep its history.",
+        Payload::None => J(schema::<Device>);
+    "GET" "/api/v1/audit" Access::Role(Role::Viewer), "The audit log.", Payload::None => J(schema::<Vec<AuditEntry>>);
+    "GET" "/api/v1/builds" Access::Role(Role::Viewer), "Pipeline runs (build health), newest first; ?project= filters.", Payload::None => AnyJson;
+    "POST" "/api/v1/builds" Access::Role(Role::Releaser), "Record a pipeline run's report (`updraft pipeline` posts it).", AnyJson => AnyJson;
+    "GET" "/api/v1/pipelines/{project}/flaky" Access::Role(Role::Releaser), "A project's flaky-test history.", Payload::None => AnyJson;
+    "PUT" "/api/v1/pipelines/{project}/flaky" Access::Role(Role::Releaser), "Replace a project's flaky-test history.", AnyJson => Payload::None;
+    "GET" "/api/v1/tokens" Access::Role(Role::Admin), "List API tokens.", Payload::None => J(schema::<Vec<TokenInfo>>);
+    "POST" "/api/v1/tokens" Access::Role(Role::Admin), "Create an API token (shown once).",
+        J(schema::<CreateTokenRequest>) => J(schema::<CreatedToken>);
+    "DELETE" "/api/v1/tokens/{id}" Access::Role(Role::Admin), "Revoke an API token.", Payload::None => Payload::None;
+    "POST" "/api/v1/enrollment-tokens" Access::Role(Role::Admin), "Create an enrollment token (shown once).",
+        J(schema::<CreateEnrollmentTokenRequest>) => J(schema::<CreatedEnrollmentToken>);
+    "GET" "/api/v1/trust-root" Access::Any, "The newest trust root (the signed file).", Payload::None => AnyJson;
+    "POST" "/api/v1/trust-root" Access::Role(Role::Admin), "Adopt the next trust root version (signed by a threshold of the current one's keys and of its own).",
+        AnyJson => AnyJson;
 }
 
 /// JSON request bodies are small; bundles stream through their own route.

@@ -23,7 +23,7 @@ use updraft_bundle::{SignedRoot, TrustedRoot};
 use updraft_proto::Role;
 use updraft_store::{BlobStore, Store};
 
-pub use api::ROUTES;
+pub use api::{Access, ROUTES};
 pub use openapi::document as openapi_document;
 
 /// How the server runs.

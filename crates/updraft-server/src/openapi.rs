@@ -1,23 +1,46 @@
 //! The OpenAPI 3.1 document, built from the route table so that it cannot
-//! drift from the router.
+//! drift from the router: paths, parameters, access per route, and the
+//! request and response schemas generated (schemars, JSON Schema 2020-12 as
+//! OpenAPI 3.1 uses) from the wire types each route names.
 
 use serde_json::{json, Map, Value};
+use updraft_proto::ErrorBody;
 
-use crate::api::{Access, ROUTES};
+use crate::api::{schema, Access, Payload, ROUTES};
+
+fn content(payload: Payload, generator: &mut schemars::SchemaGenerator) -> Option<Value> {
+    Some(match payload {
+        Payload::None => return None,
+        Payload::Json(f) => json!({ "application/json": { "schema": f(generator) } }),
+        Payload::AnyJson => json!({ "application/json": { "schema": {} } }),
+        Payload::Binary => {
+            json!({ "application/octet-stream": { "schema": { "type": "string", "contentMediaType": "application/octet-stream" } } })
+        }
+        Payload::Text => json!({ "text/plain": { "schema": { "type": "string" } } }),
+    })
+}
 
 pub fn document() -> Value {
+    let mut generator = schemars::generate::SchemaSettings::draft2020_12()
+        .with(|s| s.definitions_path = "#/components/schemas".into())
+        .into_generator();
+    let error = schema::<ErrorBody>(&mut generator);
+    let error_response =
+        |what: &str| json!({ "description": what, "content": { "application/json": { "schema": error.clone() } } });
     let mut paths = Map::new();
     for r in ROUTES {
         let entry = paths.entry(r.path.to_owned()).or_insert_with(|| json!({}));
-        let security = match r.access {
-            Access::Public => json!([]),
-            _ => json!([{ "bearer": [] }]),
-        };
-        let access = match r.access {
-            Access::Public => "public".to_owned(),
-            Access::Device => "device token".to_owned(),
-            Access::Any => "device token or any API token".to_owned(),
-            Access::Role(role) => format!("API token with role {}", role.as_str()),
+        let (security, access) = match r.access {
+            Access::Public => (json!([]), "public".to_owned()),
+            Access::Device => (json!([{ "deviceToken": [] }]), "device token".to_owned()),
+            Access::Any => {
+                (json!([{ "deviceToken": [] }, { "apiToken": [] }]), "device token or any API token".to_owned())
+            }
+            // OpenAPI 3.1: an http scheme's requirement may list the roles it needs.
+            Access::Role(role) => (
+                json!([{ "apiToken": [role.as_str()] }]),
+                format!("API token with role {} (or a higher one)", role.as_str()),
+            ),
         };
         let params: Vec<Value> = r
             .path
@@ -25,26 +48,58 @@ pub fn document() -> Value {
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }))
             .collect();
-        entry[r.method.to_lowercase()] = json!({
+        let mut success = json!({ "description": "success" });
+        if let Some(c) = content(r.response, &mut generator) {
+            success["content"] = c;
+        }
+        let mut op = json!({
+            "operationId": operation_id(r.method, r.path),
             "summary": r.summary,
             "description": format!("Access: {access}."),
             "security": security,
             "parameters": params,
             "responses": {
-                "200": { "description": "success" },
-                "4XX": { "description": "a client error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } }
+                "2XX": success,
+                "4XX": error_response("the request was refused: what was wrong, and what to do"),
+                "5XX": error_response("the server failed (details are in its log)"),
             }
         });
+        if let Some(c) = content(r.request, &mut generator) {
+            op["requestBody"] = json!({ "required": true, "content": c });
+        }
+        entry[r.method.to_lowercase()] = op;
     }
+    let schemas: Map<String, Value> = generator.take_definitions(true);
     json!({
         "openapi": "3.1.0",
-        "info": { "title": "Updraft", "version": env!("CARGO_PKG_VERSION"),
-                  "description": "Firmware delivery: releases, channels, rollouts, devices." },
+        "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
+        "info": {
+            "title": "Updraft",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Firmware delivery: releases, channels, rollouts, devices. Conventions: docs/api.md.",
+        },
         "paths": paths,
         "components": {
-            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
-            "schemas": { "Error": { "type": "object", "required": ["error", "message"],
-                "properties": { "error": { "type": "string" }, "message": { "type": "string" } } } }
+            "securitySchemes": {
+                "apiToken": { "type": "http", "scheme": "bearer",
+                              "description": "An API token (upa_...) with a role: viewer, releaser, operator or admin." },
+                "deviceToken": { "type": "http", "scheme": "bearer",
+                                 "description": "A device's own token (upd_...), from enrollment." },
+            },
+            "schemas": schemas,
         }
     })
+}
+
+/// `GET /api/v1/devices/{id}` → `getApiV1DevicesId`: stable, unique names for client generators.
+fn operation_id(method: &str, path: &str) -> String {
+    let mut out = method.to_lowercase();
+    for part in path.split(['/', '-', '.', '{', '}']).filter(|p| !p.is_empty()) {
+        let mut chars = part.chars();
+        if let Some(first) = chars.next() {
+            out.extend(first.to_uppercase());
+            out.push_str(chars.as_str());
+        }
+    }
+    out
 }

@@ -5,6 +5,7 @@ mod bad_input;
 mod devices;
 mod flow;
 mod https;
+mod openapi;
 mod replicas;
 mod roles;
 
