@@ -505,3 +505,64 @@ B = {b:?}
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("unreachable"), "{err}");
 }
+
+/// An image that ships an enrollment token enrolls on its first start;
+/// `status --json` speaks camelCase.
+#[test]
+fn a_shipped_enrollment_token_enrolls_on_first_start() {
+    let lab = Lab::new();
+    let d = lab.path("shipped");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("slot-a.img"), b"firmware 1.0.0").unwrap();
+    let e = lab.api(
+        "POST",
+        "/api/v1/enrollment-tokens",
+        serde_json::to_vec(&serde_json::json!({"uses": 1, "expiresInS": 600})).unwrap(),
+    );
+    std::fs::write(d.join("enroll.token"), e["token"].as_str().unwrap()).unwrap();
+    std::fs::write(d.join("machine-id"), "0123456789abcdef0123456789abcdef\n").unwrap();
+    let config = d.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"data_dir = "data"
+trust_root = {root:?}
+reboot_command = ["true"]
+
+[server]
+url = {url:?}
+enrollment_token_file = "enroll.token"
+
+[device]
+family = "sensor"
+hardware = "rev-a"
+release = "fw@1.0.0"
+id_file = "machine-id"
+
+[bootloader]
+kind = "file"
+path = "boot.json"
+
+[slots]
+A = "slot-a.img"
+B = "slot-b.img"
+"#,
+            root = lab.path("root.json"),
+            url = lab.url,
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = agent(&["check"], &config);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("enrolling as 0123456789abcdef0123456789abcdef"), "{err}");
+    assert!(out.starts_with("up to date: fw@1.0.0 (slot A)"), "{out}");
+    assert!(d.join("data/device-token").exists());
+    let dev = lab.api("GET", "/api/v1/devices/0123456789abcdef0123456789abcdef", vec![]);
+    assert_eq!(dev["status"], "active", "{dev}");
+    let (code, out, _) = agent(&["status", "--json"], &config);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("\"bootRecord\"") && out.contains("\"securityVersion\"") && !out.contains("security_version"),
+        "{out}"
+    );
+}

@@ -11,6 +11,7 @@ mod quickstart;
 mod rollout;
 mod server;
 mod simulate;
+mod surface;
 mod trust;
 
 use std::path::{Path, PathBuf};
