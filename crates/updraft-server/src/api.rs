@@ -604,16 +604,16 @@ async fn events(State(app): State<Arc<App>>, headers: HeaderMap, body: axum::bod
     }
     METRICS.events.get_or_create(&Kind { kind: event.into() }).inc();
     apply(&app, Entry::Event { device: device.clone(), release: req.release.clone(), event: event.into() }).await?;
-    // Kept with the device: a failure's reason and the tail of its log.
+    // Kept with the device: a failure's reason and the tail of its log,
+    // written before the device is answered (it forgets what it sent).
     let detail = req.detail.clone().unwrap_or_default();
-    app.store.add_history(device.as_str(), now_ms(), event, Some(req.release.as_str()), &detail).await?;
+    if matches!(req.event, InstallEvent::Failed | InstallEvent::RevertedBoot | InstallEvent::RevertedHealth) {
+        crate::devices::history_now(&app, device.as_str(), event, Some(req.release.as_str()), &detail).await?;
+    } else {
+        crate::devices::history_soon(&app, device.as_str(), event, Some(req.release.as_str()), &detail);
+    }
     if req.event == InstallEvent::Committed {
-        if let Some(mut row) = app.store.device(device.as_str()).await? {
-            row.release = Some(req.release.to_string());
-            row.last_known_good = Some(req.release.to_string());
-            row.last_seen_ms = Some(now_ms());
-            app.store.update_device(&row).await?;
-        }
+        crate::devices::committed(&app, &device, &req.release).await?;
     }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -3,8 +3,12 @@
 //! with filters and pages, show, accept, decommission, tags, attributes).
 //!
 //! Check-ins are the hottest path: the last-seen time lives in memory
-//! ([`Tracker`]) and a device's row is written only when what it reports
-//! changes, or at most every [`PERSIST_EVERY_MS`] otherwise.
+//! ([`Tracker`]); a device's row is queued for writing only when what it
+//! reports changes, or every [`PERSIST_EVERY_MS`] otherwise, and the queue
+//! ([`Reports`]) is written in one transaction every [`FLUSH_EVERY`] (and
+//! before any operator read). What a crash can lose is at most that long
+//! of inventory and last-seen times, which the next check-ins report
+//! again; failure logs are written before the device is answered.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -22,6 +26,8 @@ use crate::api::{apply, audit, check_id, device_entry, parse, require, Access};
 use crate::error::{ApiError, ApiResult};
 use crate::{now_ms, App};
 
+/// How often queued device reports are written.
+pub const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 /// A device's row is refreshed at least this often while it checks in.
 pub const PERSIST_EVERY_MS: i64 = 5 * 60 * 1000;
 /// History entries `GET /api/v1/devices/{id}` returns.
@@ -49,6 +55,81 @@ pub struct Seen {
 
 /// Device id → what was seen, in this process.
 pub type Tracker = std::sync::Mutex<HashMap<String, Seen>>;
+
+/// Device rows and history entries waiting to be written.
+#[derive(Default)]
+pub struct Pending {
+    rows: HashMap<String, DeviceRow>,
+    history: Vec<updraft_store::NewHistory>,
+}
+
+/// The queue of device reports.
+pub type Reports = std::sync::Mutex<Pending>;
+
+fn pending(app: &App) -> std::sync::MutexGuard<'_, Pending> {
+    app.reports.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn queue_history(app: &App, device: &str, at_ms: i64, kind: &str, release: Option<&str>, detail: &str) {
+    pending(app).history.push(updraft_store::NewHistory {
+        device: device.to_owned(),
+        at_ms,
+        kind: kind.to_owned(),
+        release: release.map(str::to_owned),
+        detail: detail.to_owned(),
+    });
+}
+
+/// Writes the queued reports in one transaction (a failed write is queued again).
+pub async fn flush(app: &App) -> ApiResult<()> {
+    let (rows, history) = {
+        let mut p = pending(app);
+        (std::mem::take(&mut p.rows), std::mem::take(&mut p.history))
+    };
+    if rows.is_empty() && history.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<DeviceRow> = rows.values().cloned().collect();
+    if let Err(e) = app.store.record_reports(&list, &history).await {
+        let mut p = pending(app);
+        for (id, row) in rows {
+            p.rows.entry(id).or_insert(row);
+        }
+        let newer = std::mem::replace(&mut p.history, history);
+        p.history.extend(newer);
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+/// Records a history entry now (failure logs: written before the device is
+/// answered), after what is queued, so that the history stays in order.
+pub async fn history_now(app: &App, device: &str, kind: &str, release: Option<&str>, detail: &str) -> ApiResult<()> {
+    queue_history(app, device, now_ms(), kind, release, detail);
+    flush(app).await
+}
+
+/// A committed release becomes the device's release and last known good.
+pub async fn committed(app: &App, device: &DeviceId, release: &ReleaseId) -> ApiResult<()> {
+    let queued = pending(app).rows.get(device.as_str()).cloned();
+    let mut row = match queued {
+        Some(r) => r,
+        None => match app.store.device(device.as_str()).await? {
+            Some(r) => r,
+            None => return Ok(()),
+        },
+    };
+    row.release = Some(release.to_string());
+    row.last_known_good = Some(release.to_string());
+    row.last_seen_ms = Some(now_ms());
+    pending(app).rows.insert(row.id.clone(), row);
+    Ok(())
+}
+
+/// Queues a history entry (written within [`FLUSH_EVERY`]).
+pub fn history_soon(app: &App, device: &str, kind: &str, release: Option<&str>, detail: &str) {
+    queue_history(app, device, now_ms(), kind, release, detail);
+}
 
 fn lock(app: &App) -> std::sync::MutexGuard<'_, HashMap<String, Seen>> {
     app.seen.lock().unwrap_or_else(|e| e.into_inner())
@@ -149,7 +230,12 @@ pub async fn check_in(app: &App, device: &DeviceId, req: &CheckInRequest) -> Api
         (due, s.unpersisted)
     };
     debug_assert!(due);
-    let mut row = app.store.device(device.as_str()).await?.ok_or_else(ApiError::unauthorized)?;
+    // The newest row: one queued and not written yet, else the stored one.
+    let queued = pending(app).rows.get(device.as_str()).cloned();
+    let mut row = match queued {
+        Some(r) => r,
+        None => app.store.device(device.as_str()).await?.ok_or_else(ApiError::unauthorized)?,
+    };
     if row.status == DeviceStatus::Decommissioned {
         // Decommissioned on another replica: this one's caches learn it here.
         forget(app, device.as_str());
@@ -162,7 +248,7 @@ pub async fn check_in(app: &App, device: &DeviceId, req: &CheckInRequest) -> Api
     let components_changed = !components.is_empty() && components != row.components;
     if inventory_changed && row.check_ins > 0 {
         let detail = changes(&stable(&before), &stable(&inventory));
-        app.store.add_history(&row.id, now, "check_in", req.release.as_ref().map(|r| r.as_str()), &detail).await?;
+        queue_history(app, &row.id, now, "check_in", req.release.as_ref().map(|r| r.as_str()), &detail);
     }
     row.inventory = inventory.into_iter().collect();
     if components_changed {
@@ -173,7 +259,7 @@ pub async fn check_in(app: &App, device: &DeviceId, req: &CheckInRequest) -> Api
     }
     row.last_seen_ms = Some(now);
     row.check_ins += unpersisted;
-    app.store.update_device(&row).await?;
+    pending(app).rows.insert(row.id.clone(), row.clone());
     {
         let mut seen = lock(app);
         let s = seen.entry(device.to_string()).or_default();
@@ -195,7 +281,7 @@ pub async fn assigned(app: &App, device: &DeviceId, release: &ReleaseId, why: &s
         new
     };
     if new {
-        app.store.add_history(device.as_str(), now_ms(), "assigned", Some(release.as_str()), why).await?;
+        queue_history(app, device.as_str(), now_ms(), "assigned", Some(release.as_str()), why);
     }
     Ok(())
 }
@@ -330,6 +416,7 @@ pub async fn list(
 ) -> ApiResult<Json<DevicePage>> {
     require(&app, &headers, Access::Role(Role::Viewer)).await?;
     let filters = parse_filters(&q.filter)?;
+    flush(&app).await?;
     let limit = q.limit.clamp(1, MAX_PAGE);
     // The filter spans every field (inventory, online): scan in id order.
     let seen = lock(&app).clone();
@@ -365,6 +452,7 @@ pub async fn list(
 pub async fn show(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<Device>> {
     require(&app, &headers, Access::Role(Role::Viewer)).await?;
     check_id("device id", &id)?;
+    flush(&app).await?;
     let row = app.store.device(&id).await?.ok_or_else(|| ApiError::not_found(format!("no device {id}")))?;
     let seen = lock(&app).get(&id).cloned();
     let mut d = view(&app, row, seen.as_ref());
@@ -385,6 +473,7 @@ pub async fn show(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Pat
 
 async fn load(app: &App, id: &str) -> ApiResult<DeviceRow> {
     check_id("device id", id)?;
+    flush(app).await?;
     app.store.device(id).await?.ok_or_else(|| ApiError::not_found(format!("no device {id}")))
 }
 

@@ -162,6 +162,8 @@ pub struct App {
     device_tokens: std::sync::RwLock<std::collections::HashMap<String, updraft_types::DeviceId>>,
     /// What each device last reported, in this process (see `devices`).
     seen: devices::Tracker,
+    /// Device reports waiting to be written (see `devices`).
+    reports: devices::Reports,
 }
 
 /// Walks from the pinned root through the configured updates and the
@@ -315,6 +317,7 @@ impl App {
             leadership: tokio::sync::Mutex::new(None),
             device_tokens: Default::default(),
             seen: Default::default(),
+            reports: Default::default(),
         });
         Ok((app, first_admin_token))
     }
@@ -361,6 +364,18 @@ pub async fn start(config: Config) -> Result<Started, Box<dyn std::error::Error 
             }
         }
     });
+    let flusher = app.clone();
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(devices::FLUSH_EVERY);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            if let Err(e) = devices::flush(&flusher).await {
+                tracing::error!(message = %e.message, "writing device reports failed; kept for the next try");
+            }
+        }
+    });
+    let last_flush = app.clone();
     let handle = tokio::spawn(async move {
         match tls {
             Some(tls) => {
@@ -375,6 +390,10 @@ pub async fn start(config: Config) -> Result<Started, Box<dyn std::error::Error 
                     tracing::error!(%e, "server stopped");
                 }
             }
+        }
+        // What devices reported last, before the process ends.
+        if let Err(e) = devices::flush(&last_flush).await {
+            tracing::error!(message = %e.message, "writing device reports at shutdown failed");
         }
     });
     Ok(Started { app, addr, first_admin_token, handle })

@@ -202,6 +202,29 @@ pub struct HistoryRow {
     pub detail: String,
 }
 
+/// A history entry to record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewHistory {
+    pub device: String,
+    pub at_ms: i64,
+    pub kind: String,
+    pub release: Option<String>,
+    pub detail: String,
+}
+
+/// The end of `detail`, at most [`MAX_HISTORY_DETAIL_BYTES`] (the tail of a log says most).
+fn bounded_detail(detail: &str) -> String {
+    let mut detail = detail.to_owned();
+    if detail.len() > MAX_HISTORY_DETAIL_BYTES {
+        let mut cut = detail.len() - MAX_HISTORY_DETAIL_BYTES;
+        while !detail.is_char_boundary(cut) {
+            cut += 1;
+        }
+        detail.drain(..cut);
+    }
+    detail
+}
+
 /// History entries kept per device (the oldest go first).
 pub const MAX_HISTORY_PER_DEVICE: i64 = 500;
 /// Largest detail kept for one history entry (a failure log's tail).
@@ -602,6 +625,65 @@ impl Store {
         Ok(())
     }
 
+    /// Writes what devices reported, in one transaction: their rows
+    /// (release, components, inventory, last seen, check-ins) and history
+    /// entries (trimmed to [`MAX_HISTORY_PER_DEVICE`] once per device).
+    pub async fn record_reports(&self, rows: &[DeviceRow], history: &[NewHistory]) -> Result<()> {
+        if rows.is_empty() && history.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for d in rows {
+            sqlx::query(
+                "UPDATE devices SET release = $2, last_known_good = $3, components = $4, utc_offset_min = $5, last_seen_ms = $6, \
+                 inventory = $7, check_ins = $8 WHERE id = $1",
+            )
+            .bind(&d.id)
+            .bind(d.release.clone())
+            .bind(d.last_known_good.clone())
+            .bind(pairs(&d.components))
+            .bind(i64::from(d.utc_offset_min))
+            .bind(d.last_seen_ms)
+            .bind(pairs(&d.inventory))
+            .bind(d.check_ins)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let mut devices: Vec<&str> = Vec::new();
+        for h in history {
+            sqlx::query(
+                "INSERT INTO device_history (device, at_ms, kind, release, detail) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&h.device)
+            .bind(h.at_ms)
+            .bind(&h.kind)
+            .bind(h.release.clone())
+            .bind(bounded_detail(&h.detail))
+            .execute(&mut *tx)
+            .await?;
+            if !devices.contains(&h.device.as_str()) {
+                devices.push(&h.device);
+            }
+        }
+        for device in devices {
+            Self::trim_history(&mut tx, device).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn trim_history(tx: &mut sqlx::Transaction<'_, sqlx::Any>, device: &str) -> Result<()> {
+        sqlx::query(
+            "DELETE FROM device_history WHERE device = $1 AND id <= \
+             (SELECT id FROM device_history WHERE device = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)",
+        )
+        .bind(device)
+        .bind(MAX_HISTORY_PER_DEVICE)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
     /// Sets what operators manage: status, tags and attributes. Taking a
     /// device out of service revokes its token.
     pub async fn set_device_admin(&self, d: &DeviceRow, now_ms: i64, history: (&str, &str)) -> Result<bool> {
@@ -634,31 +716,15 @@ impl Store {
         release: Option<&str>,
         detail: &str,
     ) -> Result<()> {
-        let mut detail = detail.to_owned();
-        if detail.len() > MAX_HISTORY_DETAIL_BYTES {
-            let mut cut = detail.len() - MAX_HISTORY_DETAIL_BYTES;
-            while !detail.is_char_boundary(cut) {
-                cut += 1;
-            }
-            detail.drain(..cut);
-        }
         sqlx::query("INSERT INTO device_history (device, at_ms, kind, release, detail) VALUES ($1, $2, $3, $4, $5)")
             .bind(device)
             .bind(at_ms)
             .bind(kind)
             .bind(release.map(str::to_owned))
-            .bind(detail)
+            .bind(bounded_detail(detail))
             .execute(&mut **tx)
             .await?;
-        sqlx::query(
-            "DELETE FROM device_history WHERE device = $1 AND id <= \
-             (SELECT id FROM device_history WHERE device = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)",
-        )
-        .bind(device)
-        .bind(MAX_HISTORY_PER_DEVICE)
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
+        Self::trim_history(tx, device).await
     }
 
     /// Appends to a device's history (bounded to [`MAX_HISTORY_PER_DEVICE`]).

@@ -103,6 +103,22 @@ fn a_devices_life_on_the_server() {
             (r.json()["tags"].clone(), r.json()["attributes"].clone()),
             (json!(["canary"]), json!({"building": "b7"}))
         );
+        // A plan that selects on the attribute takes this device, and only devices that have it.
+        let plan = "[selector]\nfamily = \"sensor\"\ntags = [\"canary\"]\nattributes = { building = \"b7\" }\n[[waves]]\npercent = 100\n";
+        let r = server.post_json(
+            "/api/v1/rollouts",
+            Some(&operator),
+            json!({"id": "attr-1", "release": "fw@2.0.0", "plan": plan}),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+        assert_eq!(r.json()["selected"], 1, "{}", r.body);
+        let plan = "[selector]\nfamily = \"sensor\"\nattributes = { building = \"b8\" }\n[[waves]]\npercent = 100\n";
+        let r = server.post_json(
+            "/api/v1/rollouts",
+            Some(&operator),
+            json!({"id": "attr-2", "release": "fw@2.0.0", "plan": plan}),
+        );
+        assert_eq!(r.json()["selected"], 0, "{}", r.body);
 
         // Lists: filters, a total, pages with a cursor.
         let r2 = enroll("m-2");
