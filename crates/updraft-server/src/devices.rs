@@ -51,6 +51,14 @@ pub struct Seen {
     status: Option<DeviceStatus>,
     /// The release last assigned to it (to note changes in its history).
     assigned: Option<ReleaseId>,
+    /// Its row as authentication read it, for the first check-in (taken then).
+    row: Option<DeviceRow>,
+}
+
+/// Keeps the row authentication just read, so that the check-in that
+/// follows needs no second read.
+pub fn seed(app: &App, row: &DeviceRow) {
+    lock(app).entry(row.id.clone()).or_default().row = Some(row.clone());
 }
 
 /// Device id → what was seen, in this process.
@@ -216,9 +224,10 @@ pub async fn check_in(app: &App, device: &DeviceId, req: &CheckInRequest) -> Api
         m.iter().filter(|(k, _)| !VOLATILE.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect()
     };
     let reported = digest_of(&(&stable(&inventory), &req.components, &req.release));
-    let (due, unpersisted) = {
+    let (due, unpersisted, seeded) = {
         let mut seen = lock(app);
         let s = seen.entry(device.to_string()).or_default();
+        let seeded = s.row.take();
         s.last_ms = now;
         s.unpersisted += 1;
         let due = s.status.is_none() || s.reported != reported || now - s.persisted_ms >= PERSIST_EVERY_MS;
@@ -227,12 +236,13 @@ pub async fn check_in(app: &App, device: &DeviceId, req: &CheckInRequest) -> Api
                 return Ok(CheckedIn { status, components_changed: None });
             }
         }
-        (due, s.unpersisted)
+        (due, s.unpersisted, seeded)
     };
     debug_assert!(due);
-    // The newest row: one queued and not written yet, else the stored one.
+    // The newest row: one queued and not written yet, else the one
+    // authentication read, else the stored one.
     let queued = pending(app).rows.get(device.as_str()).cloned();
-    let mut row = match queued {
+    let mut row = match queued.or(seeded) {
         Some(r) => r,
         None => app.store.device(device.as_str()).await?.ok_or_else(ApiError::unauthorized)?,
     };
