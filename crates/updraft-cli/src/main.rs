@@ -31,11 +31,36 @@ Examples:\n  updraft demo\n  updraft bundle verify fw.bundle --trust root.json\n
 updraft rollout status stable-2.3.1 --watch"
 )]
 struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// `--quiet`, on the commands that draw progress.
+#[derive(clap::Args, Clone, Copy, Default)]
+struct QuietArg {
     /// No progress bars (also NO_PROGRESS=1).
     #[arg(long, short, global = true)]
     quiet: bool,
+}
+
+/// A command group that draws progress bars.
+#[derive(clap::Args)]
+struct WithProgress<C: clap::Subcommand> {
     #[command(subcommand)]
-    command: Command,
+    cmd: C,
+    #[command(flatten)]
+    quiet: QuietArg,
+}
+
+/// A server command group whose commands may draw progress.
+#[derive(clap::Args)]
+struct OnServerWithProgress<C: clap::Subcommand> {
+    #[command(subcommand)]
+    cmd: C,
+    #[command(flatten)]
+    client: client::ClientArgs,
+    #[command(flatten)]
+    quiet: QuietArg,
 }
 
 /// A command group that talks to a server: its subcommands take
@@ -48,13 +73,15 @@ struct OnServer<C: clap::Subcommand> {
     client: client::ClientArgs,
 }
 
-/// A command that may talk to a server.
+/// A command that may talk to a server, and draws progress.
 #[derive(clap::Args)]
 struct WithServer<A: clap::Args> {
     #[command(flatten)]
     args: A,
     #[command(flatten)]
     client: client::ClientArgs,
+    #[command(flatten)]
+    quiet: QuietArg,
 }
 
 #[derive(Subcommand)]
@@ -66,16 +93,15 @@ enum Command {
     #[command(subcommand)]
     Trust(cmd_trust::TrustCmd),
     /// Create, co-sign, verify and inspect firmware bundles.
-    #[command(subcommand)]
-    Bundle(cmd_bundle::BundleCmd),
+    Bundle(WithProgress<cmd_bundle::BundleCmd>),
     /// Run the delivery server (SQLite and a blob folder under ./updraft-data by default).
     #[command(after_help = "Examples:\n  updraft serve --trust root.json\n  \
 updraft serve --trust root.json --database-url postgres://updraft@db/updraft --blob-store s3://fw-bucket/blobs")]
     Serve(Box<cmd_serve::ServeArgs>),
     /// Check rollout plans; create, watch and steer rollouts on a server.
-    Rollout(OnServer<cmd_rollout::RolloutCmd>),
+    Rollout(OnServerWithProgress<cmd_rollout::RolloutCmd>),
     /// Publish, list and show releases on a server.
-    Release(OnServer<cmd_server_client::ReleaseCmd>),
+    Release(OnServerWithProgress<cmd_server_client::ReleaseCmd>),
     /// Promote releases between channels.
     Channel(OnServer<cmd_server_client::ChannelCmd>),
     /// List, show, accept, tag and decommission devices.
@@ -104,7 +130,7 @@ updraft serve --trust root.json --database-url postgres://updraft@db/updraft --b
         client: client::ClientArgs,
     },
     /// Gated firmware CI from updraft.toml: stage graph, reproducible builds.
-    Pipeline(OnServer<cmd_pipeline::PipelineCmd>),
+    Pipeline(OnServerWithProgress<cmd_pipeline::PipelineCmd>),
     /// Rehearse a rollout plan on a simulated fleet (deterministic, no server).
     #[command(
         after_help = "Examples:\n  updraft simulate --fleet examples/sim/fleet.toml --plan examples/sim/plan.toml --seed 1\n  \
@@ -115,7 +141,16 @@ updraft simulate --against http://127.0.0.1:8080 --fleet examples/sim/fleet.toml
     /// Updraft end to end on embedded defaults: bundles, then a server, a virtual fleet and two rollouts.
     #[command(after_help = "Examples:\n  updraft demo\n  updraft demo --devices 1000 --image-mib 4 --json\n  \
 updraft demo --keep   # leaves the server running; Ctrl-C stops it")]
-    Demo(demo::DemoArgs),
+    Demo(WithProgressArgs<demo::DemoArgs>),
+}
+
+/// A command that draws progress bars.
+#[derive(clap::Args)]
+struct WithProgressArgs<A: clap::Args> {
+    #[command(flatten)]
+    args: A,
+    #[command(flatten)]
+    quiet: QuietArg,
 }
 
 /// Global options every command sees.
@@ -125,27 +160,28 @@ pub struct Ctx {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let ctx = Ctx { quiet: cli.quiet };
+    let ctx = |q: QuietArg| Ctx { quiet: q.quiet };
+    let none = Ctx { quiet: false };
     let result = match cli.command {
-        Command::Keys(c) => cmd_keys::run(c, &ctx),
-        Command::Trust(c) => cmd_trust::run(c, &ctx),
-        Command::Bundle(c) => cmd_bundle::run(c, &ctx),
-        Command::Rollout(s) => cmd_rollout::run(s.cmd, &s.client, &ctx),
-        Command::Release(s) => cmd_server_client::release(s.cmd, &s.client, &ctx),
-        Command::Channel(s) => cmd_server_client::channel(s.cmd, &s.client, &ctx),
-        Command::Devices(s) => cmd_server_client::devices(s.cmd, &s.client, &ctx),
-        Command::EnrollToken(s) => cmd_server_client::enroll_token(s.cmd, &s.client, &ctx),
-        Command::Token(s) => cmd_server_client::token(s.cmd, &s.client, &ctx),
+        Command::Keys(c) => cmd_keys::run(c, &none),
+        Command::Trust(c) => cmd_trust::run(c, &none),
+        Command::Bundle(s) => cmd_bundle::run(s.cmd, &ctx(s.quiet)),
+        Command::Rollout(s) => cmd_rollout::run(s.cmd, &s.client, &ctx(s.quiet)),
+        Command::Release(s) => cmd_server_client::release(s.cmd, &s.client, &ctx(s.quiet)),
+        Command::Channel(s) => cmd_server_client::channel(s.cmd, &s.client, &none),
+        Command::Devices(s) => cmd_server_client::devices(s.cmd, &s.client, &none),
+        Command::EnrollToken(s) => cmd_server_client::enroll_token(s.cmd, &s.client, &none),
+        Command::Token(s) => cmd_server_client::token(s.cmd, &s.client, &none),
         Command::Audit { action, after, limit, json, client } => {
             cmd_server_client::audit(action, after, limit, json, &client)
         }
-        Command::Serve(a) => cmd_serve::run(*a, &ctx),
-        Command::Pipeline(s) => cmd_pipeline::run(s.cmd, &s.client, &ctx),
+        Command::Serve(a) => cmd_serve::run(*a, &none),
+        Command::Pipeline(s) => cmd_pipeline::run(s.cmd, &s.client, &ctx(s.quiet)),
         Command::Simulate(a) => {
             let a = *a;
-            cmd_simulate::run(a.args, &a.client, &ctx)
+            cmd_simulate::run(a.args, &a.client, &ctx(a.quiet))
         }
-        Command::Demo(a) => demo::run(a, &ctx),
+        Command::Demo(a) => demo::run(a.args, &ctx(a.quiet)),
     };
     match result {
         Ok(code) => code,

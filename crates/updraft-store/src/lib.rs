@@ -608,21 +608,7 @@ impl Store {
     /// Records what a device reported: its release, components, inventory,
     /// when it was last seen and how many check-ins it made.
     pub async fn update_device(&self, d: &DeviceRow) -> Result<()> {
-        sqlx::query(
-            "UPDATE devices SET release = $2, last_known_good = $3, components = $4, utc_offset_min = $5, last_seen_ms = $6, \
-             inventory = $7, check_ins = $8 WHERE id = $1",
-        )
-        .bind(&d.id)
-        .bind(d.release.clone())
-        .bind(d.last_known_good.clone())
-        .bind(pairs(&d.components))
-        .bind(i64::from(d.utc_offset_min))
-        .bind(d.last_seen_ms)
-        .bind(pairs(&d.inventory))
-        .bind(d.check_ins)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.record_reports(std::slice::from_ref(d), &[]).await
     }
 
     /// Writes what devices reported, in one transaction: their rows
