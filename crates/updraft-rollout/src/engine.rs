@@ -138,6 +138,8 @@ struct Device {
     lkg: Option<Rel>,
     /// The last known good release before `lkg` (a rollback of `lkg` goes here).
     previous_good: Option<Rel>,
+    /// Taken out of service: no rollout selects it.
+    retired: bool,
     components: Box<[(Sym, semver::Version)]>,
     utc_offset_min: i16,
 }
@@ -166,6 +168,8 @@ pub enum MemberStatus {
     Reverted,
     Failed,
     Silent,
+    /// Taken out of service (decommissioned): counted nowhere, never silent.
+    Retired,
 }
 
 impl MemberStatus {
@@ -348,6 +352,7 @@ impl Controller {
             Input::CheckIn { device, release } => self.check_in(&device, release),
             Input::Event { device, release, event } => self.event(&device, &release, event),
             Input::Health { device, sample } => self.health(&device, &sample),
+            Input::Retire { device } => self.retire(&device),
             Input::Tick => {}
         }
         self.evaluate_due();
@@ -411,9 +416,19 @@ impl Controller {
             previous_good: None,
             components,
             utc_offset_min: info.utc_offset_min,
+            retired: false,
         };
         let idx = match self.device_index.get(info.id.as_str()) {
             Some(&i) => {
+                if self.devices[i as usize].retired {
+                    // Back in service (enrolled again): its places in rollouts return.
+                    for rollout in &mut self.rollouts {
+                        if let Some(m) = rollout.member_mut(i).filter(|m| m.status == MemberStatus::Retired) {
+                            m.status = MemberStatus::Selected;
+                            rollout.selected += 1;
+                        }
+                    }
+                }
                 self.devices[i as usize] = device;
                 i
             }
@@ -426,6 +441,30 @@ impl Controller {
         };
         for r in 0..self.rollouts.len() {
             self.select(r, idx);
+        }
+    }
+
+    /// Takes a device out of service: its places in rollouts stop counting
+    /// (an update in progress no longer holds a pacing slot or goes
+    /// silent), and no new rollout selects it.
+    fn retire(&mut self, id: &DeviceId) {
+        let Some(&idx) = self.device_index.get(id.as_str()) else {
+            return self.reject(format!("unknown device {id}"));
+        };
+        self.devices[idx as usize].retired = true;
+        for rollout in &mut self.rollouts {
+            let Some(m) = rollout.members.get_mut(idx as usize).and_then(Option::as_mut) else { continue };
+            // Outcomes stay as they are (they are the rollout's evidence).
+            if !(m.status == MemberStatus::Selected || m.status.in_progress()) {
+                continue;
+            }
+            if m.status.in_progress() {
+                rollout.in_flight = rollout.in_flight.saturating_sub(1);
+            }
+            m.status = MemberStatus::Retired;
+            rollout.selected = rollout.selected.saturating_sub(1);
+            rollout.held_back.remove(&idx);
+            rollout.dirty = true;
         }
     }
 
@@ -447,7 +486,8 @@ impl Controller {
         let rel = &self.releases[r.release as usize];
         let sel = &r.plan.selector;
         let is = |s: &str, x: Sym| self.syms.get(s) == Some(x);
-        d.family == rel.family
+        !d.retired
+            && d.family == rel.family
             && rel.hardware.contains(&d.hardware)
             && is(&sel.family, d.family)
             && (sel.hardware.is_empty() || sel.hardware.iter().any(|h| is(h, d.hardware)))
@@ -867,6 +907,7 @@ impl Controller {
             | MemberStatus::TrialBoot
             | MemberStatus::Committed => return Step::Done(self.install(r, rel, InstallReason::Rollout)),
             MemberStatus::Selected | MemberStatus::SteppingStone => {}
+            MemberStatus::Retired => return Step::Done(Decision::Stay { reason: StayReason::NoRollout }),
         }
         // In the current wave's cohort?
         let stratum = &rollout.strata[member.stratum as usize];
@@ -1409,6 +1450,9 @@ impl Controller {
             .map(|s| (format!("{}/{}", self.syms.name(s.hardware), self.syms.name(s.region)), StatusCounts::default()))
             .collect();
         for m in rollout.members.iter().flatten() {
+            if m.status == MemberStatus::Retired {
+                continue;
+            }
             if m.status == MemberStatus::Selected {
                 strata[m.stratum as usize].1.selected += 1;
                 continue;

@@ -101,6 +101,10 @@ pub enum Input {
         device: DeviceId,
         sample: HealthSample,
     },
+    /// A device taken out of service (decommissioned).
+    Retire {
+        device: DeviceId,
+    },
     /// Time passed (the shell calls this at `poll_timeout`).
     Tick,
 }

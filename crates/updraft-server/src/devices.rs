@@ -520,9 +520,14 @@ pub async fn decommission(
     if row.status == DeviceStatus::Decommissioned {
         return Err(ApiError::conflict(format!("device {id} is decommissioned already")));
     }
+    let was_active = row.status == DeviceStatus::Active;
     row.status = DeviceStatus::Decommissioned;
     app.store.set_device_admin(&row, now_ms(), ("decommissioned", &format!("by {}", actor.label()))).await?;
     forget(&app, &id);
+    if was_active {
+        // Its places in rollouts stop counting (it would go silent otherwise).
+        apply(&app, crate::journal::Entry::Retire { device: DeviceId::new(&id) }).await?;
+    }
     audit(&app, &actor.label(), "device.decommission", &id, String::new(), remote).await;
     Ok(Json(view(&app, row, None)))
 }

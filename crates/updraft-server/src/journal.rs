@@ -51,6 +51,9 @@ pub enum Entry {
         release: ReleaseId,
         event: String,
     },
+    Retire {
+        device: DeviceId,
+    },
     Health {
         device: DeviceId,
         period_s: u32,
@@ -136,6 +139,7 @@ impl Entry {
                 device,
                 sample: rollout::HealthSample { period_s, boots, crashes, custom: metrics },
             },
+            Entry::Retire { device } => rollout::Input::Retire { device },
             Entry::Tick => rollout::Input::Tick,
         })
     }

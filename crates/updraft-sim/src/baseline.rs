@@ -143,7 +143,11 @@ impl Baseline {
                     self.event(i, event);
                 }
             }
-            Input::Release(_) | Input::Health { .. } | Input::LiftQuarantine { .. } | Input::Tick => {}
+            Input::Release(_)
+            | Input::Health { .. }
+            | Input::LiftQuarantine { .. }
+            | Input::Retire { .. }
+            | Input::Tick => {}
         }
     }
 

@@ -143,6 +143,9 @@ fn a_devices_life_on_the_server() {
         let r = server.call("POST", "/api/v1/devices/m-1/decommission", Some(&operator), None, &[]);
         assert_eq!(r.status, 200, "{}", r.body);
         assert_eq!(check_in(&token, json!({"release": "fw@1.0.0"})).status, 401);
+        // Its places in rollouts stop counting: nothing in progress, nothing to go silent.
+        let st = server.get("/api/v1/rollouts/attr-1", &viewer).json();
+        assert_eq!((st["selected"].clone(), st["inFlight"].clone()), (json!(0), json!(0)), "{st}");
         let again = enroll("m-1");
         assert_eq!(again.status, 201, "{}", again.body);
         let d = server.get("/api/v1/devices/m-1", &viewer).json();
