@@ -301,6 +301,11 @@ fn drive(
     let mut n = 0;
     while started.elapsed() < PATIENCE {
         n += 1;
+        // Say what is happening now, not what the last round ended with.
+        if let Some(b) = bar {
+            b.set_position(u64::from(n));
+            b.set_message(format!("{rollout}: every device checks in and follows its update..."));
+        }
         round(devices)?;
         let c = census(devices)?;
         let (state, reason) = lab.state(rollout)?;
