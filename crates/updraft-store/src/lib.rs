@@ -225,6 +225,10 @@ fn bounded_detail(detail: &str) -> String {
     detail
 }
 
+/// Device rows written by one statement (8 parameters each; well under
+/// SQLite's and PostgreSQL's limits on parameters).
+pub const REPORT_ROWS_PER_STATEMENT: usize = 400;
+
 /// History entries kept per device (the oldest go first).
 pub const MAX_HISTORY_PER_DEVICE: i64 = 500;
 /// Largest detail kept for one history entry (a failure log's tail).
@@ -619,21 +623,45 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
-        for d in rows {
-            sqlx::query(
-                "UPDATE devices SET release = $2, last_known_good = $3, components = $4, utc_offset_min = $5, last_seen_ms = $6, \
-                 inventory = $7, check_ins = $8 WHERE id = $1",
-            )
-            .bind(&d.id)
-            .bind(d.release.clone())
-            .bind(d.last_known_good.clone())
-            .bind(pairs(&d.components))
-            .bind(i64::from(d.utc_offset_min))
-            .bind(d.last_seen_ms)
-            .bind(pairs(&d.inventory))
-            .bind(d.check_ins)
-            .execute(&mut *tx)
-            .await?;
+        // One statement per chunk of rows (a round trip each on PostgreSQL),
+        // in the same form for both databases: a VALUES list joined by id.
+        for chunk in rows.chunks(REPORT_ROWS_PER_STATEMENT) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let p = i * 8;
+                    format!(
+                        "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                        p + 1,
+                        p + 2,
+                        p + 3,
+                        p + 4,
+                        p + 5,
+                        p + 6,
+                        p + 7,
+                        p + 8
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "WITH v(id, release, lkg, components, utc, seen, inventory, check_ins) AS (VALUES {}) \
+                 UPDATE devices SET release = v.release, last_known_good = v.lkg, components = v.components, \
+                 utc_offset_min = v.utc, last_seen_ms = v.seen, inventory = v.inventory, check_ins = v.check_ins \
+                 FROM v WHERE devices.id = v.id",
+                values.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for d in chunk {
+                q = q
+                    .bind(&d.id)
+                    .bind(d.release.clone())
+                    .bind(d.last_known_good.clone())
+                    .bind(pairs(&d.components))
+                    .bind(i64::from(d.utc_offset_min))
+                    .bind(d.last_seen_ms)
+                    .bind(pairs(&d.inventory))
+                    .bind(d.check_ins);
+            }
+            q.execute(&mut *tx).await?;
         }
         let mut devices: Vec<&str> = Vec::new();
         for h in history {

@@ -239,6 +239,23 @@ async fn devices_wait_for_acceptance_are_decommissioned_and_enroll_again_with_th
         d.check_ins = 3;
         s.update_device(&d).await.unwrap();
         s.add_history("p1", 40, "failed", Some("fw@2.0.0"), &"x".repeat(100_000)).await.unwrap();
+        // Reports of many devices in one statement (more than one chunk).
+        let e2 = s.create_enrollment_token(1000, 1_000, false, "admin", 0).await.unwrap();
+        let mut many = Vec::new();
+        for i in 0..(updraft_store::REPORT_ROWS_PER_STATEMENT + 3) {
+            let id = format!("bulk-{i:04}");
+            s.enroll(&e2, &device(&id), 10).await.unwrap().unwrap();
+            let mut r = s.device(&id).await.unwrap().unwrap();
+            r.inventory = vec![("slot".into(), "B".into())];
+            r.last_seen_ms = Some(77);
+            r.check_ins = i as i64;
+            r.release = if i % 2 == 0 { None } else { Some("fw@3.0.0".into()) };
+            many.push(r);
+        }
+        s.record_reports(&many, &[]).await.unwrap();
+        for r in [&many[0], &many[401], &many[402]] {
+            assert_eq!(&s.device(&r.id).await.unwrap().unwrap(), r, "{name}");
+        }
         // Decommissioned: the token no longer works; the history stays.
         d.status = DeviceStatus::Decommissioned;
         assert!(s.set_device_admin(&d, 50, ("decommissioned", "by admin")).await.unwrap());
