@@ -19,7 +19,6 @@ use updraft_agent::shell::{read_booted, read_journal, Outcome, Shell, Stop};
 #[command(
     name = "updraft-agent",
     version,
-    about,
     after_help = "Exit codes: 0 done or nothing to do, 1 refused (the reason on stderr), 2 error.\n\
 Logs go to stderr; UPDRAFT_LOG=off|error|warn|info|debug filters them (default info).\n\n\
 Examples:\n  updraft-agent enroll --server https://updates.example.com --token upe_...\n  \

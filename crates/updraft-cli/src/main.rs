@@ -25,7 +25,6 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "updraft",
     version,
-    about,
     after_help = "Exit codes: 0 done, 1 refused (the reason is printed), 2 error.\n\n\
 Examples:\n  updraft demo\n  updraft bundle verify fw.bundle --trust root.json\n  \
 updraft rollout status stable-2.3.1 --watch"
