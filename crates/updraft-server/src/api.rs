@@ -237,8 +237,8 @@ async fn authenticate(app: &App, headers: &HeaderMap) -> ApiResult<Actor> {
             return Ok(Actor::Device { id: id.clone() });
         }
         let device = app.store.device_by_token(secret).await?.ok_or_else(ApiError::unauthorized)?;
-        crate::devices::seed(app, &device);
-        let id = DeviceId::new(device.id);
+        let id = DeviceId::new(device.id.clone());
+        crate::devices::seed(app, device);
         app.device_tokens.write().expect("token cache").insert(hash, id.clone());
         return Ok(Actor::Device { id });
     }

@@ -57,8 +57,9 @@ pub struct Seen {
 
 /// Keeps the row authentication just read, so that the check-in that
 /// follows needs no second read.
-pub fn seed(app: &App, row: &DeviceRow) {
-    lock(app).entry(row.id.clone()).or_default().row = Some(row.clone());
+pub fn seed(app: &App, row: DeviceRow) {
+    let id = row.id.clone();
+    lock(app).entry(id).or_default().row = Some(row);
 }
 
 /// Device id → what was seen, in this process.
@@ -241,7 +242,7 @@ pub async fn check_in(app: &App, device: &DeviceId, req: &CheckInRequest) -> Api
     debug_assert!(due);
     // The newest row: one queued and not written yet, else the one
     // authentication read, else the stored one.
-    let queued = pending(app).rows.get(device.as_str()).cloned();
+    let queued = pending(app).rows.remove(device.as_str());
     let mut row = match queued.or(seeded) {
         Some(r) => r,
         None => app.store.device(device.as_str()).await?.ok_or_else(ApiError::unauthorized)?,
@@ -269,16 +270,18 @@ pub async fn check_in(app: &App, device: &DeviceId, req: &CheckInRequest) -> Api
     }
     row.last_seen_ms = Some(now);
     row.check_ins += unpersisted;
-    pending(app).rows.insert(row.id.clone(), row.clone());
+    let status = row.status;
     {
         let mut seen = lock(app);
         let s = seen.entry(device.to_string()).or_default();
         s.persisted_ms = now;
         s.unpersisted -= unpersisted;
         s.reported = reported;
-        s.status = Some(row.status);
+        s.status = Some(status);
     }
-    Ok(CheckedIn { status: row.status, components_changed: components_changed.then_some(row) })
+    let changed = components_changed.then(|| row.clone());
+    pending(app).rows.insert(row.id.clone(), row);
+    Ok(CheckedIn { status, components_changed: changed })
 }
 
 /// Notes an assignment in the device's history when it changes.
