@@ -129,6 +129,7 @@ pub fn run(a: ServeArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
         trust,
         public_url: a.public_url.or(file.public_url),
         poll_interval_s: a.poll_interval_s.or(file.poll_interval_s).unwrap_or(60),
+        stop_on_signals: true,
         tls: match (a.tls_cert.or(file.tls_cert), a.tls_key.or(file.tls_key)) {
             (Some(cert), Some(key)) => Some(updraft_server::TlsFiles { cert, key }),
             (None, None) => None,

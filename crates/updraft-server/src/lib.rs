@@ -46,6 +46,10 @@ pub struct Config {
     pub poll_interval_s: u32,
     /// Serve HTTPS with this certificate chain and private key (PEM files).
     pub tls: Option<TlsFiles>,
+    /// Stop gracefully on SIGINT and SIGTERM (`updraft serve`). Off where
+    /// the server runs inside another program that owns its signals (the
+    /// demo, the tests).
+    pub stop_on_signals: bool,
 }
 
 impl Config {
@@ -62,6 +66,7 @@ impl Config {
             public_url: None,
             poll_interval_s: 30,
             tls: None,
+            stop_on_signals: false,
         }
     }
 }
@@ -376,17 +381,25 @@ pub async fn start(config: Config) -> Result<Started, Box<dyn std::error::Error 
         }
     });
     let last_flush = app.clone();
+    let on_signals = config.stop_on_signals;
+    let stop = move || async move {
+        if on_signals {
+            shutdown_signal().await
+        } else {
+            std::future::pending::<()>().await
+        }
+    };
     let handle = tokio::spawn(async move {
         match tls {
             Some(tls) => {
                 tokio::select! {
                     () = serve_tls(listener, router, tls) => {},
-                    () = shutdown_signal() => {},
+                    () = stop() => {},
                 }
             }
             None => {
                 let service = router.into_make_service_with_connect_info::<SocketAddr>();
-                if let Err(e) = axum::serve(listener, service).with_graceful_shutdown(shutdown_signal()).await {
+                if let Err(e) = axum::serve(listener, service).with_graceful_shutdown(stop()).await {
                     tracing::error!(%e, "server stopped");
                 }
             }
