@@ -623,9 +623,15 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
-        // One statement per chunk of rows (a round trip each on PostgreSQL),
-        // in the same form for both databases: a VALUES list joined by id.
-        for chunk in rows.chunks(REPORT_ROWS_PER_STATEMENT) {
+        // SQLite (in process): one short prepared statement per row (sqlx
+        // resolves every `$N` of a statement by name, which a statement with
+        // thousands of them pays quadratically). PostgreSQL: one statement per
+        // chunk of rows (a round trip each), a VALUES list joined by id.
+        let chunk_rows = match self.kind {
+            DbKind::Sqlite => 1,
+            DbKind::Postgres => REPORT_ROWS_PER_STATEMENT,
+        };
+        for chunk in rows.chunks(chunk_rows) {
             let values: Vec<String> = (0..chunk.len())
                 .map(|i| {
                     let p = i * 8;
