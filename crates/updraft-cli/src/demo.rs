@@ -112,6 +112,9 @@ fn exit_on_signal(remove: Option<PathBuf>) -> anyhow::Result<()> {
                 _ = term.recv() => 143,
             }
         });
+        // From here the demo's own work may fail (its folder goes away):
+        // `run` waits for this thread to end the process instead of returning.
+        STOPPING.store(true, std::sync::atomic::Ordering::SeqCst);
         eprintln!("\ndemo: stopped by a signal");
         if let Some(dir) = &remove {
             let _ = std::fs::remove_dir_all(dir);
@@ -121,7 +124,21 @@ fn exit_on_signal(remove: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Set when a signal stops the demo.
+static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 pub fn run(a: DemoArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let result = run_demo(a, ctx);
+    if STOPPING.load(std::sync::atomic::Ordering::SeqCst) {
+        // The signal's thread ends the process with its exit code.
+        loop {
+            std::thread::park();
+        }
+    }
+    result
+}
+
+fn run_demo(a: DemoArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     // Flags first: nothing is done for a run that cannot pass.
     if !a.no_fleet && a.devices < MIN_DEVICES {
         anyhow::bail!(

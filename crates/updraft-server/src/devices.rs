@@ -30,6 +30,9 @@ use crate::{now_ms, App};
 pub const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 /// A device's row is refreshed at least this often while it checks in.
 pub const PERSIST_EVERY_MS: i64 = 5 * 60 * 1000;
+/// After a first check-in that changed nothing, the next one this much
+/// later writes the row's last-seen time.
+pub const FIRST_WRITE_AFTER_MS: i64 = 60 * 1000;
 /// History entries `GET /api/v1/devices/{id}` returns.
 pub const HISTORY_SHOWN: i64 = 50;
 /// Most devices on one page.
@@ -227,7 +230,10 @@ pub async fn check_in(app: &App, device: &DeviceId, req: &CheckInRequest) -> Api
     let reported = digest_of(&(&stable(&inventory), &req.components, &req.release));
     let (due, unpersisted, seeded) = {
         let mut seen = lock(app);
-        let s = seen.entry(device.to_string()).or_default();
+        if !seen.contains_key(device.as_str()) {
+            seen.insert(device.to_string(), Seen::default());
+        }
+        let Some(s) = seen.get_mut(device.as_str()) else { return Err(ApiError::internal("device tracker")) };
         let seeded = s.row.take();
         s.last_ms = now;
         s.unpersisted += 1;
@@ -243,6 +249,7 @@ pub async fn check_in(app: &App, device: &DeviceId, req: &CheckInRequest) -> Api
     // The newest row: one queued and not written yet, else the one
     // authentication read, else the stored one.
     let queued = pending(app).rows.remove(device.as_str());
+    let first_sight = queued.is_none() && seeded.is_some();
     let mut row = match queued.or(seeded) {
         Some(r) => r,
         None => app.store.device(device.as_str()).await?.ok_or_else(ApiError::unauthorized)?,
@@ -252,12 +259,34 @@ pub async fn check_in(app: &App, device: &DeviceId, req: &CheckInRequest) -> Api
         forget(app, device.as_str());
         return Err(ApiError::unauthorized());
     }
-    let before: BTreeMap<String, String> = row.inventory.iter().cloned().collect();
-    let inventory_changed = stable(&before) != stable(&inventory);
-    let components: Vec<(String, String)> = req.components.clone().into_iter().collect();
+    // Both sorted by key: compare without copies, free space aside.
+    let steady = |(k, _): &(&String, &String)| !VOLATILE.contains(&k.as_str());
+    let inventory_changed =
+        !row.inventory.iter().map(|(k, v)| (k, v)).filter(steady).eq(inventory.iter().filter(steady));
     // Older agents report no components: keep what enrollment said.
-    let components_changed = !components.is_empty() && components != row.components;
-    if inventory_changed && row.check_ins > 0 {
+    let components_changed =
+        !req.components.is_empty() && !req.components.iter().eq(row.components.iter().map(|(k, v)| (k, v)));
+    let release_changed = req.release.as_ref().map(|r| r.as_str()) != row.release.as_deref();
+    let recent = row.last_seen_ms.is_some_and(|t| now - t < PERSIST_EVERY_MS);
+    if !inventory_changed && !components_changed && !release_changed && (recent || first_sight) {
+        // Nothing new since the row was written: its last-seen time and
+        // count wait for a later write (views read them from memory
+        // meanwhile). A device's first check-in after a server start writes
+        // nothing unless something changed; its next one, from
+        // FIRST_WRITE_AFTER_MS on, brings the row's last-seen time up to date.
+        let status = row.status;
+        let mut seen = lock(app);
+        if let Some(s) = seen.get_mut(device.as_str()) {
+            s.persisted_ms = if recent { now } else { now - PERSIST_EVERY_MS + FIRST_WRITE_AFTER_MS };
+            s.reported = reported;
+            s.status = Some(status);
+        }
+        return Ok(CheckedIn { status, components_changed: None });
+    }
+    let before: BTreeMap<String, String> = row.inventory.iter().cloned().collect();
+    let components: Vec<(String, String)> = req.components.clone().into_iter().collect();
+    // The first report is not a change; later ones are noted.
+    if inventory_changed && row.check_ins + unpersisted > 1 {
         let detail = changes(&stable(&before), &stable(&inventory));
         queue_history(app, &row.id, now, "check_in", req.release.as_ref().map(|r| r.as_str()), &detail);
     }
@@ -271,9 +300,7 @@ pub async fn check_in(app: &App, device: &DeviceId, req: &CheckInRequest) -> Api
     row.last_seen_ms = Some(now);
     row.check_ins += unpersisted;
     let status = row.status;
-    {
-        let mut seen = lock(app);
-        let s = seen.entry(device.to_string()).or_default();
+    if let Some(s) = lock(app).get_mut(device.as_str()) {
         s.persisted_ms = now;
         s.unpersisted -= unpersisted;
         s.reported = reported;
@@ -288,10 +315,18 @@ pub async fn check_in(app: &App, device: &DeviceId, req: &CheckInRequest) -> Api
 pub async fn assigned(app: &App, device: &DeviceId, release: &ReleaseId, why: &str) -> ApiResult<()> {
     let new = {
         let mut seen = lock(app);
-        let s = seen.entry(device.to_string()).or_default();
-        let new = s.assigned.as_ref() != Some(release);
-        s.assigned = Some(release.clone());
-        new
+        match seen.get_mut(device.as_str()) {
+            Some(s) if s.assigned.as_ref() == Some(release) => false,
+            Some(s) => {
+                s.assigned = Some(release.clone());
+                true
+            }
+            None => {
+                let s = Seen { assigned: Some(release.clone()), ..Seen::default() };
+                seen.insert(device.to_string(), s);
+                true
+            }
+        }
     };
     if new {
         queue_history(app, device.as_str(), now_ms(), "assigned", Some(release.as_str()), why);
@@ -301,7 +336,13 @@ pub async fn assigned(app: &App, device: &DeviceId, release: &ReleaseId, why: &s
 
 /// Forgets what this process cached about a device (after an operator change).
 pub fn forget(app: &App, device: &str) {
-    lock(app).remove(device);
+    // What was read goes; what was seen (when, how often) stays to be written.
+    if let Some(s) = lock(app).get_mut(device) {
+        s.status = None;
+        s.row = None;
+        s.reported = 0;
+        s.assigned = None;
+    }
     app.forget_device_tokens(device);
 }
 
