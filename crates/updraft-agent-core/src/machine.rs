@@ -313,6 +313,8 @@ pub enum Notice {
     Info(String),
     /// A recovery from an unexpected state.
     Warn(String),
+    /// An assignment not taken (the bundle was refused before), and why.
+    Skipped(String),
 }
 
 /// What to do once the boot record is written.
@@ -692,10 +694,10 @@ impl Agent {
         }
         let Phase::Downloading(d) = &mut self.journal.phase else { return };
         d.attempts += 1;
-        if retryable && d.attempts < MAX_DOWNLOAD_ATTEMPTS {
-            let backoff = (BACKOFF_BASE * 2u32.saturating_pow(d.attempts - 1)).min(BACKOFF_MAX);
+        let attempts = d.attempts;
+        if retryable && attempts < MAX_DOWNLOAD_ATTEMPTS {
+            let backoff = (BACKOFF_BASE * 2u32.saturating_pow(attempts - 1)).min(BACKOFF_MAX);
             let backoff = self.jitter(backoff);
-            let attempts = d_attempts(&self.journal.phase);
             self.warn(format!(
                 "download attempt {attempts} of {MAX_DOWNLOAD_ATTEMPTS} failed: {reason}; retrying in {} s",
                 backoff.as_secs()
@@ -825,7 +827,7 @@ impl Agent {
                 if let Some(r) = self.journal.refused.iter().find(|r| r.bundle_sha256 == a.bundle_sha256) {
                     let message =
                         format!("not installing {} again: this bundle was refused before ({})", a.release, r.reason);
-                    self.info(message);
+                    self.notices.push_back(Notice::Skipped(message));
                     self.idle();
                     return;
                 }
@@ -1184,12 +1186,5 @@ impl Agent {
             ));
             self.set_record(record.settled(booted.slot), Then::Rest);
         }
-    }
-}
-
-fn d_attempts(phase: &Phase) -> u32 {
-    match phase {
-        Phase::Downloading(d) => d.attempts,
-        _ => 0,
     }
 }

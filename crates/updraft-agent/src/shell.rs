@@ -570,11 +570,10 @@ impl Shell {
     fn drain_notices(&mut self) {
         while let Some(n) = self.agent.poll_notice() {
             match n {
-                Notice::Info(m) => {
-                    if m.starts_with("not installing") {
-                        self.outcome.skipped = Some(m.clone());
-                    }
-                    log::info(&m)
+                Notice::Info(m) => log::info(&m),
+                Notice::Skipped(m) => {
+                    log::info(&m);
+                    self.outcome.skipped = Some(m);
                 }
                 Notice::Warn(m) => log::warn(&m),
                 Notice::Event(e) => {

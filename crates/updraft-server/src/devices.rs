@@ -217,17 +217,14 @@ pub struct CheckedIn {
 /// due; a history entry when the inventory changed.
 pub async fn check_in(app: &App, device: &DeviceId, req: &CheckInRequest) -> ApiResult<CheckedIn> {
     let inventory = inventory_of(req)?;
-    for (c, v) in &req.components {
-        check_id("component", c)?;
-        semver::Version::parse(v).map_err(|e| ApiError::bad_request(format!("component {c} version {v:?}: {e}")))?;
-    }
     let now = now_ms();
     // Free space moves with every download: stored when the row is written,
     // but not a change worth a write or a history entry of its own.
     let stable = |m: &BTreeMap<String, String>| -> BTreeMap<String, String> {
         m.iter().filter(|(k, _)| !VOLATILE.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect()
     };
-    let reported = digest_of(&(&stable(&inventory), &req.components, &req.release));
+    let steady_entries = inventory.iter().filter(|(k, _)| !VOLATILE.contains(&k.as_str())).collect::<Vec<_>>();
+    let reported = digest_of(&(&steady_entries, &req.components, &req.release));
     let (due, unpersisted, seeded) = {
         let mut seen = lock(app);
         if !seen.contains_key(device.as_str()) {
@@ -282,6 +279,11 @@ pub async fn check_in(app: &App, device: &DeviceId, req: &CheckInRequest) -> Api
             s.status = Some(status);
         }
         return Ok(CheckedIn { status, components_changed: None });
+    }
+    // Validated when they are kept (not on every check-in that repeats them).
+    for (c, v) in &req.components {
+        check_id("component", c)?;
+        semver::Version::parse(v).map_err(|e| ApiError::bad_request(format!("component {c} version {v:?}: {e}")))?;
     }
     let before: BTreeMap<String, String> = row.inventory.iter().cloned().collect();
     let components: Vec<(String, String)> = req.components.clone().into_iter().collect();
