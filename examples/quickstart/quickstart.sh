@@ -19,12 +19,12 @@ updraft keys generate --out-dir keys --name build
 updraft trust init --pubkey keys/release.pub --threshold 1 --build-pubkey keys/build.pub \
   --expires 365d --sign-with keys/release.key --out root.json
 
-echo "== 2. the server on embedded defaults (SQLite and blobs in ./data); it prints the admin token once"
+echo "== 2. the server on embedded defaults (SQLite and blobs in ./data); on first start it writes an admin token to data/admin-token"
 exec 3< <(exec updraft serve --trust root.json --data-dir data --listen "127.0.0.1:$port" 2>serve.log)
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
-read -r admin <&3          # the first line comes once the server listens
-export UPDRAFT_SERVER="http://127.0.0.1:$port" UPDRAFT_TOKEN="$admin"
+read -r token_file <&3     # the first line comes once the server listens: the token file's path
+export UPDRAFT_SERVER="http://127.0.0.1:$port" UPDRAFT_TOKEN="$(cat "$token_file")"
 
 echo "== 3. a signed bundle of the new firmware, published"
 head -c 1048576 /dev/zero | tr '\0' 'u' > rootfs.img

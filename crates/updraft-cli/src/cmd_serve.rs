@@ -22,18 +22,30 @@ macro_rules! say {
 use crate::Ctx;
 
 #[derive(Args, Default)]
+#[command(args_conflicts_with_subcommands = false)]
 pub struct ServeArgs {
+    #[command(subcommand)]
+    action: Option<ServeAction>,
+    /// Compare the database, the rollout journal, the blob store and the
+    /// audit log, report what a crash or an older version left (what
+    /// `updraft serve` repairs at start-up), and exit: 0 consistent, 1 not.
+    #[arg(long)]
+    check: bool,
+    /// With --check: the report as JSON.
+    #[arg(long, requires = "check")]
+    json: bool,
     /// A TOML file with any of the settings below (flags and environment win).
-    #[arg(long, env = "UPDRAFT_CONFIG")]
+    #[arg(long, env = "UPDRAFT_CONFIG", global = true)]
     config: Option<PathBuf>,
-    /// Data folder: the SQLite database and the blob store live here by default.
-    #[arg(long, env = "UPDRAFT_DATA_DIR")]
+    /// Data folder: the SQLite database, the blob store and the first
+    /// admin token (`admin-token`, mode 0600) live here by default.
+    #[arg(long, env = "UPDRAFT_DATA_DIR", global = true)]
     data_dir: Option<PathBuf>,
     /// Address to listen on.
     #[arg(long, env = "UPDRAFT_LISTEN")]
     listen: Option<SocketAddr>,
     /// sqlite://PATH or postgres://USER@HOST/DB.
-    #[arg(long, env = "UPDRAFT_DATABASE_URL")]
+    #[arg(long, env = "UPDRAFT_DATABASE_URL", global = true)]
     database_url: Option<String>,
     /// Folder of the content-addressed blob store (and of uploads being verified).
     #[arg(long, env = "UPDRAFT_BLOB_DIR")]
@@ -63,6 +75,21 @@ pub struct ServeArgs {
     /// Log lines as text (colours only on a terminal) or as JSON objects.
     #[arg(long, env = "UPDRAFT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+}
+
+/// What else `updraft serve` can do.
+#[derive(clap::Subcommand)]
+pub enum ServeAction {
+    /// Create a new admin API token and write it to the data folder's
+    /// `admin-token` file (mode 0600); earlier tokens named `admin` are
+    /// revoked. The way back in when the admin token is lost.
+    #[command(after_help = "Examples:\n  updraft serve admin-token --reset --data-dir data\n  \
+updraft serve admin-token --reset --database-url postgres://updraft@db/updraft")]
+    AdminToken {
+        /// Required: revoke the tokens named `admin` and create a new one.
+        #[arg(long)]
+        reset: bool,
+    },
 }
 
 /// How the server writes its log.
@@ -121,7 +148,9 @@ pub fn run(a: ServeArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
+    let admin_token_file = data_dir.join("admin-token");
     let config = updraft_server::Config {
+        admin_token_file: Some(admin_token_file.clone()),
         listen,
         database_url: database_url.clone(),
         blob_dir,
@@ -148,6 +177,50 @@ pub fn run(a: ServeArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
         LogFormat::Json => builder.json().with_ansi(false).init(),
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    if let Some(ServeAction::AdminToken { reset }) = a.action {
+        if !reset {
+            say!("refused: `admin-token` needs --reset (it revokes the tokens named admin and creates a new one)");
+            return Ok(ExitCode::from(1));
+        }
+        runtime
+            .block_on(updraft_server::reset_admin_token(&config, &admin_token_file))
+            .map_err(|e| anyhow::anyhow!("cannot reset the admin token: {e}"))?;
+        say!(
+            "a new admin token is in {} (mode 0600); earlier tokens named admin are revoked",
+            admin_token_file.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if a.check {
+        let report = runtime
+            .block_on(updraft_server::check(&config))
+            .map_err(|e| anyhow::anyhow!("cannot check the server's data: {e}"))?;
+        crate::output::emit(a.json, &report, |out| {
+            use std::fmt::Write as _;
+            let _ = writeln!(
+                out,
+                "{} devices, {} releases, {} rollouts: {}",
+                report.devices,
+                report.releases,
+                report.rollouts,
+                if report.findings.is_empty() {
+                    "consistent".to_owned()
+                } else {
+                    format!("{} findings", report.findings.len())
+                }
+            );
+            for f in &report.findings {
+                let _ = writeln!(out, "  {} {}: {}", f.code, f.subject, f.detail);
+            }
+            if !report.findings.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "hint: `updraft serve` repairs these at start-up (a missing blob needs its bundle published again)"
+                );
+            }
+        })?;
+        return Ok(if report.findings.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) });
+    }
     let tls_on = config.tls.is_some();
     runtime.block_on(async move {
         let started =
@@ -158,10 +231,18 @@ pub fn run(a: ServeArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
             say!("warning: no --trust root: bundle uploads will be refused until one is configured");
         }
         if let Some(token) = &started.first_admin_token {
-            say!("first start: created an admin API token; it is shown only this once:");
-            use std::io::Write as _;
+            // The token goes to a file only its owner reads, never into a
+            // log: stdout gets the token itself only on a terminal, and
+            // otherwise the file's path (a script reads the token from it).
+            use std::io::{IsTerminal, Write as _};
             let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{token}").and_then(|()| out.flush());
+            if std::io::stdout().is_terminal() {
+                say!("first start: created an admin API token (also in {}, mode 0600):", admin_token_file.display());
+                let _ = writeln!(out, "{token}").and_then(|()| out.flush());
+            } else {
+                say!("first start: created an admin API token in {} (mode 0600)", admin_token_file.display());
+                let _ = writeln!(out, "{}", admin_token_file.display()).and_then(|()| out.flush());
+            }
         }
         started.handle.await.ok();
         Ok::<_, anyhow::Error>(())

@@ -95,7 +95,8 @@ enum Command {
     Bundle(WithProgress<cmd_bundle::BundleCmd>),
     /// Run the delivery server (SQLite and a blob folder under ./updraft-data by default).
     #[command(after_help = "Examples:\n  updraft serve --trust root.json\n  \
-updraft serve --trust root.json --database-url postgres://updraft@db/updraft --blob-store s3://fw-bucket/blobs")]
+updraft serve --trust root.json --database-url postgres://updraft@db/updraft --blob-store s3://fw-bucket/blobs\n  \
+updraft serve --check --data-dir updraft-data\n  updraft serve admin-token --reset --data-dir updraft-data")]
     Serve(Box<cmd_serve::ServeArgs>),
     /// Check rollout plans; create, watch and steer rollouts on a server.
     Rollout(OnServerWithProgress<cmd_rollout::RolloutCmd>),

@@ -20,7 +20,10 @@ use updraft_rollout::{Decision, InstallReason, Output, Plan, StayReason};
 use updraft_store::{hash_secret, DeviceRow, Inserted, ReleaseRow, RolloutRow};
 use updraft_types::{DeviceId, ReleaseId, RolloutId, Sha256Digest};
 
+use crate::core::Change;
+pub(crate) use crate::core::{apply, catch_up};
 use crate::error::{ApiError, ApiResult};
+use crate::fault;
 use crate::journal::{self, Entry};
 use crate::metrics::{Kind, METRICS};
 use crate::{now_ms, App};
@@ -277,21 +280,6 @@ fn device_of(actor: &Actor) -> &DeviceId {
     }
 }
 
-pub(crate) async fn audit(app: &App, actor: &str, action: &str, subject: &str, detail: String, remote: SocketAddr) {
-    let entry = AuditEntry {
-        id: 0,
-        at_ms: now_ms(),
-        actor: actor.to_owned(),
-        action: action.to_owned(),
-        subject: subject.to_owned(),
-        detail,
-        remote: remote.ip().to_string(),
-    };
-    if let Err(e) = app.store.audit(&entry).await {
-        tracing::error!(%e, action, "audit log write failed");
-    }
-}
-
 /// Parses a JSON body with a 400 that names the problem.
 pub(crate) fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
@@ -309,130 +297,11 @@ pub(crate) fn check_id(kind: &str, s: &str) -> ApiResult<()> {
     }
 }
 
-// ------------------------------------------------------------------ controller
-
-/// Applies a journal entry to the controller and handles the side outputs
-/// (audit, metrics). Returns the outputs.
-pub(crate) async fn apply(app: &App, entry: Entry) -> ApiResult<Vec<Output>> {
-    let outputs = if app.replicated {
-        apply_replicated(app, entry).await?
-    } else {
-        let (outputs, pending) = {
-            let mut core = app.core.lock().await;
-            core.apply(now_ms(), entry)
-        };
-        // Acknowledge only what is durable.
-        if let Some(p) = pending {
-            match p.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(ApiError::internal(format!("journal: {e}"))),
-                Err(_) => return Err(ApiError::internal("journal writer stopped")),
-            }
-        }
-        outputs
-    };
-    for o in &outputs {
-        match o {
-            Output::StateChanged { rollout, state } => {
-                let detail = serde_json::to_string(state).unwrap_or_default();
-                audit_system(app, "rollout.state", rollout.as_str(), detail).await;
-                // One-hot: 1 for the state the rollout is in, 0 for the others.
-                for name in updraft_rollout::RolloutState::NAMES {
-                    METRICS
-                        .rollout_state
-                        .get_or_create(&crate::metrics::RolloutState {
-                            rollout: rollout.to_string(),
-                            state: name.into(),
-                        })
-                        .set(i64::from(name == state.name()));
-                }
-            }
-            Output::WaveStarted { rollout, wave, target_devices } => {
-                audit_system(app, "rollout.wave", rollout.as_str(), format!("wave {wave}, {target_devices} devices"))
-                    .await;
-            }
-            Output::Gate { rollout, report, .. } => {
-                METRICS
-                    .gate_results
-                    .get_or_create(&crate::metrics::GateResult {
-                        gate: report.gate.clone(),
-                        verdict: format!("{:?}", report.test.verdict).to_lowercase(),
-                    })
-                    .inc();
-                let detail = serde_json::to_string(report).unwrap_or_default();
-                audit_system(app, "rollout.gate", rollout.as_str(), detail).await;
-            }
-            Output::Quarantined { release, rollout } => {
-                audit_system(app, "release.quarantine", release.as_str(), format!("by rollout {rollout}")).await;
-            }
-            Output::Decision { .. } | Output::Rejected { .. } => {}
-        }
-    }
-    Ok(outputs)
-}
-
-/// Replicated mode (PostgreSQL, possibly several server processes): a
-/// check-in that cannot change anything is answered from this replica's
-/// state; anything else takes the journal lock, applies the entries other
-/// replicas wrote since, applies its own and appends it, in one transaction,
-/// so that every replica applies the same entries in the same order.
-async fn apply_replicated(app: &App, entry: Entry) -> ApiResult<Vec<Output>> {
-    if let Some(outputs) = app.core.lock().await.peek(now_ms(), &entry) {
-        return Ok(outputs);
-    }
-    // Writers are serialised by the journal lock (across replicas and within
-    // this one); the controller's mutex is held only while applying, so that
-    // read-only check-ins are not held up by database round trips.
-    let mut lock = app.store.lock_journal().await?;
-    let applied = app.core.lock().await.applied_seq;
-    let newer = lock.since(applied).await?;
-    let now = now_ms();
-    let (outputs, text) = {
-        let mut core = app.core.lock().await;
-        core.catch_up(newer);
-        core.apply_local(now, entry)
-    };
-    if let Some(text) = text {
-        let seq = lock.append(now, &text).await?;
-        app.core.lock().await.applied_seq = seq;
-    }
-    // If the commit fails, this replica has applied an entry nobody else
-    // will see: rebuild from the journal rather than diverge.
-    if let Err(e) = lock.commit().await {
-        app.rebuild().await;
-        return Err(ApiError::internal(e));
-    }
-    Ok(outputs)
-}
-
-/// Brings this replica up to date with entries other replicas wrote.
-pub async fn catch_up(app: &App) -> ApiResult<()> {
-    if !app.replicated {
-        return Ok(());
-    }
-    let mut core = app.core.lock().await;
-    let newer = app.store.journal_since(core.applied_seq).await?;
-    core.catch_up(newer);
-    Ok(())
-}
-
-async fn audit_system(app: &App, action: &str, subject: &str, detail: String) {
-    audit(app, "system", action, subject, detail, SocketAddr::from(([0, 0, 0, 0], 0))).await;
-}
-
 fn rejection(outputs: &[Output]) -> Option<String> {
     outputs.iter().find_map(|o| match o {
         Output::Rejected { reason } => Some(reason.clone()),
         _ => None,
     })
-}
-
-/// The periodic controller work (timeouts, soaks, gate evaluation); only
-/// the leader runs it.
-pub async fn tick(app: &App) {
-    if let Err(e) = apply(app, Entry::Tick).await {
-        tracing::error!(message = %e.message, "controller tick failed");
-    }
 }
 
 // ------------------------------------------------------------------ devices
@@ -484,8 +353,11 @@ async fn enroll(
         enrolled_ms: now_ms(),
         ..DeviceRow::new(req.device_id.as_str(), &req.family, &req.hardware)
     };
-    let (token, status) = match app.store.enroll(&req.enrollment_token, &device, now_ms()).await? {
-        Ok(t) => t,
+    // The device row, its token, its controller entry and the audit entry
+    // commit together: a crash leaves all of them or none.
+    let mut change = Change::begin(&app).await?;
+    let enrolled = match change.tx().enroll(&req.enrollment_token, &device, now_ms()).await? {
+        Ok(e) => e,
         Err(updraft_store::EnrollRefusal::BadToken) => {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -494,23 +366,29 @@ async fn enroll(
             ))
         }
         Err(updraft_store::EnrollRefusal::AlreadyEnrolled) => {
-            return Err(ApiError::conflict(format!("device {} is already enrolled", device.id)))
+            return Err(ApiError::conflict(format!(
+                "device {} is already enrolled; hint: an operator decommissions it (`updraft devices decommission {}`) before it enrolls again",
+                device.id, device.id
+            )))
         }
     };
-    crate::devices::forget(&app, &device.id);
+    let status = enrolled.status;
     // A pending device takes part in rollouts once an operator accepts it.
-    if status == updraft_store::DeviceStatus::Active {
-        apply(&app, device_entry(&device)).await?;
+    if status == updraft_store::DeviceStatus::Active && !enrolled.retried {
+        change.apply(device_entry(&device)).await?;
     }
-    audit(
-        &app,
+    let action = if enrolled.retried { "device.enroll-retry" } else { "device.enroll" };
+    change.audit(
         &format!("device:{}", device.id),
-        "device.enroll",
+        action,
         &device.id,
         format!("{}/{} ({})", device.family, device.hardware, status.as_str()),
         remote,
-    )
-    .await;
+    );
+    change.commit().await?;
+    crate::devices::forget(&app, &device.id);
+    fault::point("enroll.before-answer");
+    let token = enrolled.token;
     let response = EnrollResponse { device_id: req.device_id, device_token: token, status: status.as_str().into() };
     Ok((StatusCode::CREATED, Json(response)).into_response())
 }
@@ -716,6 +594,36 @@ async fn download(State(app): State<Arc<App>>, headers: HeaderMap, Path(sha256):
 
 // ------------------------------------------------------------------ releases
 
+fn conflicting_release(id: &str) -> ApiError {
+    ApiError::conflict(format!(
+        "release {id} already exists with other bytes; releases never change; hint: publish a new version"
+    ))
+}
+
+/// The controller entry of a release: its row and the manifest it was
+/// published with (component images provide their component at the
+/// release's version).
+pub(crate) fn release_entry(row: &ReleaseRow, manifest: &[u8]) -> Entry {
+    let provides = updraft_bundle::Manifest::from_json(manifest)
+        .map(|m| {
+            m.images
+                .iter()
+                .filter_map(|i| match &i.target {
+                    updraft_bundle::Target::Component(c) => Some((c.clone(), m.version.to_string())),
+                    updraft_bundle::Target::Slot => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Entry::Release {
+        id: ReleaseId::new(&row.id),
+        family: row.family.clone(),
+        hardware: row.hardware.clone(),
+        requires: row.requires.clone(),
+        provides,
+    }
+}
+
 async fn release_view(app: &App, r: ReleaseRow) -> ApiResult<Release> {
     let channels = app.store.channels_of(&r.id).await?;
     Ok(Release {
@@ -806,40 +714,31 @@ async fn publish(
     if let Some(s) = &files.sbom {
         meta.push(("sbom", text(s)));
     }
-    match app.store.insert_release(&row, &meta).await? {
-        Inserted::Conflict => {
-            return Err(ApiError::conflict(format!(
-                "release {id} already exists with other bytes; releases never change; hint: publish a new version"
-            )))
+    // Another release under this name and version: refused before its bytes are kept.
+    if let Some(existing) = app.store.release(&id).await? {
+        if existing.sha256 != row.sha256 {
+            return Err(conflicting_release(&id));
         }
+    }
+    fault::point("publish.after-upload");
+    // The blob is durable before the release row can be seen: a crash in
+    // between leaves a blob that nothing lists, never a release without
+    // its file. Publishing the same bytes again restores a missing blob.
+    app.blobs.commit(writer, &digest).await?;
+    fault::point("publish.after-blob");
+    let mut change = Change::begin(&app).await?;
+    match change.tx().insert_release(&row, &meta).await? {
+        Inserted::Conflict => return Err(conflicting_release(&id)),
         Inserted::Identical => {
+            drop(change);
             let existing = app.store.release(&id).await?.ok_or_else(|| ApiError::internal("release vanished"))?;
             return Ok((StatusCode::OK, Json(release_view(&app, existing).await?)).into_response());
         }
         Inserted::Created => {}
     }
-    app.blobs.commit(writer, &digest).await?;
-    // Component images provide their component at the release's version.
-    let provides = m
-        .images
-        .iter()
-        .filter_map(|i| match &i.target {
-            updraft_bundle::Target::Component(c) => Some((c.clone(), m.version.to_string())),
-            updraft_bundle::Target::Slot => None,
-        })
-        .collect();
-    apply(
-        &app,
-        Entry::Release {
-            id: ReleaseId::new(&id),
-            family: row.family.clone(),
-            hardware: row.hardware.clone(),
-            requires: row.requires.clone(),
-            provides,
-        },
-    )
-    .await?;
-    audit(&app, &actor.label(), "release.publish", &id, format!("sha256 {digest}, {size} bytes"), remote).await;
+    change.apply(release_entry(&row, &files.manifest)).await?;
+    change.audit(&actor.label(), "release.publish", &id, format!("sha256 {digest}, {size} bytes"), remote);
+    change.commit().await?;
     Ok((StatusCode::CREATED, Json(release_view(&app, row).await?)).into_response())
 }
 
@@ -904,9 +803,11 @@ async fn promote(
     if app.store.release(req.release.as_str()).await?.is_none() {
         return Err(ApiError::not_found(format!("no release {}", req.release)));
     }
-    let added = app.store.promote(&channel, req.release.as_str(), &actor.label(), now_ms()).await?;
+    let mut change = Change::begin(&app).await?;
+    let added = change.tx().promote(&channel, req.release.as_str(), &actor.label(), now_ms()).await?;
     if added {
-        audit(&app, &actor.label(), "channel.promote", &channel, req.release.to_string(), remote).await;
+        change.audit(&actor.label(), "channel.promote", &channel, req.release.to_string(), remote);
+        change.commit().await?;
         Ok(StatusCode::CREATED)
     } else {
         Ok(StatusCode::OK)
@@ -928,17 +829,19 @@ async fn create_rollout(
     if app.store.release(req.release.as_str()).await?.is_none() {
         return Err(ApiError::not_found(format!("no release {}", req.release)));
     }
-    catch_up(&app).await?;
-    if app.core.lock().await.controller.status(&req.id).is_some() {
+    // The controller entries, the row and the audit entries commit together.
+    let mut change = Change::begin(&app).await?;
+    if change.controller().status(&req.id).is_some() {
         return Err(ApiError::conflict(format!("rollout {} already exists", req.id)));
     }
-    let outputs =
-        apply(&app, Entry::CreateRollout { id: req.id.clone(), release: req.release.clone(), plan: req.plan.clone() })
-            .await?;
+    let outputs = change
+        .apply(Entry::CreateRollout { id: req.id.clone(), release: req.release.clone(), plan: req.plan.clone() })
+        .await?;
     if let Some(reason) = rejection(&outputs) {
         return Err(ApiError::unprocessable("rollout-rejected", reason));
     }
-    app.store
+    change
+        .tx()
         .insert_rollout(&RolloutRow {
             id: req.id.to_string(),
             release: req.release.to_string(),
@@ -947,15 +850,20 @@ async fn create_rollout(
             created_by: actor.label(),
         })
         .await?;
-    audit(&app, &actor.label(), "rollout.create", req.id.as_str(), req.release.to_string(), remote).await;
+    change.audit(&actor.label(), "rollout.create", req.id.as_str(), req.release.to_string(), remote);
+    let mut refused_start = None;
     if req.start {
-        let outputs = apply(&app, Entry::Command { rollout: req.id.clone(), command: "start".into() }).await?;
-        if let Some(reason) = rejection(&outputs) {
-            return Err(ApiError::conflict(reason));
+        let outputs = change.apply(Entry::Command { rollout: req.id.clone(), command: "start".into() }).await?;
+        match rejection(&outputs) {
+            Some(reason) => refused_start = Some(reason),
+            None => change.audit(&actor.label(), "rollout.start", req.id.as_str(), String::new(), remote),
         }
-        audit(&app, &actor.label(), "rollout.start", req.id.as_str(), String::new(), remote).await;
     }
-    let status = app.core.lock().await.controller.status(&req.id);
+    let status = change.controller().status(&req.id);
+    change.commit().await?;
+    if let Some(reason) = refused_start {
+        return Err(ApiError::conflict(format!("rollout {} was created but not started: {reason}", req.id)));
+    }
     Ok((StatusCode::CREATED, Json(status)).into_response())
 }
 
@@ -963,7 +871,7 @@ async fn list_rollouts(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiRe
     require(&app, &headers, Access::Role(Role::Viewer)).await?;
     catch_up(&app).await?;
     let rows = app.store.rollouts().await?;
-    let core = app.core.lock().await;
+    let core = app.lock_core().await;
     let out: Vec<_> = rows.iter().filter_map(|r| core.controller.status(&RolloutId::new(&r.id))).collect();
     Ok(Json(out).into_response())
 }
@@ -972,7 +880,7 @@ async fn show_rollout(State(app): State<Arc<App>>, headers: HeaderMap, Path(id):
     require(&app, &headers, Access::Role(Role::Viewer)).await?;
     catch_up(&app).await?;
     check_id("rollout id", &id)?;
-    let status = app.core.lock().await.controller.status(&RolloutId::new(&id));
+    let status = app.lock_core().await.controller.status(&RolloutId::new(&id));
     match status {
         Some(s) => Ok(Json(s).into_response()),
         None => Err(ApiError::not_found(format!("no rollout {id}"))),
@@ -993,16 +901,17 @@ async fn rollout_command(
         )));
     }
     let rollout = RolloutId::new(&id);
-    catch_up(&app).await?;
-    if app.core.lock().await.controller.status(&rollout).is_none() {
+    let mut change = Change::begin(&app).await?;
+    if change.controller().status(&rollout).is_none() {
         return Err(ApiError::not_found(format!("no rollout {id}")));
     }
-    let outputs = apply(&app, Entry::Command { rollout: rollout.clone(), command: command.clone() }).await?;
+    let outputs = change.apply(Entry::Command { rollout: rollout.clone(), command: command.clone() }).await?;
     if let Some(reason) = rejection(&outputs) {
         return Err(ApiError::conflict(reason));
     }
-    audit(&app, &actor.label(), &format!("rollout.{command}"), &id, String::new(), remote).await;
-    let status = app.core.lock().await.controller.status(&rollout);
+    change.audit(&actor.label(), &format!("rollout.{command}"), &id, String::new(), remote);
+    let status = change.controller().status(&rollout);
+    change.commit().await?;
     Ok(Json(status).into_response())
 }
 
@@ -1062,9 +971,11 @@ async fn add_build(
         at_ms: now_ms(),
         actor: actor.label(),
     };
-    let id = app.store.add_build(&record).await?;
+    let mut change = Change::begin(&app).await?;
+    let id = change.tx().add_build(&record).await?;
     let verdict = if req.passed { "passed" } else { "failed" };
-    audit(&app, &actor.label(), "build.record", &req.project, format!("{} {verdict}", req.commit), remote).await;
+    change.audit(&actor.label(), "build.record", &req.project, format!("{} {verdict}", req.commit), remote);
+    change.commit().await?;
     Ok((StatusCode::CREATED, Json(serde_json::json!({ "id": id }))).into_response())
 }
 
@@ -1136,8 +1047,10 @@ async fn create_token(
     let actor = require(&app, &headers, Access::Role(Role::Admin)).await?;
     let req: CreateTokenRequest = parse(&body)?;
     check_id("token name", &req.name)?;
-    let (id, token) = app.store.create_api_token(&req.name, req.role, now_ms()).await?;
-    audit(&app, &actor.label(), "token.create", &req.name, req.role.as_str().into(), remote).await;
+    let mut change = Change::begin(&app).await?;
+    let (id, token) = change.tx().create_api_token(&req.name, req.role, now_ms()).await?;
+    change.audit(&actor.label(), "token.create", &req.name, req.role.as_str().into(), remote);
+    change.commit().await?;
     Ok((StatusCode::CREATED, Json(CreatedToken { id, name: req.name, role: req.role, token })).into_response())
 }
 
@@ -1149,10 +1062,12 @@ async fn revoke_token(
 ) -> ApiResult<StatusCode> {
     let actor = require(&app, &headers, Access::Role(Role::Admin)).await?;
     let id: i64 = id.parse().map_err(|_| ApiError::bad_request(format!("token id {id:?} is not a number")))?;
-    if !app.store.revoke_api_token(id).await? {
+    let mut change = Change::begin(&app).await?;
+    if !change.tx().revoke_api_token(id).await? {
         return Err(ApiError::not_found(format!("no token {id}")));
     }
-    audit(&app, &actor.label(), "token.revoke", &id.to_string(), String::new(), remote).await;
+    change.audit(&actor.label(), "token.revoke", &id.to_string(), String::new(), remote);
+    change.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -1168,10 +1083,12 @@ async fn create_enrollment_token(
         return Err(ApiError::bad_request("uses must be 1 to 1000000 and expiresInS 1 to 31622400"));
     }
     let expires_ms = now_ms() + (req.expires_in_s as i64) * 1000;
+    let mut change = Change::begin(&app).await?;
     let token =
-        app.store.create_enrollment_token(req.uses, expires_ms, req.require_accept, &actor.label(), now_ms()).await?;
+        change.tx().create_enrollment_token(req.uses, expires_ms, req.require_accept, &actor.label(), now_ms()).await?;
     let detail = format!("{} uses{}", req.uses, if req.require_accept { ", acceptance required" } else { "" });
-    audit(&app, &actor.label(), "enrollment-token.create", "-", detail, remote).await;
+    change.audit(&actor.label(), "enrollment-token.create", "-", detail, remote);
+    change.commit().await?;
     let created = CreatedEnrollmentToken { token, uses: req.uses, expires_ms, require_accept: req.require_accept };
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
@@ -1193,10 +1110,9 @@ async fn rotate_trust_root(
     let actor = require(&app, &headers, Access::Role(Role::Admin)).await?;
     let next = updraft_bundle::SignedRoot::parse(&body)
         .map_err(|e| ApiError::unprocessable("invalid-trust-root", format!("not a trust root: {e}")))?;
-    match app.rotate_trust(next, &actor.label()).await? {
+    match app.rotate_trust(next, &actor.label(), remote).await? {
         Ok(t) => {
             let v = t.latest.root.version;
-            audit(&app, &actor.label(), "trust-root.rotate", &format!("v{v}"), String::new(), remote).await;
             Ok((StatusCode::CREATED, Json(serde_json::json!({ "version": v }))).into_response())
         }
         Err(reason) => Err(ApiError::unprocessable("trust-root-rejected", reason)),

@@ -22,7 +22,8 @@ use updraft_proto::{CheckInRequest, Device, DeviceChange, DeviceHistoryEntry, De
 use updraft_store::{DeviceRow, DeviceStatus};
 use updraft_types::{DeviceId, ReleaseId};
 
-use crate::api::{apply, audit, check_id, device_entry, parse, require, Access};
+use crate::api::{check_id, device_entry, parse, require, Access};
+use crate::core::Change;
 use crate::error::{ApiError, ApiResult};
 use crate::{now_ms, App};
 
@@ -546,10 +547,12 @@ pub async fn accept(
         return Err(ApiError::conflict(format!("device {id} is {}, not pending", row.status.as_str())));
     }
     row.status = DeviceStatus::Active;
-    app.store.set_device_admin(&row, now_ms(), ("accepted", &format!("by {}", actor.label()))).await?;
+    let mut change = Change::begin(&app).await?;
+    change.tx().set_device_admin(&row, now_ms(), ("accepted", &format!("by {}", actor.label()))).await?;
+    change.apply(device_entry(&row)).await?;
+    change.audit(&actor.label(), "device.accept", &id, String::new(), remote);
+    change.commit().await?;
     forget(&app, &id);
-    apply(&app, device_entry(&row)).await?;
-    audit(&app, &actor.label(), "device.accept", &id, String::new(), remote).await;
     Ok(Json(view(&app, row, None)))
 }
 
@@ -568,13 +571,15 @@ pub async fn decommission(
     }
     let was_active = row.status == DeviceStatus::Active;
     row.status = DeviceStatus::Decommissioned;
-    app.store.set_device_admin(&row, now_ms(), ("decommissioned", &format!("by {}", actor.label()))).await?;
-    forget(&app, &id);
+    let mut change = Change::begin(&app).await?;
+    change.tx().set_device_admin(&row, now_ms(), ("decommissioned", &format!("by {}", actor.label()))).await?;
     if was_active {
         // Its places in rollouts stop counting (it would go silent otherwise).
-        apply(&app, crate::journal::Entry::Retire { device: DeviceId::new(&id) }).await?;
+        change.apply(crate::journal::Entry::Retire { device: DeviceId::new(&id) }).await?;
     }
-    audit(&app, &actor.label(), "device.decommission", &id, String::new(), remote).await;
+    change.audit(&actor.label(), "device.decommission", &id, String::new(), remote);
+    change.commit().await?;
+    forget(&app, &id);
     Ok(Json(view(&app, row, None)))
 }
 
@@ -616,11 +621,13 @@ pub async fn change(
         return Err(ApiError::bad_request(format!("at most {MAX_LABELS} tags and {MAX_LABELS} attributes per device")));
     }
     let detail = serde_json::to_string(&c).unwrap_or_default();
-    app.store.set_device_admin(&row, now_ms(), ("changed", &detail)).await?;
-    forget(&app, &id);
+    let mut change = Change::begin(&app).await?;
+    change.tx().set_device_admin(&row, now_ms(), ("changed", &detail)).await?;
     if row.status == DeviceStatus::Active {
-        apply(&app, device_entry(&row)).await?;
+        change.apply(device_entry(&row)).await?;
     }
-    audit(&app, &actor.label(), "device.change", &id, detail, remote).await;
+    change.audit(&actor.label(), "device.change", &id, detail.clone(), remote);
+    change.commit().await?;
+    forget(&app, &id);
     Ok(Json(view(&app, row, None)))
 }

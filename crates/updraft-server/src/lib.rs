@@ -10,9 +10,12 @@ mod api;
 mod core;
 mod devices;
 mod error;
+mod fault;
+pub use fault::POINTS as FAULT_POINTS;
 mod journal;
 pub mod metrics;
 mod openapi;
+pub mod reconcile;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -46,6 +49,9 @@ pub struct Config {
     pub poll_interval_s: u32,
     /// Serve HTTPS with this certificate chain and private key (PEM files).
     pub tls: Option<TlsFiles>,
+    /// Where the admin token created on first start is written (mode 0600),
+    /// instead of only being returned to the caller.
+    pub admin_token_file: Option<PathBuf>,
     /// Stop gracefully on SIGINT and SIGTERM (`updraft serve`). Off where
     /// the server runs inside another program that owns its signals (the
     /// demo, the tests).
@@ -66,6 +72,7 @@ impl Config {
             public_url: None,
             poll_interval_s: 30,
             tls: None,
+            admin_token_file: None,
             stop_on_signals: false,
         }
     }
@@ -207,12 +214,14 @@ impl App {
         Ok(Some(walked))
     }
 
-    /// Adopts a new trust root version after checking it against the current one.
-    pub async fn rotate_trust(
+    /// Adopts a new trust root version after checking it against the
+    /// current one (stored with its audit entry in one transaction).
+    pub(crate) async fn rotate_trust(
         &self,
         next: SignedRoot,
         by: &str,
-    ) -> Result<Result<Trust, String>, updraft_store::StoreError> {
+        remote: SocketAddr,
+    ) -> Result<Result<Trust, String>, error::ApiError> {
         let Some(current) = self.trust().await? else {
             return Ok(Err("the server has no trust root to rotate from; hint: start it with --trust".into()));
         };
@@ -225,9 +234,13 @@ impl App {
             Err(e) => return Ok(Err(e.to_string())),
         };
         let body = String::from_utf8_lossy(&next.to_json()).into_owned();
-        if !self.store.add_trust_root(next.root.version as i64, &body, by, now_ms()).await? {
-            return Ok(Err(format!("trust root version {} is already stored", next.root.version)));
+        let version = next.root.version;
+        let mut change = core::Change::begin(self).await?;
+        if !change.tx().add_trust_root(version as i64, &body, by, now_ms()).await? {
+            return Ok(Err(format!("trust root version {version} is already stored")));
         }
+        change.audit(by, "trust-root.rotate", &format!("v{version}"), String::new(), remote);
+        change.commit().await?;
         let t = Trust { latest: next, trusted };
         *self.trust.write().expect("trust lock") = Some(t.clone());
         Ok(Ok(t))
@@ -257,17 +270,6 @@ impl App {
             }
         }
     }
-
-    /// Rebuilds the controller from the journal (after a failed commit).
-    async fn rebuild(&self) {
-        match core::Core::load(&self.store).await {
-            Ok(mut fresh) => {
-                fresh.set_writer(core::JournalWriter::spawn(self.store.clone()));
-                *self.core.lock().await = fresh;
-            }
-            Err(e) => tracing::error!(%e, "cannot rebuild the controller from the journal"),
-        }
-    }
 }
 
 /// What starting a server produced.
@@ -289,9 +291,9 @@ impl App {
         self.device_tokens.write().unwrap_or_else(|e| e.into_inner()).retain(|_, id| id.as_str() != device);
     }
 
-    /// Opens the store and blobs, rebuilds the controller from the journal,
-    /// and creates the first admin token if there is none.
-    pub async fn open(config: &Config) -> Result<(Arc<App>, Option<String>), updraft_store::StoreError> {
+    /// Opens the store and blobs and rebuilds the controller from the
+    /// journal, changing nothing.
+    async fn load(config: &Config) -> Result<Arc<App>, updraft_store::StoreError> {
         let store = Store::open(&config.database_url).await?;
         let blobs = match &config.blob_url {
             Some(url) => BlobStore::open_url(url, &config.blob_dir.join("tmp")).await?,
@@ -305,13 +307,7 @@ impl App {
         let mut core = core::Core::load(&store).await?;
         core.set_writer(core::JournalWriter::spawn(store.clone()));
         tracing::info!(entries = core.journaled, "controller rebuilt from the journal");
-        let first_admin_token = if store.count_api_tokens().await? == 0 {
-            let (_, secret) = store.create_api_token("admin", Role::Admin, now_ms()).await?;
-            Some(secret)
-        } else {
-            None
-        };
-        let app = Arc::new(App {
+        Ok(Arc::new(App {
             store,
             blobs,
             trust: std::sync::RwLock::new(trust),
@@ -323,9 +319,91 @@ impl App {
             device_tokens: Default::default(),
             seen: Default::default(),
             reports: Default::default(),
-        });
+        }))
+    }
+
+    /// Opens the store and blobs, rebuilds the controller from the journal,
+    /// repairs what a crash left (see `reconcile`), and creates the first
+    /// admin token if there is none (written to `config.admin_token_file`
+    /// when set).
+    pub async fn open(config: &Config) -> Result<(Arc<App>, Option<String>), Box<dyn std::error::Error + Send + Sync>> {
+        let app = App::load(config).await?;
+        let report = reconcile::reconcile(&app, true).await.map_err(|e| e.message)?;
+        for f in report.findings.iter().take(100) {
+            tracing::warn!(code = f.code, subject = %f.subject, repaired = f.repaired, "{}", f.detail);
+        }
+        if !report.findings.is_empty() {
+            tracing::warn!(
+                findings = report.findings.len(),
+                unrepaired = report.unrepaired(),
+                "start-up reconciliation found what a crash or an older version left; see `updraft serve --check`"
+            );
+        }
+        let first_admin_token = if app.store.count_api_tokens().await? == 0 {
+            let mut tx = app.store.begin_write().await?;
+            let (_, secret) = tx.create_api_token("admin", Role::Admin, now_ms()).await?;
+            if let Some(path) = &config.admin_token_file {
+                write_secret_file(path, &secret)?;
+            }
+            tx.commit().await?;
+            Some(secret)
+        } else {
+            None
+        };
         Ok((app, first_admin_token))
     }
+}
+
+/// Reconciles the database, the journal, the blob store and the audit log
+/// without changing anything (`updraft serve --check`).
+pub async fn check(config: &Config) -> Result<reconcile::Report, Box<dyn std::error::Error + Send + Sync>> {
+    let app = App::load(config).await?;
+    Ok(reconcile::reconcile(&app, false).await.map_err(|e| e.message)?)
+}
+
+/// Creates a new admin token named `admin`, revokes the earlier ones of that
+/// name, and writes it to `path` (mode 0600): the way back in when the
+/// admin token is lost (`updraft serve admin-token --reset`).
+pub async fn reset_admin_token(
+    config: &Config,
+    path: &std::path::Path,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let store = Store::open(&config.database_url).await?;
+    let mut tx = store.begin_write().await?;
+    let revoked = tx.revoke_api_tokens_named("admin").await?;
+    let (_, secret) = tx.create_api_token("admin", Role::Admin, now_ms()).await?;
+    tx.audit(&updraft_proto::AuditEntry {
+        id: 0,
+        at_ms: now_ms(),
+        actor: "system".into(),
+        action: "token.reset-admin".into(),
+        subject: "admin".into(),
+        detail: format!("{revoked} earlier admin token(s) revoked"),
+        remote: "0.0.0.0".into(),
+    })
+    .await?;
+    write_secret_file(path, &secret)?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Writes a secret to a file only its owner can read: a temporary file
+/// (0600) in the same folder, fsynced, renamed into place, the folder fsynced.
+fn write_secret_file(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::Builder::new().prefix(".admin-token-").tempfile_in(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    writeln!(tmp, "{secret}")?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
 }
 
 /// Imports devices with known device tokens (bulk registration from another
@@ -338,12 +416,23 @@ pub async fn import_devices(
     for chunk in devices.chunks(5000) {
         let rows: Vec<(updraft_store::DeviceRow, String)> =
             chunk.iter().map(|(d, token)| (d.clone(), updraft_store::hash_secret(token))).collect();
-        store.insert_devices(&rows).await?;
-        let entries: Vec<(i64, String)> = chunk
-            .iter()
-            .map(|(d, _)| (d.enrolled_ms, serde_json::to_string(&api::device_entry(d)).expect("entry serialises")))
-            .collect();
-        store.append_journal(&entries).await?;
+        // Rows, journal entries and audit entries of a chunk commit together.
+        let mut tx = store.begin_write().await?;
+        tx.insert_devices(&rows).await?;
+        for (d, _) in chunk {
+            tx.append(d.enrolled_ms, &serde_json::to_string(&api::device_entry(d)).expect("entry serialises")).await?;
+            tx.audit(&updraft_proto::AuditEntry {
+                id: 0,
+                at_ms: d.enrolled_ms,
+                actor: "system".into(),
+                action: "device.import".into(),
+                subject: d.id.clone(),
+                detail: format!("{}/{}", d.family, d.hardware),
+                remote: "0.0.0.0".into(),
+            })
+            .await?;
+        }
+        tx.commit().await?;
     }
     Ok(devices.len())
 }
@@ -363,8 +452,8 @@ pub async fn start(config: Config) -> Result<Started, Box<dyn std::error::Error 
         loop {
             interval.tick().await;
             if ticker.try_lead().await {
-                api::tick(&ticker).await;
-            } else if let Err(e) = api::catch_up(&ticker).await {
+                core::tick(&ticker).await;
+            } else if let Err(e) = core::catch_up(&ticker).await {
                 tracing::error!(message = %e.message, "catching up with the journal failed");
             }
         }

@@ -154,6 +154,27 @@ impl BlobStore {
         }
     }
 
+    /// Uploads staged in the temporary folder (left by a crash: a running
+    /// server removes its own when an upload ends), with their sizes, if
+    /// older than `min_age` (an upload of another process may be running).
+    pub fn staged(&self, min_age: std::time::Duration) -> Result<Vec<(PathBuf, u64)>> {
+        let mut out = Vec::new();
+        let entries = std::fs::read_dir(&self.tmp).map_err(io(format!("cannot list {}", self.tmp.display())))?;
+        for e in entries {
+            let e = e.map_err(io(format!("cannot list {}", self.tmp.display())))?;
+            if !e.file_name().to_string_lossy().starts_with("upload-") {
+                continue;
+            }
+            let Ok(meta) = e.metadata() else { continue };
+            let age = meta.modified().ok().and_then(|m| m.elapsed().ok()).unwrap_or_default();
+            if age >= min_age {
+                out.push((e.path(), meta.len()));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// A blob's size, if it exists.
     pub async fn size(&self, digest: &Sha256Digest) -> Result<Option<u64>> {
         match &self.backend {

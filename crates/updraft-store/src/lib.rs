@@ -8,6 +8,7 @@
 //! only: they are 256-bit random values, so a fast hash is enough.
 
 mod blobs;
+mod write;
 
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use sqlx::{AnyPool, Row};
 use updraft_proto::{AuditEntry, Role, TokenInfo};
 
 pub use blobs::{BlobStore, BlobWriter, ByteStream};
+pub use write::{Enrolled, WriteTx, ENROLL_RETRY_WINDOW_MS};
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +91,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/0004_inventory.sqlite.sql"),
         postgres: include_str!("../migrations/0004_inventory.postgres.sql"),
     },
+    Migration {
+        version: 5,
+        sqlite: include_str!("../migrations/0005_enrolled_with.sql"),
+        postgres: include_str!("../migrations/0005_enrolled_with.sql"),
+    },
 ];
 
 /// A new random secret with a prefix naming its kind (`upa_` API token,
@@ -107,7 +114,12 @@ pub fn hash_secret(secret: &str) -> String {
 /// The database.
 #[derive(Clone)]
 pub struct Store {
+    /// Writes. SQLite: one connection, so that Updraft's writers queue here
+    /// instead of failing with "database is locked".
     pool: AnyPool,
+    /// Reads (WAL readers never wait for the writer). The same pool as
+    /// `pool` on PostgreSQL and for in-memory SQLite.
+    reads: AnyPool,
     kind: DbKind,
 }
 
@@ -291,6 +303,13 @@ fn from_pairs(s: &str, what: &str) -> Result<Vec<(String, String)>> {
     Ok(m.into_iter().collect())
 }
 
+/// How long a request waits for a database connection before it fails.
+const DB_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Reader connections of an SQLite store (the writer is one more).
+const SQLITE_READERS: u32 = 4;
+/// Connections to PostgreSQL per server process.
+const POSTGRES_CONNECTIONS: u32 = 16;
+
 impl Store {
     /// Connects and migrates. `url` is `sqlite://PATH` (created if missing)
     /// or `postgres://...`.
@@ -303,34 +322,55 @@ impl Store {
         } else {
             return Err(StoreError::BadUrl(url.to_owned()));
         };
-        let (url, max) = match kind {
+        let url = match kind {
             DbKind::Sqlite => {
                 let sep = if url.contains('?') { '&' } else { '?' };
-                let url = if url.contains("mode=") { url.to_owned() } else { format!("{url}{sep}mode=rwc") };
-                (url, 4)
+                if url.contains("mode=") {
+                    url.to_owned()
+                } else {
+                    format!("{url}{sep}mode=rwc")
+                }
             }
-            DbKind::Postgres => (url.to_owned(), 16),
+            DbKind::Postgres => url.to_owned(),
         };
-        let pool = AnyPoolOptions::new()
-            .max_connections(max)
-            .acquire_timeout(Duration::from_secs(30))
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if kind == DbKind::Sqlite {
-                        // WAL for concurrent readers; FULL sync so that an
-                        // acknowledged write survives a power cut.
-                        for pragma in
-                            ["PRAGMA journal_mode = WAL", "PRAGMA synchronous = FULL", "PRAGMA busy_timeout = 10000"]
-                        {
-                            sqlx::Executor::execute(&mut *conn, pragma).await?;
+        let pool_with = |max: u32| {
+            AnyPoolOptions::new().max_connections(max).acquire_timeout(DB_ACQUIRE_TIMEOUT).after_connect(
+                move |conn, _| {
+                    Box::pin(async move {
+                        if kind == DbKind::Sqlite {
+                            // WAL for concurrent readers; FULL sync so that an
+                            // acknowledged write survives a power cut; the busy
+                            // timeout covers other processes (an admin's sqlite3).
+                            for pragma in [
+                                "PRAGMA journal_mode = WAL",
+                                "PRAGMA synchronous = FULL",
+                                "PRAGMA busy_timeout = 10000",
+                            ] {
+                                sqlx::Executor::execute(&mut *conn, pragma).await?;
+                            }
                         }
-                    }
-                    Ok(())
-                })
-            })
-            .connect(&url)
-            .await?;
-        let store = Store { pool, kind };
+                        Ok(())
+                    })
+                },
+            )
+        };
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let (pool, reads) = match kind {
+            DbKind::Sqlite if !in_memory => {
+                let pool = pool_with(1).connect(&url).await?;
+                let reads = pool_with(SQLITE_READERS).connect(&url).await?;
+                (pool, reads)
+            }
+            DbKind::Sqlite => {
+                let pool = pool_with(1).connect(&url).await?;
+                (pool.clone(), pool)
+            }
+            DbKind::Postgres => {
+                let pool = pool_with(POSTGRES_CONNECTIONS).connect(&url).await?;
+                (pool.clone(), pool)
+            }
+        };
+        let store = Store { pool, reads, kind };
         store.migrate().await?;
         Ok(store)
     }
@@ -382,22 +422,16 @@ impl Store {
     // ---------------------------------------------------------- API tokens
 
     pub async fn count_api_tokens(&self) -> Result<i64> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM api_tokens").fetch_one(&self.pool).await?;
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM api_tokens").fetch_one(&self.reads).await?;
         Ok(row.try_get::<i64, _>("n")?)
     }
 
     /// Creates a token; returns its id and the secret (shown once).
     pub async fn create_api_token(&self, name: &str, role: Role, now_ms: i64) -> Result<(i64, String)> {
-        let secret = new_secret("upa_");
-        let row =
-            sqlx::query("INSERT INTO api_tokens (name, role, hash, created_ms) VALUES ($1, $2, $3, $4) RETURNING id")
-                .bind(name)
-                .bind(role.as_str())
-                .bind(hash_secret(&secret))
-                .bind(now_ms)
-                .fetch_one(&self.pool)
-                .await?;
-        Ok((row.try_get("id")?, secret))
+        let mut tx = self.begin_write().await?;
+        let out = tx.create_api_token(name, role, now_ms).await?;
+        tx.commit().await?;
+        Ok(out)
     }
 
     fn token_info(row: &AnyRow) -> Result<TokenInfo> {
@@ -416,22 +450,24 @@ impl Store {
         let row =
             sqlx::query("SELECT id, name, role, created_ms, revoked FROM api_tokens WHERE hash = $1 AND revoked = 0")
                 .bind(hash_secret(secret))
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.reads)
                 .await?;
         row.as_ref().map(Self::token_info).transpose()
     }
 
     pub async fn list_api_tokens(&self) -> Result<Vec<TokenInfo>> {
         let rows = sqlx::query("SELECT id, name, role, created_ms, revoked FROM api_tokens ORDER BY id")
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reads)
             .await?;
         rows.iter().map(Self::token_info).collect()
     }
 
     /// Revokes a token; false if there is none with that id.
     pub async fn revoke_api_token(&self, id: i64) -> Result<bool> {
-        let r = sqlx::query("UPDATE api_tokens SET revoked = 1 WHERE id = $1").bind(id).execute(&self.pool).await?;
-        Ok(r.rows_affected() == 1)
+        let mut tx = self.begin_write().await?;
+        let out = tx.revoke_api_token(id).await?;
+        tx.commit().await?;
+        Ok(out)
     }
 
     // ---------------------------------------------------------- enrollment
@@ -445,17 +481,10 @@ impl Store {
         by: &str,
         now_ms: i64,
     ) -> Result<String> {
-        let secret = new_secret("upe_");
-        sqlx::query("INSERT INTO enrollment_tokens (hash, uses_left, expires_ms, created_by, created_ms, require_accept) VALUES ($1, $2, $3, $4, $5, $6)")
-            .bind(hash_secret(&secret))
-            .bind(i64::from(uses))
-            .bind(expires_ms)
-            .bind(by)
-            .bind(now_ms)
-            .bind(i64::from(require_accept))
-            .execute(&self.pool)
-            .await?;
-        Ok(secret)
+        let mut tx = self.begin_write().await?;
+        let out = tx.create_enrollment_token(uses, expires_ms, require_accept, by, now_ms).await?;
+        tx.commit().await?;
+        Ok(out)
     }
 
     /// Enrolls a device: takes one use of the enrollment token and inserts
@@ -467,96 +496,22 @@ impl Store {
         enrollment_secret: &str,
         device: &DeviceRow,
         now_ms: i64,
-    ) -> Result<Result<(String, DeviceStatus), EnrollRefusal>> {
-        let mut tx = self.pool.begin().await?;
-        let token = sqlx::query(
-            "SELECT require_accept FROM enrollment_tokens WHERE hash = $1 AND uses_left > 0 AND expires_ms > $2",
-        )
-        .bind(hash_secret(enrollment_secret))
-        .bind(now_ms)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(token) = token else {
-            return Ok(Err(EnrollRefusal::BadToken));
-        };
-        let status =
-            if token.try_get::<i64, _>("require_accept")? != 0 { DeviceStatus::Pending } else { DeviceStatus::Active };
-        let existing =
-            sqlx::query("SELECT status FROM devices WHERE id = $1").bind(&device.id).fetch_optional(&mut *tx).await?;
-        let again = match existing {
-            None => false,
-            Some(row) if row.try_get::<String, _>("status")? == DeviceStatus::Decommissioned.as_str() => true,
-            Some(_) => return Ok(Err(EnrollRefusal::AlreadyEnrolled)),
-        };
-        sqlx::query("UPDATE enrollment_tokens SET uses_left = uses_left - 1 WHERE hash = $1")
-            .bind(hash_secret(enrollment_secret))
-            .execute(&mut *tx)
-            .await?;
-        let secret = new_secret("upd_");
-        let sql = if again {
-            "UPDATE devices SET token_hash = $2, family = $3, hardware = $4, region = $5, tags = $6, channel = $7, release = $8, \
-             last_known_good = $9, components = $10, utc_offset_min = $11, enrolled_ms = $12, status = $13, last_seen_ms = NULL WHERE id = $1"
-        } else {
-            "INSERT INTO devices (id, token_hash, family, hardware, region, tags, channel, release, last_known_good, components, utc_offset_min, enrolled_ms, status) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
-        };
-        sqlx::query(sql)
-            .bind(&device.id)
-            .bind(hash_secret(&secret))
-            .bind(&device.family)
-            .bind(&device.hardware)
-            .bind(&device.region)
-            .bind(json(&device.tags))
-            .bind(device.channel.clone())
-            .bind(device.release.clone())
-            .bind(device.last_known_good.clone())
-            .bind(pairs(&device.components))
-            .bind(i64::from(device.utc_offset_min))
-            .bind(now_ms)
-            .bind(status.as_str())
-            .execute(&mut *tx)
-            .await?;
-        let detail = format!(
-            "{}{} {}/{}",
-            if again { "enrolled again" } else { "enrolled" },
-            if status == DeviceStatus::Pending { ", waiting for acceptance" } else { "" },
-            device.family,
-            device.hardware
-        );
-        Self::history_in(&mut tx, &device.id, now_ms, "enrolled", device.release.as_deref(), &detail).await?;
+    ) -> Result<Result<Enrolled, EnrollRefusal>> {
+        let mut tx = self.begin_write().await?;
+        let out = tx.enroll(enrollment_secret, device, now_ms).await?;
         tx.commit().await?;
-        Ok(Ok((secret, status)))
+        Ok(out)
     }
 
     /// Inserts devices with their token hashes in one transaction (bulk
     /// import; enrollment is the normal way in). Existing ids are refused.
     pub async fn insert_devices(&self, devices: &[(DeviceRow, String)]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        for (d, token_hash) in devices {
-            sqlx::query(
-                "INSERT INTO devices (id, token_hash, family, hardware, region, tags, channel, release, last_known_good, components, utc_offset_min, enrolled_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-            )
-            .bind(&d.id)
-            .bind(token_hash)
-            .bind(&d.family)
-            .bind(&d.hardware)
-            .bind(&d.region)
-            .bind(json(&d.tags))
-            .bind(d.channel.clone())
-            .bind(d.release.clone())
-            .bind(d.last_known_good.clone())
-            .bind(pairs(&d.components))
-            .bind(i64::from(d.utc_offset_min))
-            .bind(d.enrolled_ms)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let mut tx = self.begin_write().await?;
+        tx.insert_devices(devices).await?;
+        tx.commit().await
     }
 
-    fn device_row(row: &AnyRow) -> Result<DeviceRow> {
+    pub(crate) fn device_row(row: &AnyRow) -> Result<DeviceRow> {
         let status: String = row.try_get("status")?;
         Ok(DeviceRow {
             id: row.try_get("id")?,
@@ -579,13 +534,13 @@ impl Store {
         })
     }
 
-    const DEVICE_COLUMNS: &'static str = "id, family, hardware, region, tags, channel, release, last_known_good, components, utc_offset_min, enrolled_ms, last_seen_ms, status, attributes, inventory, check_ins";
+    pub(crate) const DEVICE_COLUMNS: &'static str = "id, family, hardware, region, tags, channel, release, last_known_good, components, utc_offset_min, enrolled_ms, last_seen_ms, status, attributes, inventory, check_ins";
 
     /// The device whose token this is (decommissioned devices have none).
     pub async fn device_by_token(&self, secret: &str) -> Result<Option<DeviceRow>> {
         let row = sqlx::query(&format!("SELECT {} FROM devices WHERE token_hash = $1", Self::DEVICE_COLUMNS))
             .bind(hash_secret(secret))
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reads)
             .await?;
         row.as_ref().map(Self::device_row).transpose()
     }
@@ -593,7 +548,7 @@ impl Store {
     pub async fn device(&self, id: &str) -> Result<Option<DeviceRow>> {
         let row = sqlx::query(&format!("SELECT {} FROM devices WHERE id = $1", Self::DEVICE_COLUMNS))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reads)
             .await?;
         row.as_ref().map(Self::device_row).transpose()
     }
@@ -604,7 +559,7 @@ impl Store {
             sqlx::query(&format!("SELECT {} FROM devices WHERE id > $1 ORDER BY id LIMIT $2", Self::DEVICE_COLUMNS))
                 .bind(after)
                 .bind(limit)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.reads)
                 .await?;
         rows.iter().map(Self::device_row).collect()
     }
@@ -707,28 +662,13 @@ impl Store {
     /// Sets what operators manage: status, tags and attributes. Taking a
     /// device out of service revokes its token.
     pub async fn set_device_admin(&self, d: &DeviceRow, now_ms: i64, history: (&str, &str)) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
-        let query = sqlx::query(if d.status == DeviceStatus::Decommissioned {
-            // A value no token hashes to (hashes are hex): the token is revoked.
-            "UPDATE devices SET status = $2, tags = $3, attributes = $4, token_hash = 'revoked:' || id WHERE id = $1"
-        } else {
-            "UPDATE devices SET status = $2, tags = $3, attributes = $4 WHERE id = $1"
-        });
-        let done = query
-            .bind(&d.id)
-            .bind(d.status.as_str())
-            .bind(json(&d.tags))
-            .bind(pairs(&d.attributes))
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 1 {
-            Self::history_in(&mut tx, &d.id, now_ms, history.0, None, history.1).await?;
-        }
+        let mut tx = self.begin_write().await?;
+        let out = tx.set_device_admin(d, now_ms, history).await?;
         tx.commit().await?;
-        Ok(done.rows_affected() == 1)
+        Ok(out)
     }
 
-    async fn history_in(
+    pub(crate) async fn history_in(
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         device: &str,
         at_ms: i64,
@@ -769,7 +709,7 @@ impl Store {
         )
         .bind(device)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         rows.iter()
             .map(|r| {
@@ -786,7 +726,7 @@ impl Store {
 
     // ---------------------------------------------------------- releases
 
-    fn release_row(row: &AnyRow) -> Result<ReleaseRow> {
+    pub(crate) fn release_row(row: &AnyRow) -> Result<ReleaseRow> {
         Ok(ReleaseRow {
             id: row.try_get("id")?,
             name: row.try_get("name")?,
@@ -805,61 +745,28 @@ impl Store {
         })
     }
 
-    const RELEASE_COLUMNS: &'static str = "id, name, version, family, hardware, security_version, sha256, size, manifest_sha256, signers, builder_id, requires, published_ms, published_by";
+    pub(crate) const RELEASE_COLUMNS: &'static str = "id, name, version, family, hardware, security_version, sha256, size, manifest_sha256, signers, builder_id, requires, published_ms, published_by";
 
     /// Inserts a release and its metadata, unless one with this id exists.
     /// Releases never change: identical bytes are a no-op, other bytes a conflict.
     pub async fn insert_release(&self, r: &ReleaseRow, meta: &[(&str, String)]) -> Result<Inserted> {
-        let mut tx = self.pool.begin().await?;
-        let existing =
-            sqlx::query("SELECT sha256 FROM releases WHERE id = $1").bind(&r.id).fetch_optional(&mut *tx).await?;
-        if let Some(row) = existing {
-            let sha: String = row.try_get("sha256")?;
-            return Ok(if sha == r.sha256 { Inserted::Identical } else { Inserted::Conflict });
-        }
-        sqlx::query(&format!(
-            "INSERT INTO releases ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-            Self::RELEASE_COLUMNS
-        ))
-        .bind(&r.id)
-        .bind(&r.name)
-        .bind(&r.version)
-        .bind(&r.family)
-        .bind(json(&r.hardware))
-        .bind(r.security_version)
-        .bind(&r.sha256)
-        .bind(r.size)
-        .bind(&r.manifest_sha256)
-        .bind(json(&r.signers))
-        .bind(&r.builder_id)
-        .bind(pairs(&r.requires))
-        .bind(r.published_ms)
-        .bind(&r.published_by)
-        .execute(&mut *tx)
-        .await?;
-        for (kind, body) in meta {
-            sqlx::query("INSERT INTO release_meta (release, kind, body) VALUES ($1, $2, $3)")
-                .bind(&r.id)
-                .bind(*kind)
-                .bind(body)
-                .execute(&mut *tx)
-                .await?;
-        }
+        let mut tx = self.begin_write().await?;
+        let out = tx.insert_release(r, meta).await?;
         tx.commit().await?;
-        Ok(Inserted::Created)
+        Ok(out)
     }
 
     pub async fn release(&self, id: &str) -> Result<Option<ReleaseRow>> {
         let row = sqlx::query(&format!("SELECT {} FROM releases WHERE id = $1", Self::RELEASE_COLUMNS))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reads)
             .await?;
         row.as_ref().map(Self::release_row).transpose()
     }
 
     pub async fn releases(&self) -> Result<Vec<ReleaseRow>> {
         let rows = sqlx::query(&format!("SELECT {} FROM releases ORDER BY published_ms, id", Self::RELEASE_COLUMNS))
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reads)
             .await?;
         rows.iter().map(Self::release_row).collect()
     }
@@ -869,36 +776,24 @@ impl Store {
         let row = sqlx::query("SELECT body FROM release_meta WHERE release = $1 AND kind = $2")
             .bind(id)
             .bind(kind)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reads)
             .await?;
         Ok(row.map(|r| r.try_get("body")).transpose()?)
     }
 
     /// Puts a release into a channel; false if it was already there.
     pub async fn promote(&self, channel: &str, release: &str, by: &str, now_ms: i64) -> Result<bool> {
-        let exists = sqlx::query("SELECT release FROM channels WHERE channel = $1 AND release = $2")
-            .bind(channel)
-            .bind(release)
-            .fetch_optional(&self.pool)
-            .await?;
-        if exists.is_some() {
-            return Ok(false);
-        }
-        sqlx::query("INSERT INTO channels (channel, release, promoted_ms, promoted_by) VALUES ($1, $2, $3, $4)")
-            .bind(channel)
-            .bind(release)
-            .bind(now_ms)
-            .bind(by)
-            .execute(&self.pool)
-            .await?;
-        Ok(true)
+        let mut tx = self.begin_write().await?;
+        let out = tx.promote(channel, release, by, now_ms).await?;
+        tx.commit().await?;
+        Ok(out)
     }
 
     /// Channels a release is in.
     pub async fn channels_of(&self, release: &str) -> Result<Vec<String>> {
         let rows = sqlx::query("SELECT channel FROM channels WHERE release = $1 ORDER BY channel")
             .bind(release)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reads)
             .await?;
         rows.iter().map(|r| Ok(r.try_get("channel")?)).collect()
     }
@@ -907,7 +802,7 @@ impl Store {
     pub async fn channel(&self, channel: &str) -> Result<Vec<String>> {
         let rows = sqlx::query("SELECT release FROM channels WHERE channel = $1 ORDER BY promoted_ms, release")
             .bind(channel)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reads)
             .await?;
         rows.iter().map(|r| Ok(r.try_get("release")?)).collect()
     }
@@ -916,26 +811,16 @@ impl Store {
 
     /// Inserts a rollout; false if the id is taken.
     pub async fn insert_rollout(&self, r: &RolloutRow) -> Result<bool> {
-        let exists =
-            sqlx::query("SELECT id FROM rollouts WHERE id = $1").bind(&r.id).fetch_optional(&self.pool).await?;
-        if exists.is_some() {
-            return Ok(false);
-        }
-        sqlx::query("INSERT INTO rollouts (id, release, plan, created_ms, created_by) VALUES ($1, $2, $3, $4, $5)")
-            .bind(&r.id)
-            .bind(&r.release)
-            .bind(&r.plan)
-            .bind(r.created_ms)
-            .bind(&r.created_by)
-            .execute(&self.pool)
-            .await?;
-        Ok(true)
+        let mut tx = self.begin_write().await?;
+        let out = tx.insert_rollout(r).await?;
+        tx.commit().await?;
+        Ok(out)
     }
 
     pub async fn rollouts(&self) -> Result<Vec<RolloutRow>> {
         let rows =
             sqlx::query("SELECT id, release, plan, created_ms, created_by FROM rollouts ORDER BY created_ms, id")
-                .fetch_all(&self.pool)
+                .fetch_all(&self.reads)
                 .await?;
         rows.iter()
             .map(|r| {
@@ -952,39 +837,30 @@ impl Store {
 
     /// Appends entries to the controller journal in one transaction.
     pub async fn append_journal(&self, entries: &[(i64, String)]) -> Result<()> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.pool.begin().await?;
-        for (at, entry) in entries {
-            sqlx::query("INSERT INTO journal (at_ms, entry) VALUES ($1, $2)")
-                .bind(*at)
-                .bind(entry)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let mut tx = self.begin_write().await?;
+        tx.append_journal(entries).await?;
+        tx.commit().await
     }
 
     /// Journal entries after `seq`, in order.
     pub async fn journal_since(&self, seq: i64) -> Result<Vec<(i64, i64, String)>> {
         let rows = sqlx::query("SELECT seq, at_ms, entry FROM journal WHERE seq > $1 ORDER BY seq")
             .bind(seq)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reads)
             .await?;
         rows.iter().map(|r| Ok((r.try_get("seq")?, r.try_get("at_ms")?, r.try_get("entry")?))).collect()
     }
 
-    /// Takes the journal lock (PostgreSQL: a transaction-scoped advisory
-    /// lock), so that replicas append to the journal one at a time and each
-    /// applies every entry in journal order. Released at commit or drop.
-    pub async fn lock_journal(&self) -> Result<JournalLock> {
+    /// Starts a write transaction (see [`WriteTx`]). PostgreSQL: it takes
+    /// the journal's transaction-scoped advisory lock, so that replicas
+    /// append to the journal one at a time and each applies every entry in
+    /// journal order. SQLite: it holds the one writer connection.
+    pub async fn begin_write(&self) -> Result<WriteTx> {
         let mut tx = self.pool.begin().await?;
         if self.kind == DbKind::Postgres {
             sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(JOURNAL_LOCK_KEY).execute(&mut *tx).await?;
         }
-        Ok(JournalLock { tx })
+        Ok(WriteTx { tx })
     }
 
     /// Tries to become the leader (the one replica that runs periodic
@@ -1010,28 +886,17 @@ impl Store {
 
     /// Stores a new trust root version; false if that version is stored.
     pub async fn add_trust_root(&self, version: i64, body: &str, by: &str, now_ms: i64) -> Result<bool> {
-        let exists = sqlx::query("SELECT version FROM trust_roots WHERE version = $1")
-            .bind(version)
-            .fetch_optional(&self.pool)
-            .await?;
-        if exists.is_some() {
-            return Ok(false);
-        }
-        sqlx::query("INSERT INTO trust_roots (version, body, added_ms, added_by) VALUES ($1, $2, $3, $4)")
-            .bind(version)
-            .bind(body)
-            .bind(now_ms)
-            .bind(by)
-            .execute(&self.pool)
-            .await?;
-        Ok(true)
+        let mut tx = self.begin_write().await?;
+        let out = tx.add_trust_root(version, body, by, now_ms).await?;
+        tx.commit().await?;
+        Ok(out)
     }
 
     /// Stored trust root versions after `version`, in order.
     pub async fn trust_roots_after(&self, version: i64) -> Result<Vec<(i64, String)>> {
         let rows = sqlx::query("SELECT version, body FROM trust_roots WHERE version > $1 ORDER BY version")
             .bind(version)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reads)
             .await?;
         rows.iter().map(|r| Ok((r.try_get("version")?, r.try_get("body")?))).collect()
     }
@@ -1040,19 +905,10 @@ impl Store {
 
     /// Records a pipeline run's report (build health); returns its id.
     pub async fn add_build(&self, b: &BuildRecord) -> Result<i64> {
-        let row = sqlx::query(
-            "INSERT INTO pipeline_builds (project, git_commit, passed, report, at_ms, actor) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-        )
-        .bind(&b.project)
-        .bind(&b.commit)
-        .bind(i64::from(b.passed))
-        .bind(&b.report)
-        .bind(b.at_ms)
-        .bind(&b.actor)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(row.try_get("id")?)
+        let mut tx = self.begin_write().await?;
+        let out = tx.add_build(b).await?;
+        tx.commit().await?;
+        Ok(out)
     }
 
     /// The newest pipeline runs of a project (all projects: `None`), newest first.
@@ -1063,7 +919,7 @@ impl Store {
         )
         .bind(project.unwrap_or(""))
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         rows.iter()
             .map(|r| {
@@ -1084,7 +940,7 @@ impl Store {
     pub async fn flaky_state(&self, project: &str) -> Result<Option<String>> {
         let row = sqlx::query("SELECT state FROM pipeline_flaky WHERE project = $1")
             .bind(project)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reads)
             .await?;
         Ok(row.map(|r| r.try_get("state")).transpose()?)
     }
@@ -1107,18 +963,36 @@ impl Store {
 
     /// Appends to the audit log (append-only: nothing updates or deletes it).
     pub async fn audit(&self, e: &AuditEntry) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO audit (at_ms, actor, action, subject, detail, remote) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(e.at_ms)
-        .bind(&e.actor)
-        .bind(&e.action)
-        .bind(&e.subject)
-        .bind(&e.detail)
-        .bind(&e.remote)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let mut tx = self.begin_write().await?;
+        tx.audit(e).await?;
+        tx.commit().await
+    }
+
+    /// The subjects of every audit entry with one of these actions (for
+    /// the start-up reconciliation).
+    pub async fn audited_subjects(&self, actions: &[&str]) -> Result<std::collections::HashSet<String>> {
+        let mut out = std::collections::HashSet::new();
+        for action in actions {
+            let rows =
+                sqlx::query("SELECT subject FROM audit WHERE action = $1").bind(*action).fetch_all(&self.reads).await?;
+            for r in rows {
+                out.insert(r.try_get("subject")?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every device's id and status, in id order.
+    pub async fn device_statuses(&self) -> Result<Vec<(String, DeviceStatus)>> {
+        let rows = sqlx::query("SELECT id, status FROM devices ORDER BY id").fetch_all(&self.reads).await?;
+        rows.iter()
+            .map(|r| {
+                let status: String = r.try_get("status")?;
+                let status = DeviceStatus::parse(&status)
+                    .ok_or_else(|| StoreError::Corrupt(format!("device status {status:?}")))?;
+                Ok((r.try_get("id")?, status))
+            })
+            .collect()
     }
 
     /// Audit entries after `after_id`, optionally one action, oldest first.
@@ -1130,7 +1004,7 @@ impl Store {
         .bind(after_id)
         .bind(action.unwrap_or(""))
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         rows.iter()
             .map(|r| {
@@ -1152,37 +1026,6 @@ impl Store {
 const JOURNAL_LOCK_KEY: i64 = 0x7570_6472_6674_6a6c;
 /// Advisory lock key of the leader (PostgreSQL).
 const LEADER_LOCK_KEY: i64 = 0x7570_6472_6674_6c64;
-
-/// The journal, locked for appending (see [`Store::lock_journal`]).
-pub struct JournalLock {
-    tx: sqlx::Transaction<'static, sqlx::Any>,
-}
-
-impl JournalLock {
-    /// Entries after `seq`, in order.
-    pub async fn since(&mut self, seq: i64) -> Result<Vec<(i64, i64, String)>> {
-        let rows = sqlx::query("SELECT seq, at_ms, entry FROM journal WHERE seq > $1 ORDER BY seq")
-            .bind(seq)
-            .fetch_all(&mut *self.tx)
-            .await?;
-        rows.iter().map(|r| Ok((r.try_get("seq")?, r.try_get("at_ms")?, r.try_get("entry")?))).collect()
-    }
-
-    /// Appends an entry; returns its sequence number.
-    pub async fn append(&mut self, at_ms: i64, entry: &str) -> Result<i64> {
-        let row = sqlx::query("INSERT INTO journal (at_ms, entry) VALUES ($1, $2) RETURNING seq")
-            .bind(at_ms)
-            .bind(entry)
-            .fetch_one(&mut *self.tx)
-            .await?;
-        Ok(row.try_get("seq")?)
-    }
-
-    pub async fn commit(self) -> Result<()> {
-        self.tx.commit().await?;
-        Ok(())
-    }
-}
 
 /// Held by the leader replica; dropping it gives up leadership.
 pub struct Leadership {

@@ -52,10 +52,16 @@ fn serve(dir: &Path) -> Server {
     Server { child, url, log }
 }
 
-fn read_admin_token(server: &mut Server) -> String {
+/// The first start writes the admin token to a file (mode 0600) and,
+/// off a terminal, prints only the file's path.
+fn read_admin_token(dir: &Path, server: &mut Server) -> String {
     let mut line = String::new();
     BufReader::new(server.child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    line.trim().to_owned()
+    let path = dir.join(line.trim());
+    assert_eq!(line.trim(), "data/admin-token");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    std::fs::read_to_string(path).unwrap().trim().to_owned()
 }
 
 fn cli(dir: &Path, server: &Server, token: &str, args: &[&str]) -> crate::Run {
@@ -72,7 +78,7 @@ fn the_cli_drives_a_server_that_survives_sigkill() {
     let d = dir.path();
     updraft(d, &strs(&create_args("fw", "fw.bundle", &[key("release-a.key"), key("release-c.key")]))).ok();
     let mut server = serve(d);
-    let admin = read_admin_token(&mut server);
+    let admin = read_admin_token(d, &mut server);
     assert!(admin.starts_with("upa_"), "{admin:?}");
 
     // Tokens with roles.
@@ -160,7 +166,7 @@ fn simulate_drives_a_real_server_as_a_load_generator() {
     let d = dir.path();
     updraft(d, &strs(&create_args("fw", "fw.bundle", &[key("release-a.key"), key("release-c.key")]))).ok();
     let mut server = serve(d);
-    let admin = read_admin_token(&mut server);
+    let admin = read_admin_token(d, &mut server);
     cli(d, &server, &admin, &["release", "publish", "fw.bundle"]).ok();
     std::fs::write(d.join("plan.toml"), "[selector]\nfamily = \"nrf52\"\n[[waves]]\npercent = 100\n").unwrap();
     cli(d, &server, &admin, &["rollout", "create", "plan.toml", "--release", "sensor-fw@2.3.1", "--id", "r1"]).ok();
@@ -192,7 +198,7 @@ fn the_pipeline_publishes_its_bundles_and_promotes_them() {
     let dir = workspace();
     let d = dir.path();
     let mut server = serve(d);
-    let admin = read_admin_token(&mut server);
+    let admin = read_admin_token(d, &mut server);
     let fw = d.join("acme");
     crate::pipeline::copy_example(&fw);
     // Sign with two keys of the server's 2-of-3 trust root; publish to it.

@@ -73,16 +73,24 @@ async fn tokens_enrollment_devices_releases_journal_audit() {
 
         // Enrollment: limited uses, expiry, one device id once.
         let e = s.create_enrollment_token(2, 1_000, false, "admin", 0).await.unwrap();
-        let (t1, status) = s.enroll(&e, &device("d1"), 10).await.unwrap().unwrap();
-        assert_eq!(status, DeviceStatus::Active);
-        assert_eq!(s.enroll(&e, &device("d1"), 10).await.unwrap(), Err(EnrollRefusal::AlreadyEnrolled));
+        let first = s.enroll(&e, &device("d1"), 10).await.unwrap().unwrap();
+        assert_eq!((first.status, first.retried), (DeviceStatus::Active, false));
+        // A retry whose first answer was lost (same token, before any
+        // check-in) gets a new device token and takes no further use.
+        let retry = s.enroll(&e, &device("d1"), 20).await.unwrap().unwrap();
+        assert!(retry.retried, "{name}");
+        assert!(s.device_by_token(&first.token).await.unwrap().is_none(), "{name}: the lost token is replaced");
+        let t1 = retry.token;
+        let other = s.create_enrollment_token(1, 1_000, false, "admin", 0).await.unwrap();
+        assert_eq!(s.enroll(&other, &device("d1"), 10).await.unwrap(), Err(EnrollRefusal::AlreadyEnrolled));
+        let late_retry = 10 + updraft_store::ENROLL_RETRY_WINDOW_MS;
+        assert_eq!(s.enroll(&e, &device("d1"), late_retry).await.unwrap(), Err(EnrollRefusal::AlreadyEnrolled));
         s.enroll(&e, &device("d2"), 10).await.unwrap().unwrap();
         assert_eq!(s.enroll(&e, &device("d3"), 10).await.unwrap(), Err(EnrollRefusal::BadToken), "{name}: uses");
         let late = s.create_enrollment_token(5, 100, false, "admin", 0).await.unwrap();
         assert_eq!(s.enroll(&late, &device("d4"), 100).await.unwrap(), Err(EnrollRefusal::BadToken), "{name}: expiry");
         let d1 = s.device_by_token(&t1).await.unwrap().unwrap();
         assert_eq!(d1, DeviceRow { enrolled_ms: 10, ..device("d1") });
-        let _ = status;
         assert_eq!(s.devices("", 10).await.unwrap().len(), 2);
 
         // Releases: immutable.
@@ -220,8 +228,9 @@ async fn pipeline_builds_and_flaky_history() {
 async fn devices_wait_for_acceptance_are_decommissioned_and_enroll_again_with_their_history() {
     for (name, s, _dir) in stores().await {
         let e = s.create_enrollment_token(3, 1_000, true, "admin", 0).await.unwrap();
-        let (t1, status) = s.enroll(&e, &device("p1"), 10).await.unwrap().unwrap();
-        assert_eq!(status, DeviceStatus::Pending, "{name}");
+        let enrolled = s.enroll(&e, &device("p1"), 10).await.unwrap().unwrap();
+        assert_eq!(enrolled.status, DeviceStatus::Pending, "{name}");
+        let t1 = enrolled.token;
         // Accepted, tagged, attributed.
         let mut d = s.device("p1").await.unwrap().unwrap();
         d.status = DeviceStatus::Active;
@@ -261,7 +270,7 @@ async fn devices_wait_for_acceptance_are_decommissioned_and_enroll_again_with_th
         assert!(s.set_device_admin(&d, 50, ("decommissioned", "by admin")).await.unwrap());
         assert!(s.device_by_token(&t1).await.unwrap().is_none(), "{name}: the token is revoked");
         // It may enroll again (pending again with this token), keeping its history.
-        let (t2, _) = s.enroll(&e, &device("p1"), 60).await.unwrap().unwrap();
+        let t2 = s.enroll(&e, &device("p1"), 60).await.unwrap().unwrap().token;
         assert!(s.device_by_token(&t2).await.unwrap().is_some());
         let h = s.history("p1", 10).await.unwrap();
         let kinds: Vec<&str> = h.iter().map(|r| r.kind.as_str()).collect();
