@@ -12,6 +12,7 @@ mod rollout;
 mod server;
 mod simulate;
 mod surface;
+mod torture;
 mod trust;
 
 use std::path::{Path, PathBuf};
