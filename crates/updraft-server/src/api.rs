@@ -353,6 +353,8 @@ async fn enroll(
         enrolled_ms: now_ms(),
         ..DeviceRow::new(req.device_id.as_str(), &req.family, &req.hardware)
     };
+    // A retry is decided on the stored row: its first check-in, if queued, goes first.
+    crate::devices::flush_device(&app, &device.id).await?;
     // The device row, its token, its controller entry and the audit entry
     // commit together: a crash leaves all of them or none.
     let mut change = Change::begin(&app).await?;

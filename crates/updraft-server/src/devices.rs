@@ -115,6 +115,16 @@ pub async fn flush(app: &App) -> ApiResult<()> {
     Ok(())
 }
 
+/// Writes what is queued if it includes this device's row (before a
+/// decision that reads the row, such as an enrollment's retry).
+pub async fn flush_device(app: &App, device: &str) -> ApiResult<()> {
+    let queued = pending(app).rows.contains_key(device);
+    if queued {
+        flush(app).await?;
+    }
+    Ok(())
+}
+
 /// Records a history entry now (failure logs: written before the device is
 /// answered), after what is queued, so that the history stays in order.
 pub async fn history_now(app: &App, device: &str, kind: &str, release: Option<&str>, detail: &str) -> ApiResult<()> {
@@ -266,7 +276,10 @@ pub async fn check_in(app: &App, device: &DeviceId, req: &CheckInRequest) -> Api
         !req.components.is_empty() && !req.components.iter().eq(row.components.iter().map(|(k, v)| (k, v)));
     let release_changed = req.release.as_ref().map(|r| r.as_str()) != row.release.as_deref();
     let recent = row.last_seen_ms.is_some_and(|t| now - t < PERSIST_EVERY_MS);
-    if !inventory_changed && !components_changed && !release_changed && (recent || first_sight) {
+    // A device's very first check-in is written: it marks the device token
+    // as used (an enrollment can no longer be retried for its id).
+    let never_seen = row.last_seen_ms.is_none() && row.check_ins == 0;
+    if !inventory_changed && !components_changed && !release_changed && (recent || first_sight) && !never_seen {
         // Nothing new since the row was written: its last-seen time and
         // count wait for a later write (views read them from memory
         // meanwhile). A device's first check-in after a server start writes

@@ -2,6 +2,7 @@
 //! `UPDRAFT_TEST_DATABASE_URL` is set, always in CI) PostgreSQL.
 
 mod bad_input;
+mod crash;
 mod devices;
 mod flow;
 mod https;
@@ -104,14 +105,26 @@ async fn sqlx_create_schema(url: &str, schema: &str) {
 }
 
 impl Env {
-    pub fn start(&self) -> TestServer {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let config = updraft_server::Config {
+    /// The server's configuration in this environment.
+    pub fn config(&self) -> updraft_server::Config {
+        updraft_server::Config {
             database_url: self.database_url.clone(),
             blob_url: self.blob_url.clone(),
             tls: self.tls.clone(),
             ..updraft_server::Config::local(self.dir.path(), self.trust.clone())
-        };
+        }
+    }
+
+    /// `updraft serve --check`: the findings' codes and subjects.
+    pub fn check(&self) -> Vec<String> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let report = runtime.block_on(updraft_server::check(&self.config())).unwrap();
+        report.findings.iter().map(|f| format!("{} {}", f.code, f.subject)).collect()
+    }
+
+    pub fn start(&self) -> TestServer {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let config = self.config();
         let started = runtime.block_on(updraft_server::start(config)).unwrap();
         let admin = match started.first_admin_token.clone() {
             Some(t) => {
