@@ -72,6 +72,11 @@ pub struct ServeArgs {
     /// The private key of --tls-cert (PEM).
     #[arg(long, env = "UPDRAFT_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Most connections open at once (kept below the limit on open files).
+    /// At the cap, a new connection replaces the oldest one that has not
+    /// sent a request head yet; if none, it is answered 503.
+    #[arg(long, env = "UPDRAFT_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
     /// Log lines as text (colours only on a terminal) or as JSON objects.
     #[arg(long, env = "UPDRAFT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -117,6 +122,7 @@ struct FileConfig {
     poll_interval_s: Option<u32>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    max_connections: Option<usize>,
 }
 
 pub fn run(a: ServeArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
@@ -151,6 +157,7 @@ pub fn run(a: ServeArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let admin_token_file = data_dir.join("admin-token");
     let config = updraft_server::Config {
         admin_token_file: Some(admin_token_file.clone()),
+        max_connections: a.max_connections.or(file.max_connections).unwrap_or(updraft_server::DEFAULT_MAX_CONNECTIONS),
         listen,
         database_url: database_url.clone(),
         blob_dir,

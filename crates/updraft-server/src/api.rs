@@ -168,10 +168,93 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/tokens/{id}", delete(revoke_token))
         .route("/api/v1/enrollment-tokens", post(create_enrollment_token))
         .route("/api/v1/trust-root", get(show_trust_root).post(rotate_trust_root))
-        .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
-        .layer(axum::middleware::from_fn(observe))
         .fallback(|| async { ApiError::not_found("no such route; hint: see /api/openapi.json") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "this route does not take that method; hint: see /api/openapi.json",
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
+        .layer(axum::middleware::from_fn(bounded_body))
+        .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::from_fn(observe))
         .with_state(app)
+}
+
+/// How long a client has to send a request body (uploads: between two chunks).
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Reads every request body but an upload's whole, within [`MAX_JSON_BYTES`]
+/// and [`BODY_READ_TIMEOUT`], so that a slow or endless body ties up nothing.
+async fn bounded_body(req: Request, next: Next) -> Response {
+    if req.method() == axum::http::Method::POST && req.uri().path() == "/api/v1/releases" {
+        return next.run(req).await;
+    }
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            format!("the request body is larger than {} KiB", MAX_JSON_BYTES / 1024),
+        )
+        .into_response()
+    };
+    if declared.is_some_and(|n| n > MAX_JSON_BYTES as u64) {
+        return too_large();
+    }
+    let (parts, body) = req.into_parts();
+    match tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, MAX_JSON_BYTES)).await {
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body-timeout",
+            format!("the request body did not arrive within {} s", BODY_READ_TIMEOUT.as_secs()),
+        )
+        .into_response(),
+        Ok(Err(_)) if declared.is_none() => too_large(),
+        Ok(Err(e)) => ApiError::bad_request(format!("the request body was cut short: {e}")).into_response(),
+        Ok(Ok(bytes)) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+    }
+}
+
+/// Every error answers with the JSON error body, the framework's own
+/// rejections included (a query or path that does not parse, a body over
+/// the limit, a method the route does not take).
+async fn json_errors(res: Response) -> Response {
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if status.as_u16() < 400 || is_json {
+        return res;
+    }
+    let (parts, body) = res.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.map(|b| String::from_utf8_lossy(&b).trim().to_owned());
+    let code = match status.as_u16() {
+        400 => "bad-request",
+        404 => "not-found",
+        405 => "method-not-allowed",
+        408 => "body-timeout",
+        413 => "payload-too-large",
+        415 => "unsupported-media-type",
+        416 => "range-not-satisfiable",
+        422 => "unprocessable",
+        _ => "error",
+    };
+    let message = match text {
+        Ok(t) if !t.is_empty() => t,
+        _ => status.canonical_reason().unwrap_or("error").to_lowercase(),
+    };
+    let mut out = ApiError::new(status, code, message).into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().insert(name, value.clone());
+        }
+    }
+    out
 }
 
 tokio::task_local! {
@@ -525,25 +608,59 @@ async fn health(State(app): State<Arc<App>>, headers: HeaderMap, body: axum::bod
 
 // ------------------------------------------------------------------ artifacts
 
-/// Parses a single `bytes=a-b`, `bytes=a-` or `bytes=-n` range.
-fn parse_range(value: &str, size: u64) -> Option<(u64, u64)> {
-    let spec = value.strip_prefix("bytes=")?;
-    if spec.contains(',') {
-        return None;
+/// What a `Range` header asks for (RFC 9110 §14).
+#[derive(Debug, PartialEq, Eq)]
+enum RangeAsk {
+    /// No range, or one the server ignores and answers in full: another
+    /// unit, a malformed set, several ranges (allowed by §14.2).
+    Whole,
+    /// Bytes `start..=end`.
+    Part(u64, u64),
+    /// A single valid range that starts past the end: 416.
+    Unsatisfiable,
+}
+
+/// Parses `bytes=a-b`, `bytes=a-` or `bytes=-n`.
+fn parse_range(value: &str, size: u64) -> RangeAsk {
+    let Some(spec) = value.trim().strip_prefix("bytes=") else { return RangeAsk::Whole };
+    let spec = spec.trim();
+    if spec.is_empty() || spec.contains(',') {
+        return RangeAsk::Whole;
     }
-    let (a, b) = spec.split_once('-')?;
-    let (start, end) = match (a.trim(), b.trim()) {
-        ("", n) => {
-            let n: u64 = n.parse().ok()?;
-            if n == 0 {
-                return None;
-            }
-            (size.saturating_sub(n), size.checked_sub(1)?)
-        }
-        (a, "") => (a.parse().ok()?, size.checked_sub(1)?),
-        (a, b) => (a.parse().ok()?, b.parse::<u64>().ok()?.min(size.checked_sub(1)?)),
+    let Some((a, b)) = spec.split_once('-') else { return RangeAsk::Whole };
+    let num = |s: &str| -> Option<u64> {
+        (!s.is_empty() && s.bytes().all(|c| c.is_ascii_digit())).then(|| s.parse().ok()).flatten()
     };
-    (start <= end && start < size).then_some((start, end))
+    match (a.trim(), b.trim()) {
+        ("", n) => match num(n) {
+            None => RangeAsk::Whole,
+            Some(0) => RangeAsk::Unsatisfiable,
+            Some(_) if size == 0 => RangeAsk::Unsatisfiable,
+            Some(n) => RangeAsk::Part(size.saturating_sub(n), size - 1),
+        },
+        (a, "") => match num(a) {
+            None => RangeAsk::Whole,
+            Some(start) if start >= size => RangeAsk::Unsatisfiable,
+            Some(start) => RangeAsk::Part(start, size - 1),
+        },
+        (a, b) => match (num(a), num(b)) {
+            (Some(start), Some(end)) if start <= end => {
+                if start >= size {
+                    RangeAsk::Unsatisfiable
+                } else {
+                    RangeAsk::Part(start, end.min(size - 1))
+                }
+            }
+            // last < first: invalid, ignored (§14.1.1).
+            _ => RangeAsk::Whole,
+        },
+    }
+}
+
+/// Whether `If-None-Match` matches `etag` (weak comparison, `*`, lists; RFC 9110 §13.1.2).
+fn none_match(header: &str, etag: &str) -> bool {
+    let strip = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+    header.split(',').any(|t| t.trim() == "*" || strip(t) == strip(etag))
 }
 
 async fn download(State(app): State<Arc<App>>, headers: HeaderMap, Path(sha256): Path<String>) -> ApiResult<Response> {
@@ -555,7 +672,7 @@ async fn download(State(app): State<Arc<App>>, headers: HeaderMap, Path(sha256):
         return Err(ApiError::not_found(format!("no artifact {digest}")));
     };
     let etag = format!("\"{digest}\"");
-    if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
+    if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| none_match(v, &etag)) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
     }
     // A Range applies only if the If-Range validator (when given) still matches.
@@ -564,10 +681,18 @@ async fn download(State(app): State<Arc<App>>, headers: HeaderMap, Path(sha256):
     let (status, start, len) = match range {
         None => (StatusCode::OK, 0, size),
         Some(r) => match parse_range(r, size) {
-            Some((a, b)) => (StatusCode::PARTIAL_CONTENT, a, b - a + 1),
-            None => {
-                return Ok((StatusCode::RANGE_NOT_SATISFIABLE, [(header::CONTENT_RANGE, format!("bytes */{size}"))])
-                    .into_response())
+            RangeAsk::Whole => (StatusCode::OK, 0, size),
+            RangeAsk::Part(a, b) => (StatusCode::PARTIAL_CONTENT, a, b - a + 1),
+            RangeAsk::Unsatisfiable => {
+                let mut res = ApiError::new(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "range-not-satisfiable",
+                    format!("the range starts past the end of the {size}-byte artifact"),
+                )
+                .into_response();
+                let value = HeaderValue::from_str(&format!("bytes */{size}")).map_err(ApiError::internal)?;
+                res.headers_mut().insert(header::CONTENT_RANGE, value);
+                return Ok(res);
             }
         },
     };
@@ -663,7 +788,15 @@ async fn publish(
     // Stream the body to a temporary blob; nothing is kept unless it verifies.
     let mut writer = app.blobs.writer().await?;
     let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
+    loop {
+        let next = tokio::time::timeout(BODY_READ_TIMEOUT, stream.next()).await.map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body-timeout",
+                format!("the upload stalled: nothing arrived for {} s", BODY_READ_TIMEOUT.as_secs()),
+            )
+        })?;
+        let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|e| ApiError::bad_request(format!("upload interrupted: {e}")))?;
         writer.write(&chunk).await?;
     }

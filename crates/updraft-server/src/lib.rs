@@ -16,6 +16,7 @@ mod journal;
 pub mod metrics;
 mod openapi;
 pub mod reconcile;
+mod serve;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -52,6 +53,9 @@ pub struct Config {
     /// Where the admin token created on first start is written (mode 0600),
     /// instead of only being returned to the caller.
     pub admin_token_file: Option<PathBuf>,
+    /// Most connections open at once (kept below the process's limit on
+    /// open files); see `serve` for what happens at the cap.
+    pub max_connections: usize,
     /// Stop gracefully on SIGINT and SIGTERM (`updraft serve`). Off where
     /// the server runs inside another program that owns its signals (the
     /// demo, the tests).
@@ -73,10 +77,14 @@ impl Config {
             poll_interval_s: 30,
             tls: None,
             admin_token_file: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             stop_on_signals: false,
         }
     }
 }
+
+/// Connections open at once, by default.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 /// The trust root the server starts from.
 #[derive(Clone, Debug)]
@@ -122,40 +130,6 @@ fn tls_config(
         .map_err(|e| format!("TLS certificate and key do not fit: {e}"))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(std::sync::Arc::new(config))
-}
-
-/// Serves HTTPS: TLS with rustls on each accepted connection, then HTTP/1.1.
-async fn serve_tls(
-    listener: tokio::net::TcpListener,
-    router: axum::Router,
-    config: std::sync::Arc<tokio_rustls::rustls::ServerConfig>,
-) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    loop {
-        let (tcp, remote) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(%e, "accept failed");
-                continue;
-            }
-        };
-        let acceptor = acceptor.clone();
-        let service = router.clone().layer(axum::Extension(axum::extract::ConnectInfo(remote)));
-        tokio::spawn(async move {
-            let tls = match acceptor.accept(tcp).await {
-                Ok(t) => t,
-                Err(e) => {
-                    tracing::debug!(%e, %remote, "TLS handshake failed");
-                    return;
-                }
-            };
-            let service = hyper_util::service::TowerToHyperService::new(service);
-            let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            if let Err(e) = builder.serve_connection(hyper_util::rt::TokioIo::new(tls), service).await {
-                tracing::debug!(%e, %remote, "connection ended with an error");
-            }
-        });
-    }
 }
 
 /// The shared state of the handlers.
@@ -442,7 +416,7 @@ pub async fn import_devices(
 pub async fn start(config: Config) -> Result<Started, Box<dyn std::error::Error + Send + Sync>> {
     let tls = config.tls.as_ref().map(tls_config).transpose()?;
     let (app, first_admin_token) = App::open(&config).await?;
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let listener = serve::listen(config.listen)?;
     let addr = listener.local_addr()?;
     let router = api::router(app.clone());
     let ticker = app.clone();
@@ -478,21 +452,9 @@ pub async fn start(config: Config) -> Result<Started, Box<dyn std::error::Error 
             std::future::pending::<()>().await
         }
     };
+    let max_connections = serve::connection_cap(config.max_connections);
     let handle = tokio::spawn(async move {
-        match tls {
-            Some(tls) => {
-                tokio::select! {
-                    () = serve_tls(listener, router, tls) => {},
-                    () = stop() => {},
-                }
-            }
-            None => {
-                let service = router.into_make_service_with_connect_info::<SocketAddr>();
-                if let Err(e) = axum::serve(listener, service).with_graceful_shutdown(stop()).await {
-                    tracing::error!(%e, "server stopped");
-                }
-            }
-        }
+        serve::serve(listener, router, tls, max_connections, stop()).await;
         // What devices reported last, before the process ends.
         if let Err(e) = devices::flush(&last_flush).await {
             tracing::error!(message = %e.message, "writing device reports at shutdown failed");

@@ -42,6 +42,9 @@ pub struct Metrics {
     pub rollout_state: Family<RolloutState, Gauge>,
     pub gate_results: Family<GateResult, Counter>,
     pub latency: Family<Route, Histogram>,
+    pub connections_evicted: Counter,
+    pub connections_refused: Counter,
+    pub rate_limited: Family<Kind, Counter>,
     registry: Mutex<Registry>,
 }
 
@@ -65,6 +68,9 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         check_ins: Counter::default(),
         assignments: Family::default(),
         downloads: Counter::default(),
+        connections_evicted: Counter::default(),
+        connections_refused: Counter::default(),
+        rate_limited: Family::default(),
         download_bytes: Counter::default(),
         events: Family::default(),
         rejected: Family::default(),
@@ -84,6 +90,13 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         r.register("rollout_state", "1 for each rollout's current state", m.rollout_state.clone());
         r.register("gate_results", "Gate verdict changes, by gate and verdict", m.gate_results.clone());
         r.register("request_seconds", "Request latency, by route", m.latency.clone());
+        r.register(
+            "connections_evicted",
+            "Connections closed at the cap before they sent a request head",
+            m.connections_evicted.clone(),
+        );
+        r.register("connections_refused", "Connections answered 503 at the cap", m.connections_refused.clone());
+        r.register("rate_limited", "Requests answered 429, by caller kind", m.rate_limited.clone());
     }
     m
 });

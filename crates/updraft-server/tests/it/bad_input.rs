@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::{databases, env};
+use crate::{databases, env, publish};
 
 /// What was wrong, path, token, body, expected status, expected error code.
 type Case<'a> = (&'a str, &'a str, Option<&'a str>, Option<Vec<u8>>, u16, &'a str);
@@ -31,7 +31,14 @@ fn bad_requests_are_refused_clearly() {
                 400,
                 "bad-request",
             ),
-            ("oversized body", "/api/v1/device/health", Some(&device), Some(vec![b' '; 512 * 1024]), 413, ""),
+            (
+                "oversized body",
+                "/api/v1/device/health",
+                Some(&device),
+                Some(vec![b' '; 512 * 1024]),
+                413,
+                "payload-too-large",
+            ),
             (
                 "wrong device token",
                 "/api/v1/device/check-in",
@@ -85,4 +92,52 @@ fn the_openapi_document_lists_every_route() {
     for r in updraft_server::ROUTES {
         assert!(doc["paths"][r.path][r.method.to_lowercase()].is_object(), "{} {}", r.method, r.path);
     }
+}
+
+/// What is asked, method, path, headers, expected status, expected error
+/// code (empty: a success, not JSON).
+type HttpCase<'a> = (&'a str, &'a str, String, Vec<(&'a str, &'a str)>, u16, &'a str);
+
+#[test]
+fn ranges_and_conditions_follow_rfc_9110_and_every_error_is_json() {
+    let db = databases().remove(0);
+    let env = env(&db);
+    let server = env.start();
+    let admin = server.admin.clone();
+    let r = publish(&server, &admin, &env.bundle("fw", "1.0.0", 1, 3000));
+    let sha = r.json()["sha256"].as_str().unwrap().to_owned();
+    let etag = format!("\"{sha}\"");
+    let listed = format!("\"0000\", {etag}");
+    let weak = format!("W/{etag}");
+    let art = format!("/api/v1/artifacts/{sha}");
+    let cases: Vec<HttpCase> = vec![
+        ("two ranges: ignored, the whole", "GET", art.clone(), vec![("Range", "bytes=0-0,1-1")], 200, ""),
+        ("another unit: ignored", "GET", art.clone(), vec![("Range", "items=0-1")], 200, ""),
+        ("an empty range set: ignored", "GET", art.clone(), vec![("Range", "bytes=")], 200, ""),
+        ("last before first: ignored", "GET", art.clone(), vec![("Range", "bytes=5-1")], 200, ""),
+        ("one range", "GET", art.clone(), vec![("Range", "bytes=0-9")], 206, ""),
+        ("past the end", "GET", art.clone(), vec![("Range", "bytes=999999-")], 416, "range-not-satisfiable"),
+        ("If-None-Match: *", "GET", art.clone(), vec![("If-None-Match", "*")], 304, ""),
+        ("If-None-Match: a list with the tag", "GET", art.clone(), vec![("If-None-Match", &listed)], 304, ""),
+        ("If-None-Match: the weak tag", "GET", art.clone(), vec![("If-None-Match", &weak)], 304, ""),
+        ("If-None-Match: another tag", "GET", art.clone(), vec![("If-None-Match", "\"0000\"")], 200, ""),
+        ("a method the route does not take", "DELETE", "/api/v1/releases".into(), vec![], 405, "method-not-allowed"),
+        ("a query that does not parse", "GET", "/api/v1/audit?limit=many".into(), vec![], 400, "bad-request"),
+        ("an unknown query key", "GET", "/api/v1/audit?bogus=1".into(), vec![], 400, "bad-request"),
+        ("an undecodable path", "GET", "/api/v1/devices/%FF%FE".into(), vec![], 400, "bad-request"),
+        ("no such route", "POST", "/nothing/here".into(), vec![], 404, "not-found"),
+    ];
+    for (what, method, path, headers, status, code) in cases {
+        let r = server.call(method, &path, Some(&admin), None, &headers);
+        assert_eq!(r.status, status, "{what}: {}", r.body);
+        if !code.is_empty() {
+            assert_eq!(r.header("content-type"), Some("application/json"), "{what}");
+            assert_eq!(r.json()["error"], code, "{what}: {}", r.body);
+            assert!(!r.json()["message"].as_str().unwrap().is_empty(), "{what}");
+        }
+    }
+    let r = server.call("GET", &art, Some(&admin), None, &[("Range", "bytes=0-0,1-1")]);
+    let whole = server.call("GET", &art, Some(&admin), None, &[]);
+    assert_eq!(r.bytes, whole.bytes, "the whole artifact");
+    assert_eq!(r.header("content-range"), None);
 }

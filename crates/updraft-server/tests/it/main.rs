@@ -7,6 +7,7 @@ mod devices;
 mod flow;
 mod https;
 mod openapi;
+mod overload;
 mod replicas;
 mod roles;
 
@@ -123,8 +124,14 @@ impl Env {
     }
 
     pub fn start(&self) -> TestServer {
+        self.start_with(|_| {})
+    }
+
+    /// Starts the server with a changed configuration.
+    pub fn start_with(&self, tweak: impl FnOnce(&mut updraft_server::Config)) -> TestServer {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let config = self.config();
+        let mut config = self.config();
+        tweak(&mut config);
         let started = runtime.block_on(updraft_server::start(config)).unwrap();
         let admin = match started.first_admin_token.clone() {
             Some(t) => {
