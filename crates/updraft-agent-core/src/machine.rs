@@ -18,6 +18,9 @@ use crate::boot::{BootRecord, Booted, Slot};
 pub const MAX_DOWNLOAD_ATTEMPTS: u32 = 8;
 /// Backoff after the first failure; doubled each time, with jitter.
 pub const BACKOFF_BASE: Duration = Duration::from_secs(10);
+/// The longest a server's `Retry-After` delays the next check-in (a day:
+/// a wrong header must not silence a device for good).
+pub const MAX_RETRY_AFTER_S: u32 = 86_400;
 /// Longest backoff.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(3600);
 /// How long the health checks may take.
@@ -232,7 +235,11 @@ pub enum Input {
     Tick,
     /// The server's answer to a check-in (`None`: nothing to install).
     CheckedIn(Option<Assignment>),
-    CheckInFailed,
+    /// The check-in failed; the server may have said when to ask again
+    /// (429 or 503 with `Retry-After`, bounded by [`MAX_RETRY_AFTER_S`]).
+    CheckInFailed {
+        retry_after_s: Option<u32>,
+    },
     /// The bundle's header, verified (after `Effect::Stream`).
     Header(Header),
     /// The shell synced this many image bytes to the slot.
@@ -588,18 +595,23 @@ impl Agent {
                 self.flush_reports();
             }
             Input::CheckedIn(a) => self.checked_in(a),
-            Input::CheckInFailed => match self.wait {
-                Wait::Confirm => {
-                    // Staged: keep the image, ask again later.
-                    self.wait = Wait::Nothing;
-                    self.next_check_in = self.now.plus(self.jitter(self.poll_interval));
+            Input::CheckInFailed { retry_after_s } => {
+                // Not before the server asked, and not before the next poll.
+                let asked = Duration::from_secs(u64::from(retry_after_s.unwrap_or(0).min(MAX_RETRY_AFTER_S)));
+                let wait = self.jitter(self.poll_interval).max(asked);
+                match self.wait {
+                    Wait::Confirm => {
+                        // Staged: keep the image, ask again later.
+                        self.wait = Wait::Nothing;
+                        self.next_check_in = self.now.plus(wait);
+                    }
+                    Wait::CheckIn => {
+                        self.wait = Wait::Nothing;
+                        self.next_check_in = self.now.plus(wait);
+                    }
+                    _ => {}
                 }
-                Wait::CheckIn => {
-                    self.wait = Wait::Nothing;
-                    self.next_check_in = self.now.plus(self.jitter(self.poll_interval));
-                }
-                _ => {}
-            },
+            }
             Input::Header(h) => self.header(h),
             Input::Progress { synced } => {
                 if self.wait == Wait::Stream {

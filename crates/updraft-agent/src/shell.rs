@@ -110,6 +110,19 @@ pub enum ServerError {
     Unauthorized,
     #[error("the server answered {status}: {message}")]
     Refused { status: u16, message: String },
+    /// 429 or 503 with `Retry-After`: ask again no sooner than that.
+    #[error("the server is busy ({status}): {message}; asking again in {retry_after_s} s")]
+    Throttled { status: u16, message: String, retry_after_s: u32 },
+}
+
+impl ServerError {
+    /// How long the server asked the device to wait, if it did.
+    pub fn retry_after_s(&self) -> Option<u32> {
+        match self {
+            ServerError::Throttled { retry_after_s, .. } => Some(*retry_after_s),
+            _ => None,
+        }
+    }
 }
 
 fn server_error(url: &str, e: ureq::Error) -> ServerError {
@@ -120,9 +133,17 @@ fn refused(status: u16, res: &mut ureq::http::Response<ureq::Body>) -> ServerErr
     if status == 401 {
         return ServerError::Unauthorized;
     }
+    // Retry-After in seconds (RFC 9110 §10.2.3; an HTTP date counts as a minute).
+    let retry_after_s =
+        res.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(|v| v.trim().parse::<u32>().unwrap_or(60));
     let body = res.body_mut().with_config().limit(64 * 1024).read_to_string().unwrap_or_default();
     let message = serde_json::from_str::<updraft_proto::ErrorBody>(&body).map(|e| e.message).unwrap_or(body);
-    ServerError::Refused { status, message }
+    match retry_after_s {
+        Some(retry_after_s) if status == 429 || status == 503 => {
+            ServerError::Throttled { status, message, retry_after_s }
+        }
+        _ => ServerError::Refused { status, message },
+    }
 }
 
 /// Reads what booted: the kernel command line, or the file model's last boot.
@@ -706,7 +727,7 @@ impl Shell {
                         Err(e) => {
                             log::error(&format!("check-in failed: {e}"));
                             self.outcome.error = Some(e.to_string());
-                            Input::CheckInFailed
+                            Input::CheckInFailed { retry_after_s: e.retry_after_s() }
                         }
                     },
                 },

@@ -77,6 +77,10 @@ pub struct ServeArgs {
     /// sent a request head yet; if none, it is answered 503.
     #[arg(long, env = "UPDRAFT_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
+    /// Requests a second one device may make, sustained (a burst of 30
+    /// seconds' worth is allowed; beyond it: 429 with Retry-After).
+    #[arg(long, env = "UPDRAFT_DEVICE_REQUESTS_PER_S")]
+    device_requests_per_s: Option<u32>,
     /// Log lines as text (colours only on a terminal) or as JSON objects.
     #[arg(long, env = "UPDRAFT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -123,6 +127,7 @@ struct FileConfig {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     max_connections: Option<usize>,
+    device_requests_per_s: Option<u32>,
 }
 
 pub fn run(a: ServeArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
@@ -157,6 +162,14 @@ pub fn run(a: ServeArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let admin_token_file = data_dir.join("admin-token");
     let config = updraft_server::Config {
         admin_token_file: Some(admin_token_file.clone()),
+        rate_limits: match a.device_requests_per_s.or(file.device_requests_per_s) {
+            Some(n) => updraft_server::RateLimits {
+                device_per_s: n.max(1),
+                device_burst: n.max(1).saturating_mul(30),
+                ..Default::default()
+            },
+            None => updraft_server::RateLimits::default(),
+        },
         max_connections: a.max_connections.or(file.max_connections).unwrap_or(updraft_server::DEFAULT_MAX_CONNECTIONS),
         listen,
         database_url: database_url.clone(),

@@ -20,6 +20,42 @@ pub mod paths {
     pub const ARTIFACTS: &str = "/api/v1/artifacts";
 }
 
+/// Limits on what a device may send, enforced by the server (413 for a size,
+/// 422 for a value, 429 for a rate) and listed in docs/api.md.
+pub mod limits {
+    /// Ids and names (device, family, hardware, region, tag, channel,
+    /// component, attribute key): enough for any naming scheme, small enough to index.
+    pub const MAX_ID_BYTES: usize = 128;
+    /// Tags a device declares at enrollment (as many as an operator may set).
+    pub const MAX_TAGS: usize = 64;
+    /// Components (bootloader, modem...) a device reports.
+    pub const MAX_COMPONENTS: usize = 64;
+    /// Time zones span UTC-12:00 to UTC+14:00.
+    pub const MIN_UTC_OFFSET_MIN: i16 = -720;
+    pub const MAX_UTC_OFFSET_MIN: i16 = 840;
+    /// Custom metrics in one health report.
+    pub const MAX_METRICS: usize = 64;
+    /// A metric's name (`tempC`, `modem.rssi`).
+    pub const MAX_METRIC_NAME_BYTES: usize = 64;
+    /// Boots or crashes one health report may claim (per period).
+    pub const MAX_HEALTH_COUNT: u32 = 100_000;
+    /// A health report's period: up to a week.
+    pub const MAX_HEALTH_PERIOD_S: u32 = 7 * 86_400;
+    /// An install event's detail (a failure's reason and log tail), as the
+    /// device history keeps it.
+    pub const MAX_EVENT_DETAIL_BYTES: usize = 64 * 1024;
+    /// Health reports one device may add per hour (each one is journaled).
+    pub const MAX_HEALTH_REPORTS_PER_HOUR: u32 = 60;
+    /// Install events one device may add per hour (an update sends about six).
+    pub const MAX_EVENTS_PER_HOUR: u32 = 120;
+    /// Requests per second one device may make, sustained, and in a burst.
+    pub const DEVICE_REQUESTS_PER_S: u32 = 2;
+    pub const DEVICE_REQUEST_BURST: u32 = 60;
+    /// Requests per second one API token may make, sustained, and in a burst.
+    pub const TOKEN_REQUESTS_PER_S: u32 = 100;
+    pub const TOKEN_REQUEST_BURST: u32 = 1000;
+}
+
 /// The body of every 4xx and 5xx response.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]

@@ -129,6 +129,8 @@ fn bench(db_label: &str, database_url: Option<String>) {
         .block_on(updraft_server::start(updraft_server::Config {
             database_url: database_url.clone(),
             poll_interval_s: 60,
+            // The load is many times what real callers may send.
+            rate_limits: updraft_server::RateLimits::unlimited(),
             ..updraft_server::Config::local(dir.path(), root)
         }))
         .unwrap();

@@ -23,9 +23,9 @@ use updraft_types::{DeviceId, ReleaseId, RolloutId, Sha256Digest};
 use crate::core::Change;
 pub(crate) use crate::core::{apply, catch_up};
 use crate::error::{ApiError, ApiResult};
-use crate::fault;
 use crate::journal::{self, Entry};
 use crate::metrics::{Kind, METRICS};
+use crate::{fault, validate};
 use crate::{now_ms, App};
 
 /// Who may call a route.
@@ -334,7 +334,21 @@ async fn authenticate(app: &App, headers: &HeaderMap) -> ApiResult<Actor> {
 
 pub(crate) async fn require(app: &App, headers: &HeaderMap, access: Access) -> ApiResult<Actor> {
     let actor = authenticate(app, headers).await?;
-    let _ = ACTOR.try_with(|a| *a.borrow_mut() = Some(actor.label()));
+    let label = actor.label();
+    let _ = ACTOR.try_with(|a| *a.borrow_mut() = Some(label.clone()));
+    let r = app.rates;
+    match &actor {
+        Actor::Device { .. } => app.limit(
+            &label,
+            crate::ratelimit::Rate::per_second(r.device_per_s, r.device_burst),
+            &format!("more than {} requests a second from this device", r.device_per_s),
+        )?,
+        Actor::Token { .. } => app.limit(
+            &label,
+            crate::ratelimit::Rate::per_second(r.token_per_s, r.token_burst),
+            &format!("more than {} requests a second with this token", r.token_per_s),
+        )?,
+    }
     match (access, &actor) {
         (Access::Public, _) | (Access::Any, _) => Ok(actor),
         (Access::Device, Actor::Device { .. }) => Ok(actor),
@@ -411,26 +425,33 @@ async fn enroll(
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
     let req: EnrollRequest = parse(&body)?;
-    check_id("device id", req.device_id.as_str())?;
-    for (what, v) in [("family", &req.family), ("hardware", &req.hardware)] {
-        check_id(what, v)?;
-    }
+    validate::name("deviceId", req.device_id.as_str())?;
+    validate::name("family", &req.family)?;
+    validate::name("hardware", &req.hardware)?;
     if !req.region.is_empty() {
-        check_id("region", &req.region)?;
+        validate::name("region", &req.region)?;
     }
-    for (c, v) in &req.components {
-        check_id("component", c)?;
-        semver::Version::parse(v).map_err(|e| ApiError::bad_request(format!("component {c} version {v:?}: {e}")))?;
+    if let Some(c) = &req.channel {
+        validate::name("channel", c)?;
     }
-    for t in &req.tags {
-        check_id("tag", t)?;
+    if let Some(r) = &req.release {
+        validate::release("release", r)?;
     }
+    validate::components("components", req.components.iter())?;
+    validate::tags(&req.tags)?;
+    validate::utc_offset(req.utc_offset_min)?;
+    // The release it runs becomes its last known good (what a rollback
+    // assigns) only if the server has it.
+    let last_known_good = match &req.release {
+        Some(r) if app.store.release(r.as_str()).await?.is_some() => Some(r.to_string()),
+        _ => None,
+    };
     let device = DeviceRow {
         region: req.region,
         tags: req.tags,
         channel: req.channel,
         release: req.release.as_ref().map(|r| r.to_string()),
-        last_known_good: req.release.as_ref().map(|r| r.to_string()),
+        last_known_good,
         components: req.components.into_iter().collect(),
         utc_offset_min: req.utc_offset_min,
         enrolled_ms: now_ms(),
@@ -490,6 +511,18 @@ async fn check_in(
     let actor = require(&app, &headers, Access::Device).await?;
     let device = device_of(&actor).clone();
     let req: CheckInRequest = parse(&body)?;
+    if let Some(r) = &req.release {
+        validate::release("release", r)?;
+    }
+    if let Some(m) = req.utc_offset_min {
+        validate::utc_offset(m)?;
+    }
+    for (field, v) in [("slot", &req.slot), ("agentVersion", &req.agent_version)] {
+        if let Some(v) = v {
+            validate::name(field, v)?;
+        }
+    }
+    validate::components("components", req.components.iter())?;
     METRICS.check_ins.inc();
     let seen = crate::devices::check_in(&app, &device, &req).await?;
     if seen.status == updraft_store::DeviceStatus::Pending {
@@ -562,6 +595,14 @@ async fn events(State(app): State<Arc<App>>, headers: HeaderMap, body: axum::bod
     let actor = require(&app, &headers, Access::Device).await?;
     let device = device_of(&actor).clone();
     let req: EventRequest = parse(&body)?;
+    validate::release("release", &req.release)?;
+    validate::event_detail(req.detail.as_deref())?;
+    let per_hour = app.rates.events_per_hour;
+    app.limit(
+        &format!("events:{device}"),
+        crate::ratelimit::Rate::per_hour(per_hour),
+        &format!("more than {per_hour} install events an hour from this device"),
+    )?;
     let event = req.event.as_str();
     if app.store.release(req.release.as_str()).await?.is_none() {
         return Err(ApiError::unprocessable("unknown-release", format!("no release {}", req.release)));
@@ -586,12 +627,14 @@ async fn health(State(app): State<Arc<App>>, headers: HeaderMap, body: axum::bod
     let actor = require(&app, &headers, Access::Device).await?;
     let device = device_of(&actor).clone();
     let req: HealthRequest = parse(&body)?;
-    if req.period_s == 0 || req.period_s > 7 * 86400 {
-        return Err(ApiError::bad_request("periodS must be between 1 and 604800"));
-    }
-    if req.metrics.len() > 64 || req.metrics.values().any(|v| !v.is_finite()) {
-        return Err(ApiError::bad_request("at most 64 metrics, each a finite number"));
-    }
+    validate::health(&req)?;
+    // Each report is journaled: what one device adds per hour is bounded.
+    let per_hour = app.rates.health_per_hour;
+    app.limit(
+        &format!("health:{device}"),
+        crate::ratelimit::Rate::per_hour(per_hour),
+        &format!("more than {per_hour} health reports an hour from this device"),
+    )?;
     apply(
         &app,
         Entry::Health {

@@ -15,8 +15,10 @@ pub use fault::POINTS as FAULT_POINTS;
 mod journal;
 pub mod metrics;
 mod openapi;
+mod ratelimit;
 pub mod reconcile;
 mod serve;
+mod validate;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -53,6 +55,9 @@ pub struct Config {
     /// Where the admin token created on first start is written (mode 0600),
     /// instead of only being returned to the caller.
     pub admin_token_file: Option<PathBuf>,
+    /// Rate limits per device, per API token, and of the telemetry a device
+    /// may add (429 with Retry-After beyond them).
+    pub rate_limits: RateLimits,
     /// Most connections open at once (kept below the process's limit on
     /// open files); see `serve` for what happens at the cap.
     pub max_connections: usize,
@@ -78,7 +83,47 @@ impl Config {
             tls: None,
             admin_token_file: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            rate_limits: RateLimits::default(),
             stop_on_signals: false,
+        }
+    }
+}
+
+/// How many requests a caller may make (see `updraft_proto::limits` for the defaults).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimits {
+    pub device_per_s: u32,
+    pub device_burst: u32,
+    pub token_per_s: u32,
+    pub token_burst: u32,
+    pub health_per_hour: u32,
+    pub events_per_hour: u32,
+}
+
+impl RateLimits {
+    /// No limits that a load test would reach (benchmarks).
+    pub fn unlimited() -> RateLimits {
+        RateLimits {
+            device_per_s: 1_000_000,
+            device_burst: 1_000_000,
+            token_per_s: 1_000_000,
+            token_burst: 1_000_000,
+            health_per_hour: 1_000_000_000,
+            events_per_hour: 1_000_000_000,
+        }
+    }
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        use updraft_proto::limits::*;
+        RateLimits {
+            device_per_s: DEVICE_REQUESTS_PER_S,
+            device_burst: DEVICE_REQUEST_BURST,
+            token_per_s: TOKEN_REQUESTS_PER_S,
+            token_burst: TOKEN_REQUEST_BURST,
+            health_per_hour: MAX_HEALTH_REPORTS_PER_HOUR,
+            events_per_hour: MAX_EVENTS_PER_HOUR,
         }
     }
 }
@@ -150,6 +195,8 @@ pub struct App {
     seen: devices::Tracker,
     /// Device reports waiting to be written (see `devices`).
     reports: devices::Reports,
+    limiter: ratelimit::Limiter,
+    pub(crate) rates: RateLimits,
 }
 
 /// Walks from the pinned root through the configured updates and the
@@ -260,6 +307,15 @@ fn now_ms() -> i64 {
 }
 
 impl App {
+    /// Takes one request from `key`'s allowance, or refuses with 429.
+    pub(crate) fn limit(&self, key: &str, rate: ratelimit::Rate, what: &str) -> error::ApiResult<()> {
+        self.limiter.take(key, rate, std::time::Instant::now()).map_err(|wait_s| {
+            let kind = key.split(':').next().unwrap_or("other").to_owned();
+            metrics::METRICS.rate_limited.get_or_create(&metrics::Kind { kind }).inc();
+            error::ApiError::too_many(what, wait_s)
+        })
+    }
+
     /// Drops cached tokens of a device (after a decommission or a new enrollment).
     pub(crate) fn forget_device_tokens(&self, device: &str) {
         self.device_tokens.write().unwrap_or_else(|e| e.into_inner()).retain(|_, id| id.as_str() != device);
@@ -293,6 +349,8 @@ impl App {
             device_tokens: Default::default(),
             seen: Default::default(),
             reports: Default::default(),
+            limiter: Default::default(),
+            rates: config.rate_limits,
         }))
     }
 
@@ -441,6 +499,7 @@ pub async fn start(config: Config) -> Result<Started, Box<dyn std::error::Error 
             if let Err(e) = devices::flush(&flusher).await {
                 tracing::error!(message = %e.message, "writing device reports failed; kept for the next try");
             }
+            flusher.limiter.prune(std::time::Instant::now(), Duration::from_secs(3600));
         }
     });
     let last_flush = app.clone();

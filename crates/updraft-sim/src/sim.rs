@@ -1218,7 +1218,7 @@ impl<'a> Sim<'a> {
 
     fn agent_check_in(&mut self, d: u32) {
         if self.in_outage(d) {
-            self.drive(d, AInput::CheckInFailed);
+            self.drive(d, AInput::CheckInFailed { retry_after_s: None });
             return;
         }
         self.health(d);

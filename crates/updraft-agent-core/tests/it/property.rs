@@ -240,7 +240,7 @@ fn run_case(seed: u64) {
             let input = match rng.below(9) {
                 0 => Input::Tick,
                 1 => Input::CheckedIn(Some(assignment(&r))),
-                2 => Input::CheckInFailed,
+                2 => Input::CheckInFailed { retry_after_s: rng.chance(0.5).then_some(120) },
                 3 => Input::Header(header(&r, rng.chance(0.5))),
                 4 => Input::Progress { synced: rng.below(IMAGE) },
                 5 => Input::StreamFailed { retryable: rng.chance(0.5), reason: "noise".into() },
@@ -292,7 +292,7 @@ fn run_case(seed: u64) {
             }
             Effect::CheckIn { .. } => {
                 if !calm && rng.chance(0.2) {
-                    agent.handle(now, Input::CheckInFailed);
+                    agent.handle(now, Input::CheckInFailed { retry_after_s: None });
                 } else {
                     // Calm: the server assigns nothing new; before, anything.
                     let a = if calm {

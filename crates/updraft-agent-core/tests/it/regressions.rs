@@ -152,3 +152,31 @@ fn a_refused_bundle_does_not_poison_the_release() {
     agent.handle(UnixMs(1000), Input::CheckedIn(Some(assignment())));
     assert!(matches!(agent.journal().phase, Phase::Downloading(_)), "{:?}", agent.journal());
 }
+
+/// A server that is rate-limiting (429) or overloaded (503) says when to
+/// ask again; the agent waits that long (bounded), not its usual poll.
+#[test]
+fn a_retry_after_delays_the_next_check_in() {
+    for (retry_after_s, earliest_s) in [(None, 0), (Some(600), 600), (Some(u32::MAX), 86_400)] {
+        let (mut agent, _, _) = started(Journal::new(installed()), BootRecord::fresh(Slot::A), ON_A);
+        let mut now = UnixMs(1000);
+        let mut checked = false;
+        for _ in 0..4 {
+            now = agent.poll_timeout().unwrap_or(now).max(now);
+            agent.handle(now, Input::Tick);
+            while let Some(e) = agent.poll_effect() {
+                if let Effect::CheckIn { .. } = e {
+                    agent.handle(now, Input::CheckInFailed { retry_after_s });
+                    checked = true;
+                }
+            }
+            if checked {
+                break;
+            }
+        }
+        assert!(checked, "the agent checked in");
+        let next = agent.poll_timeout().unwrap();
+        assert!(next.0 >= now.0 + earliest_s * 1000, "{retry_after_s:?}: next check-in at {next:?}, now {now:?}");
+        assert!(next.0 <= now.0 + (86_400 + 120) * 1000, "{retry_after_s:?}: bounded");
+    }
+}

@@ -248,7 +248,7 @@ impl Scenario {
                 }
                 Effect::CheckIn { .. } => {
                     if flaky() {
-                        agent.handle(*now, Input::CheckInFailed);
+                        agent.handle(*now, Input::CheckInFailed { retry_after_s: None });
                     } else {
                         let a = self.assigned(world);
                         agent.handle(*now, Input::CheckedIn(a));

@@ -23,8 +23,13 @@ impl Drop for Server {
 
 /// Starts `updraft serve` on a free port and waits for it to say where it listens.
 fn serve(dir: &Path) -> Server {
+    serve_with(dir, &[])
+}
+
+fn serve_with(dir: &Path, extra: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_updraft"))
         .args(["serve", "--listen", "127.0.0.1:0", "--trust", "root.json", "--data-dir", "data"])
+        .args(extra)
         .current_dir(dir)
         .env("UPDRAFT_LOG", "info")
         .stdout(Stdio::piped())
@@ -165,7 +170,9 @@ fn simulate_drives_a_real_server_as_a_load_generator() {
     let dir = workspace();
     let d = dir.path();
     updraft(d, &strs(&create_args("fw", "fw.bundle", &[key("release-a.key"), key("release-c.key")]))).ok();
-    let mut server = serve(d);
+    // A load test: each simulated device checks in far more often than a
+    // real one may (2 a second by default).
+    let mut server = serve_with(d, &["--device-requests-per-s", "100000"]);
     let admin = read_admin_token(d, &mut server);
     cli(d, &server, &admin, &["release", "publish", "fw.bundle"]).ok();
     std::fs::write(d.join("plan.toml"), "[selector]\nfamily = \"nrf52\"\n[[waves]]\npercent = 100\n").unwrap();

@@ -281,7 +281,7 @@ fn load(url: &str, admin: &str, shared: &Arc<Shared>, round: usize, bundles: &[(
                 let Some(a) = post(&url, "/api/v1/device/check-in", Some(&token), json!({})) else { return };
                 if a.status == 200 {
                     shared.ack("check-in", |_| {});
-                } else {
+                } else if a.status != 429 {
                     shared.ledger.lock().unwrap().errors.push(format!("check-in {id}: {}", a.status));
                 }
                 if let (Some(release), true) = (release, n % 4 == 0) {
@@ -290,7 +290,7 @@ fn load(url: &str, admin: &str, shared: &Arc<Shared>, round: usize, bundles: &[(
                     let Some(a) = post(&url, "/api/v1/device/events", Some(&token), body) else { return };
                     if a.status == 204 {
                         shared.ack("event", |l| l.failures.push((id.clone(), detail.clone())));
-                    } else {
+                    } else if a.status != 429 {
                         shared.ledger.lock().unwrap().errors.push(format!("event {id}: {}", a.status));
                     }
                 }

@@ -51,7 +51,7 @@ fn bad_requests_are_refused_clearly() {
                 "event about an unknown release",
                 "/api/v1/device/events",
                 Some(&device),
-                Some(br#"{"release":"nope@1","event":"installed"}"#.to_vec()),
+                Some(br#"{"release":"nope@1.0.0","event":"installed"}"#.to_vec()),
                 422,
                 "unknown-release",
             ),
@@ -140,4 +140,103 @@ fn ranges_and_conditions_follow_rfc_9110_and_every_error_is_json() {
     let whole = server.call("GET", &art, Some(&admin), None, &[]);
     assert_eq!(r.bytes, whole.bytes, "the whole artifact");
     assert_eq!(r.header("content-range"), None);
+}
+
+/// Defects of the hostile-input probe, one row each: the field, what was
+/// sent, the answer and its code.
+#[test]
+fn every_device_field_is_validated_and_bounded() {
+    let db = databases().remove(0);
+    let env = env(&db);
+    let server = env.start();
+    let e = server.post_json("/api/v1/enrollment-tokens", Some(&server.admin), json!({"uses": 100, "expiresInS": 600}));
+    let token = e.json()["token"].as_str().unwrap().to_owned();
+    let enroll = |extra: serde_json::Value| {
+        let mut body = json!({"enrollmentToken": token, "deviceId": "v1", "family": "sensor", "hardware": "rev-a"});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        server.post_json("/api/v1/device/enroll", None, body)
+    };
+    let many_tags: Vec<String> = (0..5000).map(|i| format!("t{i}")).collect();
+    let cases = [
+        ("release as SQL", json!({"release": "x' OR 1=1 --"}), 422, "invalid-field"),
+        ("release without a version", json!({"release": "fw"}), 422, "invalid-field"),
+        ("channel with a space", json!({"channel": "stable beta"}), 422, "invalid-field"),
+        ("a tag with NUL", json!({"tags": ["a\u{0}b"]}), 422, "invalid-field"),
+        ("a tag with ESC and CRLF", json!({"tags": ["\u{1b}[31m\r\n"]}), 422, "invalid-field"),
+        ("5,000 tags", json!({"tags": many_tags}), 413, "too-large"),
+        ("utcOffsetMin 32767", json!({"utcOffsetMin": 32767}), 422, "invalid-field"),
+        ("a device id of 200 bytes", json!({"deviceId": "d".repeat(200)}), 413, "too-large"),
+        ("a component without a version", json!({"components": {"modem": "new"}}), 422, "invalid-field"),
+    ];
+    for (what, extra, status, code) in cases {
+        let r = enroll(extra);
+        assert_eq!((r.status, r.json()["error"].as_str().unwrap_or_default()), (status, code), "{what}: {}", r.body);
+    }
+    assert_eq!(server.get("/api/v1/devices/v1", &server.admin).status, 404, "nothing was stored");
+    // A release the server does not have is reported, never the last known good.
+    let r = enroll(json!({"release": "fw@9.9.9"}));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let device = r.json()["deviceToken"].as_str().unwrap().to_owned();
+    let d = server.get("/api/v1/devices/v1", &server.admin).json();
+    assert_eq!((d["release"].as_str(), d["lastKnownGood"].as_str()), (Some("fw@9.9.9"), None), "{d}");
+
+    let long_name = "m".repeat(3900);
+    let big_detail = "x".repeat(70 * 1024);
+    let metrics65: serde_json::Map<String, serde_json::Value> =
+        (0..65).map(|i| (format!("m{i}"), json!(1.0))).collect();
+    let cases = [
+        ("/api/v1/device/health", json!({"periodS": 60, "metrics": {long_name.clone(): 1.0}}), 413, "too-large"),
+        ("/api/v1/device/health", json!({"periodS": 60, "metrics": metrics65}), 413, "too-large"),
+        ("/api/v1/device/health", json!({"periodS": 60, "metrics": {"bad name": 1.0}}), 422, "invalid-field"),
+        ("/api/v1/device/health", json!({"periodS": 0}), 422, "invalid-field"),
+        ("/api/v1/device/health", json!({"periodS": 60, "crashes": 4_000_000_000u64}), 422, "invalid-field"),
+        (
+            "/api/v1/device/events",
+            json!({"release": "fw@1.0.0", "event": "failed", "detail": big_detail}),
+            413,
+            "too-large",
+        ),
+        ("/api/v1/device/events", json!({"release": "bogus", "event": "failed"}), 422, "invalid-field"),
+        ("/api/v1/device/check-in", json!({"release": "x' OR 1=1 --"}), 422, "invalid-field"),
+        ("/api/v1/device/check-in", json!({"utcOffsetMin": -3000}), 422, "invalid-field"),
+    ];
+    for (path, body, status, code) in cases {
+        let r = server.post_json(path, Some(&device), body.clone());
+        assert_eq!(
+            (r.status, r.json()["error"].as_str().unwrap_or_default()),
+            (status, code),
+            "{path} {body:.80}: {}",
+            r.body
+        );
+    }
+}
+
+#[test]
+fn a_looping_device_is_slowed_down_with_429_and_retry_after() {
+    let db = databases().remove(0);
+    let env = env(&db);
+    let server = env.start_with(|c| {
+        c.rate_limits.device_per_s = 1;
+        c.rate_limits.device_burst = 100;
+        c.rate_limits.health_per_hour = 5;
+    });
+    let device = server.enroll("loop-1", "rev-a");
+    let other = server.enroll("quiet-1", "rev-a");
+    // The hourly allowance of health reports, then 429.
+    let health = json!({"periodS": 60, "metrics": {"tempC": 40.0}});
+    for _ in 0..5 {
+        assert_eq!(server.post_json("/api/v1/device/health", Some(&device), health.clone()).status, 204);
+    }
+    let r = server.post_json("/api/v1/device/health", Some(&device), health.clone());
+    assert_eq!((r.status, r.json()["error"].as_str().unwrap()), (429, "rate-limited"), "{}", r.body);
+    let after: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((600..=720).contains(&after), "one report per 12 minutes: {after}");
+    // The burst of requests, then 429; another device is not affected.
+    let statuses: Vec<u16> =
+        (0..120).map(|_| server.post_json("/api/v1/device/check-in", Some(&device), json!({})).status).collect();
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 429), "{statuses:?}");
+    assert_eq!(server.post_json("/api/v1/device/check-in", Some(&other), json!({})).status, 200);
+    let metrics = server.call("GET", "/metrics", None, None, &[]).body;
+    assert!(metrics.contains("updraft_rate_limited_total{kind=\"device\"}"), "{metrics}");
 }
