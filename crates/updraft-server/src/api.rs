@@ -201,10 +201,13 @@ async fn bounded_body(req: Request, next: Next) -> Response {
         )
         .into_response()
     };
+    let (parts, body) = req.into_parts();
     if declared.is_some_and(|n| n > MAX_JSON_BYTES as u64) {
+        // Read (and drop) a little of what is on its way, so that a client
+        // still sending gets the answer rather than a broken pipe.
+        drain(body).await;
         return too_large();
     }
-    let (parts, body) = req.into_parts();
     match tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, MAX_JSON_BYTES)).await {
         Err(_) => ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
@@ -216,6 +219,23 @@ async fn bounded_body(req: Request, next: Next) -> Response {
         Ok(Err(e)) => ApiError::bad_request(format!("the request body was cut short: {e}")).into_response(),
         Ok(Ok(bytes)) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
     }
+}
+
+/// Bytes of a refused body read before answering (4 times the limit).
+const MAX_DRAIN_BYTES: usize = 4 * MAX_JSON_BYTES;
+
+async fn drain(body: Body) {
+    let mut stream = body.into_data_stream();
+    let mut read = 0;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            read += chunk.len();
+            if read > MAX_DRAIN_BYTES {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Every error answers with the JSON error body, the framework's own

@@ -121,6 +121,8 @@ pub struct Store {
     /// `pool` on PostgreSQL and for in-memory SQLite.
     reads: AnyPool,
     kind: DbKind,
+    /// Mixed into the advisory lock keys (PostgreSQL): one per schema.
+    lock_salt: i64,
 }
 
 /// A device row.
@@ -370,7 +372,18 @@ impl Store {
                 (pool.clone(), pool)
             }
         };
-        let store = Store { pool, reads, kind };
+        // Advisory locks are per database; several Updraft instances may
+        // live in schemas of one database: the keys depend on the schema.
+        let lock_salt = match kind {
+            DbKind::Postgres => {
+                let row = sqlx::query("SELECT CAST(current_schema() AS TEXT) AS s").fetch_one(&pool).await?;
+                let schema: Option<String> = row.try_get("s")?;
+                let digest = Sha256::digest(schema.unwrap_or_default().as_bytes());
+                i64::from_le_bytes(digest[..8].try_into().expect("8 bytes")) & 0x0000_ffff_ffff_ffff
+            }
+            DbKind::Sqlite => 0,
+        };
+        let store = Store { pool, reads, kind, lock_salt };
         store.migrate().await?;
         Ok(store)
     }
@@ -858,7 +871,10 @@ impl Store {
     pub async fn begin_write(&self) -> Result<WriteTx> {
         let mut tx = self.pool.begin().await?;
         if self.kind == DbKind::Postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(JOURNAL_LOCK_KEY).execute(&mut *tx).await?;
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(JOURNAL_LOCK_KEY ^ self.lock_salt)
+                .execute(&mut *tx)
+                .await?;
         }
         Ok(WriteTx { tx })
     }
@@ -873,8 +889,10 @@ impl Store {
             return Ok(Some(Leadership { conn: None }));
         }
         let mut conn = self.pool.acquire().await?;
-        let row =
-            sqlx::query("SELECT pg_try_advisory_lock($1) AS ok").bind(LEADER_LOCK_KEY).fetch_one(&mut *conn).await?;
+        let row = sqlx::query("SELECT pg_try_advisory_lock($1) AS ok")
+            .bind(LEADER_LOCK_KEY ^ self.lock_salt)
+            .fetch_one(&mut *conn)
+            .await?;
         if row.try_get::<bool, _>("ok")? {
             Ok(Some(Leadership { conn: Some(conn.detach()) }))
         } else {
