@@ -27,11 +27,15 @@ fn serve(dir: &Path) -> Server {
 }
 
 fn serve_with(dir: &Path, extra: &[&str]) -> Server {
+    serve_logging(dir, extra, "info")
+}
+
+fn serve_logging(dir: &Path, extra: &[&str], log: &str) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_updraft"))
         .args(["serve", "--listen", "127.0.0.1:0", "--trust", "root.json", "--data-dir", "data"])
         .args(extra)
         .current_dir(dir)
-        .env("UPDRAFT_LOG", "info")
+        .env("UPDRAFT_LOG", log)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -249,4 +253,54 @@ fn the_pipeline_publishes_its_bundles_and_promotes_them() {
         assert!(tests.keys().any(|k| k.ends_with("radio_link_retry")), "{flaky}");
         assert!(tests.values().any(|h| h["quarantined"] == true), "{flaky}");
     }
+}
+
+/// Every secret a run creates (the first admin token, API tokens, an
+/// enrollment token, device tokens) is absent from the server's whole log
+/// at trace level, and from its stdout.
+#[test]
+fn no_secret_reaches_the_log_even_at_trace_level() {
+    let dir = workspace();
+    let d = dir.path();
+    let mut server = serve_logging(d, &[], "trace");
+    let mut out = String::new();
+    BufReader::new(server.child.stdout.take().unwrap()).read_line(&mut out).unwrap();
+    let admin = std::fs::read_to_string(d.join(out.trim())).unwrap().trim().to_owned();
+    let mut secrets = vec![admin.clone()];
+    let ci = cli(d, &server, &admin, &["token", "create", "ci", "--role", "releaser"]).ok().stdout.trim().to_owned();
+    secrets.push(ci.clone());
+    cli(d, &server, &ci, &["release", "list"]).ok();
+    let enroll = cli(d, &server, &admin, &["enroll-token", "create", "--uses", "2", "--expires", "1h"])
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
+    secrets.push(enroll.clone());
+    let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
+    for id in ["meter-1", "meter-2"] {
+        let body =
+            serde_json::json!({"enrollmentToken": enroll, "deviceId": id, "family": "nrf52", "hardware": "rev-c"});
+        let mut r = agent.post(&format!("{}/api/v1/device/enroll", server.url)).send_json(&body).unwrap();
+        let v: serde_json::Value = r.body_mut().read_json().unwrap();
+        let token = v["deviceToken"].as_str().unwrap().to_owned();
+        let r = agent
+            .post(&format!("{}/api/v1/device/check-in", server.url))
+            .header("Authorization", &format!("Bearer {token}"))
+            .send_json(serde_json::json!({}))
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        secrets.push(token);
+    }
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let log = server.log.lock().unwrap().join("\n");
+    assert!(
+        log.contains("DEBUG sqlx::query") && log.contains("route=/api/v1/device/check-in"),
+        "a trace-level log: {log}"
+    );
+    for s in &secrets {
+        // The secret part, without its kind prefix.
+        assert!(!log.contains(&s[4..]), "a secret in the trace log: {}...", &s[..8]);
+    }
+    assert_eq!(out.trim(), "data/admin-token", "stdout off a terminal has the path, not the token");
 }
