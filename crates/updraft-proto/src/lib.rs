@@ -56,6 +56,48 @@ pub mod limits {
     pub const TOKEN_REQUEST_BURST: u32 = 1000;
 }
 
+/// The rules of `limits` as JSON Schema, for the OpenAPI document.
+#[cfg(feature = "schemars")]
+pub mod schema {
+    use super::limits::*;
+
+    /// An id, or nothing (a region may be empty).
+    pub const OPTIONAL_ID_PATTERN: &str = r"^$|^(?!.*\.\.)[A-Za-z0-9._@+:-]{1,128}$";
+    /// A metric's name: the id characters, at most 64.
+    pub const METRIC_NAME_PATTERN: &str = r"^(?!.*\.\.)[A-Za-z0-9._@+:-]{1,64}$";
+
+    /// Component name → semantic version.
+    pub fn components(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "object",
+            "maxProperties": MAX_COMPONENTS,
+            "propertyNames": { "pattern": updraft_types::ID_PATTERN },
+            "additionalProperties": { "type": "string", "pattern": updraft_types::VERSION_PATTERN },
+        })
+    }
+
+    /// Attribute name → value (inventory scripts, operator attributes).
+    pub fn inventory(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "object",
+            "maxProperties": super::MAX_INVENTORY_ATTRIBUTES,
+            "propertyNames": { "pattern": updraft_types::ID_PATTERN },
+            // Characters: a quarter of the byte limit holds any UTF-8.
+            "additionalProperties": { "type": "string", "minLength": 1, "maxLength": super::MAX_INVENTORY_VALUE_BYTES / 4 },
+        })
+    }
+
+    /// Metric name → value.
+    pub fn metrics(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "object",
+            "maxProperties": MAX_METRICS,
+            "propertyNames": { "pattern": METRIC_NAME_PATTERN },
+            "additionalProperties": { "type": "number" },
+        })
+    }
+}
+
 /// The body of every 4xx and 5xx response.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -76,21 +118,28 @@ pub struct ErrorBody {
 pub struct EnrollRequest {
     pub enrollment_token: String,
     pub device_id: DeviceId,
+    #[cfg_attr(feature = "schemars", schemars(pattern(updraft_types::ID_PATTERN)))]
     pub family: String,
+    #[cfg_attr(feature = "schemars", schemars(pattern(updraft_types::ID_PATTERN)))]
     pub hardware: String,
     #[serde(default)]
+    #[cfg_attr(feature = "schemars", schemars(pattern(schema::OPTIONAL_ID_PATTERN)))]
     pub region: String,
     #[serde(default)]
+    #[cfg_attr(feature = "schemars", schemars(length(max = 64), inner(pattern(updraft_types::ID_PATTERN))))]
     pub tags: Vec<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "schemars", schemars(pattern(updraft_types::ID_PATTERN)))]
     pub channel: Option<String>,
     /// The release it runs, if known.
     #[serde(default)]
     pub release: Option<ReleaseId>,
     /// Versions of other components (`bootloader` → `1.4.2`).
     #[serde(default)]
+    #[cfg_attr(feature = "schemars", schemars(schema_with = "schema::components"))]
     pub components: BTreeMap<String, String>,
     #[serde(default)]
+    #[cfg_attr(feature = "schemars", schemars(range(min = -720, max = 840)))]
     pub utc_offset_min: i16,
 }
 
@@ -130,17 +179,21 @@ pub enum BootState {
 pub struct CheckInRequest {
     pub release: Option<ReleaseId>,
     #[serde(default)]
+    #[cfg_attr(feature = "schemars", schemars(pattern(updraft_types::ID_PATTERN)))]
     pub slot: Option<String>,
     #[serde(default)]
     pub security_version: Option<u64>,
     #[serde(default)]
     pub boot_state: Option<BootState>,
     #[serde(default)]
+    #[cfg_attr(feature = "schemars", schemars(schema_with = "schema::components"))]
     pub components: BTreeMap<String, String>,
     #[serde(default)]
+    #[cfg_attr(feature = "schemars", schemars(range(min = -720, max = 840)))]
     pub utc_offset_min: Option<i16>,
     /// The agent's version.
     #[serde(default)]
+    #[cfg_attr(feature = "schemars", schemars(pattern(updraft_types::ID_PATTERN)))]
     pub agent_version: Option<String>,
     /// Free bytes where the agent stages downloads.
     #[serde(default)]
@@ -148,6 +201,7 @@ pub struct CheckInRequest {
     /// The device's own attributes, from its inventory scripts
     /// (at most [`MAX_INVENTORY_ATTRIBUTES`]).
     #[serde(default)]
+    #[cfg_attr(feature = "schemars", schemars(schema_with = "schema::inventory"))]
     pub attributes: BTreeMap<String, String>,
 }
 
@@ -196,7 +250,10 @@ pub use updraft_types::InstallEvent;
 pub struct EventRequest {
     pub release: ReleaseId,
     pub event: InstallEvent,
+    /// A failure's reason and the tail of its log (at most 64 KiB; the
+    /// schema counts characters, a quarter of that).
     #[serde(default)]
+    #[cfg_attr(feature = "schemars", schemars(length(max = 16384)))]
     pub detail: Option<String>,
 }
 
@@ -205,12 +262,16 @@ pub struct EventRequest {
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HealthRequest {
+    #[cfg_attr(feature = "schemars", schemars(range(min = 1, max = 604800)))]
     pub period_s: u32,
     #[serde(default)]
+    #[cfg_attr(feature = "schemars", schemars(range(max = 100000)))]
     pub boots: u32,
     #[serde(default)]
+    #[cfg_attr(feature = "schemars", schemars(range(max = 100000)))]
     pub crashes: u32,
     #[serde(default)]
+    #[cfg_attr(feature = "schemars", schemars(schema_with = "schema::metrics"))]
     pub metrics: BTreeMap<String, f64>,
 }
 
@@ -262,6 +323,7 @@ impl Role {
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateTokenRequest {
+    #[cfg_attr(feature = "schemars", schemars(pattern(updraft_types::ID_PATTERN)))]
     pub name: String,
     pub role: Role,
 }
@@ -295,8 +357,10 @@ pub struct TokenInfo {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateEnrollmentTokenRequest {
     /// How many devices may enroll with it.
+    #[cfg_attr(feature = "schemars", schemars(range(min = 1, max = 1000000)))]
     pub uses: u32,
     /// Seconds until it expires.
+    #[cfg_attr(feature = "schemars", schemars(range(min = 1, max = 31622400)))]
     pub expires_in_s: u64,
     /// Devices enrolled with it wait as `pending` until an operator accepts them.
     #[serde(default)]
@@ -423,12 +487,16 @@ pub struct DevicePage {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeviceChange {
     #[serde(default)]
+    #[cfg_attr(feature = "schemars", schemars(length(max = 64), inner(pattern(updraft_types::ID_PATTERN))))]
     pub add_tags: Vec<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "schemars", schemars(inner(pattern(updraft_types::ID_PATTERN))))]
     pub remove_tags: Vec<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "schemars", schemars(schema_with = "schema::inventory"))]
     pub set_attributes: BTreeMap<String, String>,
     #[serde(default)]
+    #[cfg_attr(feature = "schemars", schemars(inner(pattern(updraft_types::ID_PATTERN))))]
     pub remove_attributes: Vec<String>,
 }
 

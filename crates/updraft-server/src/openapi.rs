@@ -46,7 +46,7 @@ pub fn document() -> Value {
             .path
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-            .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }))
+            .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": param_schema(r.path, name) }))
             .collect();
         let mut success = json!({ "description": "success" });
         if let Some(c) = content(r.response, &mut generator) {
@@ -89,6 +89,20 @@ pub fn document() -> Value {
             "schemas": schemas,
         }
     })
+}
+
+/// What a path parameter may be: the same rules as the handlers apply.
+fn param_schema(path: &str, name: &str) -> Value {
+    match name {
+        "sha256" => json!({ "type": "string", "pattern": "^[0-9a-f]{64}$" }),
+        "file" => json!({ "type": "string", "enum": ["manifest", "signatures", "provenance", "sbom"] }),
+        "command" => json!({ "type": "string", "enum": ["start", "pause", "resume", "advance", "abort", "rollback"] }),
+        "id" if path.starts_with("/api/v1/tokens/") => json!({ "type": "string", "pattern": "^[0-9]{1,18}$" }),
+        "id" if path.starts_with("/api/v1/releases/") => {
+            json!({ "type": "string", "pattern": updraft_types::RELEASE_ID_PATTERN })
+        }
+        _ => json!({ "type": "string", "pattern": updraft_types::ID_PATTERN }),
+    }
 }
 
 /// `GET /api/v1/devices/{id}` → `getApiV1DevicesId`: stable, unique names for client generators.

@@ -286,13 +286,37 @@ mod tests {
     }
 }
 
+/// What the server accepts as an id or a name (device, family, hardware,
+/// region, tag, channel, component, rollout, token): 1 to 128 of
+/// `A-Z a-z 0-9 . _ - @ + :`, never `..`. The OpenAPI document states it.
+pub const ID_PATTERN: &str = r"^(?!.*\.\.)[A-Za-z0-9._@+:-]{1,128}$";
+/// A release id: `NAME@VERSION` with a semantic version, at most 128 characters.
+pub const RELEASE_ID_PATTERN: &str = concat!(
+    r"^(?=.{1,128}$)(?!.*\.\.)[A-Za-z0-9._+:-]+@(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)",
+    r"(-[0-9A-Za-z-]*[A-Za-z-][0-9A-Za-z-]*(\.[0-9A-Za-z-]*[A-Za-z-][0-9A-Za-z-]*)*)?(\+[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?$"
+);
+/// A semantic version (a component's).
+pub const VERSION_PATTERN: &str = concat!(
+    r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)",
+    r"(-[0-9A-Za-z-]*[A-Za-z-][0-9A-Za-z-]*(\.[0-9A-Za-z-]*[A-Za-z-][0-9A-Za-z-]*)*)?(\+[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?$"
+);
+
 macro_rules! string_id {
-    ($(#[$doc:meta])* $name:ident) => {
+    ($(#[$doc:meta])* $name:ident, $pattern:expr) => {
         $(#[$doc])*
         #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
         #[serde(transparent)]
         pub struct $name(pub String);
+
+        #[cfg(feature = "schemars")]
+        impl schemars::JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({ "type": "string", "pattern": $pattern })
+            }
+        }
 
         impl $name {
             pub fn new(s: impl Into<String>) -> Self {
@@ -320,15 +344,18 @@ macro_rules! string_id {
 
 string_id!(
     /// A device's identifier, unique in the fleet.
-    DeviceId
+    DeviceId,
+    ID_PATTERN
 );
 string_id!(
     /// A release: a published bundle, written `NAME@VERSION`.
-    ReleaseId
+    ReleaseId,
+    RELEASE_ID_PATTERN
 );
 string_id!(
     /// A rollout's identifier.
-    RolloutId
+    RolloutId,
+    ID_PATTERN
 );
 
 /// Milliseconds since the Unix epoch: the clock of the sans-IO cores, which
