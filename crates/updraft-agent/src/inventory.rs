@@ -15,7 +15,7 @@ pub const SCRIPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most attributes reported (the server keeps as many).
 pub const MAX_ATTRIBUTES: usize = updraft_proto::MAX_INVENTORY_ATTRIBUTES;
 /// Longest value kept.
-pub const MAX_VALUE_BYTES: usize = updraft_proto::MAX_INVENTORY_VALUE_BYTES;
+pub const MAX_VALUE_BYTES: usize = updraft_proto::MAX_INVENTORY_VALUE_LEN;
 
 /// Free bytes on the file system of `path`, if it can be told.
 pub fn free_bytes(path: &Path) -> Option<u64> {

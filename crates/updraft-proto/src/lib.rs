@@ -20,8 +20,9 @@ pub mod paths {
     pub const ARTIFACTS: &str = "/api/v1/artifacts";
 }
 
-/// Limits on what a device may send, enforced by the server (413 for a size,
-/// 422 for a value, 429 for a rate) and listed in docs/api.md.
+/// Limits on what a device may send, enforced by the server (422
+/// `too-large` for a count or a length, 422 `invalid-field` for a value,
+/// 429 for a rate; 413 only for a whole body over the limit) and listed in docs/api.md.
 pub mod limits {
     /// Ids and names (device, family, hardware, region, tag, channel,
     /// component, attribute key): enough for any naming scheme, small enough to index.
@@ -82,9 +83,13 @@ pub mod schema {
             "type": "object",
             "maxProperties": super::MAX_INVENTORY_ATTRIBUTES,
             "propertyNames": { "pattern": updraft_types::ID_PATTERN },
-            // Characters: a quarter of the byte limit holds any UTF-8.
-            "additionalProperties": { "type": "string", "minLength": 1, "maxLength": super::MAX_INVENTORY_VALUE_BYTES / 4 },
+            "additionalProperties": { "type": "string", "minLength": 1, "maxLength": super::MAX_INVENTORY_VALUE_LEN },
         })
+    }
+
+    /// Any JSON object.
+    pub fn object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "object" })
     }
 
     /// Metric name → value.
@@ -207,8 +212,10 @@ pub struct CheckInRequest {
 
 /// Most attributes a device reports at a check-in.
 pub const MAX_INVENTORY_ATTRIBUTES: usize = 64;
-/// Longest attribute value a device reports.
-pub const MAX_INVENTORY_VALUE_BYTES: usize = 1024;
+/// Longest attribute value (a device's or an operator's), in characters as
+/// JSON Schema's `maxLength` counts them; the agent cuts a value to this
+/// many bytes, which is never more characters. Values are never empty.
+pub const MAX_INVENTORY_VALUE_LEN: usize = 1024;
 
 /// What a device should install.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -349,6 +356,33 @@ pub struct TokenInfo {
     pub role: Role,
     pub created_ms: i64,
     pub revoked: bool,
+}
+
+/// `POST /api/v1/builds`: a pipeline run's outcome (`updraft pipeline` posts it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BuildRequest {
+    /// The project's name (`[project] name` of updraft.toml).
+    #[cfg_attr(feature = "schemars", schemars(pattern(updraft_types::ID_PATTERN)))]
+    pub project: String,
+    /// The commit the run built.
+    #[cfg_attr(feature = "schemars", schemars(length(min = 1, max = 128)))]
+    pub commit: String,
+    /// Whether every gate passed.
+    pub passed: bool,
+    /// The run's report, stored as sent (stages, gates, tests, builds, bundles).
+    #[cfg_attr(feature = "schemars", schemars(schema_with = "schema::object"))]
+    pub report: serde_json::Value,
+}
+
+/// The answer to `POST /api/v1/builds`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct BuildCreated {
+    /// The run's id in the build history.
+    pub id: i64,
 }
 
 /// `POST /api/v1/enrollment-tokens`.

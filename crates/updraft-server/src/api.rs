@@ -62,6 +62,8 @@ pub enum Payload {
     /// A JSON document whose shape is another format's (a trust root, a
     /// manifest, a pipeline report), or free-form.
     AnyJson,
+    /// A JSON object whose shape is another tool's (the pipeline's flaky-test history).
+    Object,
     /// Bytes (a bundle).
     Binary,
     /// Text (Prometheus metrics, the liveness answer).
@@ -82,7 +84,7 @@ macro_rules! routes {
     };
 }
 
-use Payload::{AnyJson, Binary, Json as J, Text};
+use Payload::{AnyJson, Binary, Json as J, Object, Text};
 
 routes! {
     "GET" "/healthz" Access::Public, "Liveness: 200 when the server answers.", Payload::None => Text;
@@ -122,9 +124,10 @@ routes! {
         Payload::None => J(schema::<Device>);
     "GET" "/api/v1/audit" Access::Role(Role::Viewer), "The audit log.", Payload::None => J(schema::<Vec<AuditEntry>>);
     "GET" "/api/v1/builds" Access::Role(Role::Viewer), "Pipeline runs (build health), newest first; ?project= filters.", Payload::None => AnyJson;
-    "POST" "/api/v1/builds" Access::Role(Role::Releaser), "Record a pipeline run's report (`updraft pipeline` posts it).", AnyJson => AnyJson;
+    "POST" "/api/v1/builds" Access::Role(Role::Releaser), "Record a pipeline run's report (`updraft pipeline` posts it).",
+        J(schema::<BuildRequest>) => J(schema::<BuildCreated>);
     "GET" "/api/v1/pipelines/{project}/flaky" Access::Role(Role::Releaser), "A project's flaky-test history.", Payload::None => AnyJson;
-    "PUT" "/api/v1/pipelines/{project}/flaky" Access::Role(Role::Releaser), "Replace a project's flaky-test history.", AnyJson => Payload::None;
+    "PUT" "/api/v1/pipelines/{project}/flaky" Access::Role(Role::Releaser), "Replace a project's flaky-test history.", Object => Payload::None;
     "GET" "/api/v1/tokens" Access::Role(Role::Admin), "List API tokens.", Payload::None => J(schema::<Vec<TokenInfo>>);
     "POST" "/api/v1/tokens" Access::Role(Role::Admin), "Create an API token (shown once).",
         J(schema::<CreateTokenRequest>) => J(schema::<CreatedToken>);
@@ -398,8 +401,44 @@ fn device_of(actor: &Actor) -> &DeviceId {
 }
 
 /// Parses a JSON body with a 400 that names the problem.
+///
+/// JSON has one number type: `6340.0` is the integer 6340 (JSON Schema
+/// agrees), so a number without a fraction is taken where an integer is due.
+///
+/// Every request body is a JSON object (serde would also take an array for
+/// a struct, its fields by position).
 pub(crate) fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::bad_request("the request body must be a JSON object; see /api/openapi.json"));
+    }
+    let bad = |e: serde_json::Error| ApiError::bad_request(format!("invalid JSON body: {e}"));
+    match serde_json::from_slice(body) {
+        Ok(v) => Ok(v),
+        Err(first) => {
+            let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(body) else { return Err(bad(first)) };
+            if !integral_floats(&mut value) {
+                return Err(bad(first));
+            }
+            serde_json::from_value(value).map_err(bad)
+        }
+    }
+}
+
+/// Rewrites every number with a zero fraction (`-491.0`) as an integer;
+/// whether it changed anything.
+fn integral_floats(v: &mut serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Number(n) if !n.is_i64() && !n.is_u64() => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                *v = serde_json::Value::from(f as i64);
+                true
+            }
+            _ => false,
+        },
+        serde_json::Value::Array(items) => items.iter_mut().fold(false, |c, i| integral_floats(i) | c),
+        serde_json::Value::Object(map) => map.values_mut().fold(false, |c, i| integral_floats(i) | c),
+        _ => false,
+    }
 }
 
 pub(crate) fn check_id(kind: &str, s: &str) -> ApiResult<()> {
@@ -1139,15 +1178,6 @@ async fn audit_log(
     Ok(Json(app.store.audit_log(q.after, q.action.as_deref(), q.limit.clamp(1, 1000)).await?))
 }
 
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct BuildRequest {
-    project: String,
-    commit: String,
-    passed: bool,
-    report: serde_json::Value,
-}
-
 async fn add_build(
     State(app): State<Arc<App>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
@@ -1157,6 +1187,9 @@ async fn add_build(
     let actor = require(&app, &headers, Access::Role(Role::Releaser)).await?;
     let req: BuildRequest = parse(&body)?;
     check_id("project", &req.project)?;
+    if !req.report.is_object() {
+        return Err(ApiError::unprocessable("invalid-field", "report must be a JSON object (the pipeline's report)"));
+    }
     if req.commit.is_empty() || req.commit.len() > 128 {
         return Err(ApiError::bad_request("commit must be 1 to 128 characters"));
     }
@@ -1174,7 +1207,7 @@ async fn add_build(
     let verdict = if req.passed { "passed" } else { "failed" };
     change.audit(&actor.label(), "build.record", &req.project, format!("{} {verdict}", req.commit), remote);
     change.commit().await?;
-    Ok((StatusCode::CREATED, Json(serde_json::json!({ "id": id }))).into_response())
+    Ok((StatusCode::CREATED, Json(BuildCreated { id })).into_response())
 }
 
 #[derive(serde::Deserialize)]
@@ -1261,6 +1294,14 @@ async fn revoke_token(
     let actor = require(&app, &headers, Access::Role(Role::Admin)).await?;
     let id: i64 = id.parse().map_err(|_| ApiError::bad_request(format!("token id {id:?} is not a number")))?;
     let mut change = Change::begin(&app).await?;
+    if change.tx().is_last_admin_token(id).await? {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "last-admin-token",
+            "this is the last admin token; create another admin token first \
+             (a lost admin token is replaced with `updraft serve admin-token --reset`)",
+        ));
+    }
     if !change.tx().revoke_api_token(id).await? {
         return Err(ApiError::not_found(format!("no token {id}")));
     }

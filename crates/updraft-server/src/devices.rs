@@ -180,13 +180,7 @@ fn inventory_of(req: &CheckInRequest) -> ApiResult<BTreeMap<String, String>> {
     put("freeBytes", req.free_bytes.map(|v| v.to_string()));
     for (k, v) in &req.attributes {
         check_id("attribute", k)?;
-        if v.len() > updraft_proto::MAX_INVENTORY_VALUE_BYTES {
-            return Err(ApiError::bad_request(format!(
-                "attribute {k} is {} bytes; at most {}",
-                v.len(),
-                updraft_proto::MAX_INVENTORY_VALUE_BYTES
-            )));
-        }
+        crate::validate::attribute_value(k, v)?;
         inv.insert(format!("attr.{k}"), v.clone());
     }
     Ok(inv)
@@ -607,6 +601,12 @@ pub async fn change(
     let actor = require(&app, &headers, Access::Role(Role::Operator)).await?;
     let c: DeviceChange = parse(&body)?;
     let mut row = load(&app, &id).await?;
+    if c.add_tags.len() > MAX_LABELS || c.set_attributes.len() > MAX_LABELS {
+        return Err(ApiError::unprocessable(
+            "too-large",
+            format!("at most {MAX_LABELS} tags and {MAX_LABELS} attributes in one change"),
+        ));
+    }
     for t in c.add_tags.iter().chain(&c.remove_tags) {
         check_id("tag", t)?;
     }
@@ -614,9 +614,7 @@ pub async fn change(
         check_id("attribute", k)?;
     }
     for (k, v) in &c.set_attributes {
-        if v.is_empty() || v.len() > updraft_proto::MAX_INVENTORY_VALUE_BYTES {
-            return Err(ApiError::bad_request(format!("attribute {k}: 1 to 1024 bytes")));
-        }
+        crate::validate::attribute_value(k, v)?;
     }
     row.tags.retain(|t| !c.remove_tags.contains(t));
     for t in &c.add_tags {

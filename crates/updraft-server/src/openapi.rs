@@ -13,6 +13,7 @@ fn content(payload: Payload, generator: &mut schemars::SchemaGenerator) -> Optio
         Payload::None => return None,
         Payload::Json(f) => json!({ "application/json": { "schema": f(generator) } }),
         Payload::AnyJson => json!({ "application/json": { "schema": {} } }),
+        Payload::Object => json!({ "application/json": { "schema": { "type": "object" } } }),
         Payload::Binary => {
             json!({ "application/octet-stream": { "schema": { "type": "string", "contentMediaType": "application/octet-stream" } } })
         }

@@ -1,9 +1,8 @@
 //! Checks of every field a device sends (enrollment, check-in, events,
 //! health) against `updraft_proto::limits`: a value that is not allowed is
-//! a 422 `invalid-field`, too many or too long a 413 `too-large`, each
-//! naming the field and the rule.
+//! a 422 `invalid-field`, too many or too long a 422 `too-large`, each
+//! naming the field and the rule (413 is for a whole body over the limit).
 
-use axum::http::StatusCode;
 use updraft_proto::limits::*;
 use updraft_types::ReleaseId;
 
@@ -14,7 +13,20 @@ fn invalid(message: String) -> ApiError {
 }
 
 fn too_large(message: String) -> ApiError {
-    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", message)
+    ApiError::unprocessable("too-large", message)
+}
+
+/// An attribute's value: 1 to [`updraft_proto::MAX_INVENTORY_VALUE_LEN`] characters.
+pub fn attribute_value(name: &str, v: &str) -> ApiResult<()> {
+    let max = updraft_proto::MAX_INVENTORY_VALUE_LEN;
+    if v.is_empty() {
+        return Err(invalid(format!("attribute {name} is empty; remove it instead")));
+    }
+    let n = v.chars().count();
+    if n > max {
+        return Err(too_large(format!("attribute {name} is {n} characters; at most {max}")));
+    }
+    Ok(())
 }
 
 /// An id or a name: 1 to [`MAX_ID_BYTES`] of `A-Z a-z 0-9 . _ - @ + :`, no `..`.

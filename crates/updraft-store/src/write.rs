@@ -97,6 +97,21 @@ impl WriteTx {
         Ok(r.rows_affected())
     }
 
+    /// Whether token `id` is the one live admin token (revoking it would
+    /// leave no way in but `updraft serve admin-token --reset`).
+    pub async fn is_last_admin_token(&mut self, id: i64) -> Result<bool> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS admins, COALESCE(SUM(CASE WHEN id = $1 THEN 1 ELSE 0 END), 0) AS this \
+             FROM api_tokens WHERE role = 'admin' AND revoked = 0",
+        )
+        .bind(id)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        let admins: i64 = row.try_get("admins")?;
+        let this: i64 = row.try_get("this")?;
+        Ok(admins == 1 && this == 1)
+    }
+
     /// Revokes a token; false if there is none with that id.
     pub async fn revoke_api_token(&mut self, id: i64) -> Result<bool> {
         let r = sqlx::query("UPDATE api_tokens SET revoked = 1 WHERE id = $1").bind(id).execute(&mut *self.tx).await?;
