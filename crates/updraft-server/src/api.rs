@@ -11,7 +11,8 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, patch, post, put, MethodRouter};
+use axum::Extension;
 use axum::{Json, Router};
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -51,6 +52,9 @@ pub struct RouteSpec {
     /// document's schemas come from the wire types through these).
     pub request: Payload,
     pub response: Payload,
+    /// The handler, as a method router of one method; the router is folded
+    /// from the table and [`enforce`] checks `access` before it runs.
+    pub handler: fn() -> MethodRouter<Arc<App>>,
 }
 
 /// A request or response body, for the OpenAPI document.
@@ -76,10 +80,16 @@ pub fn schema<T: schemars::JsonSchema>(g: &mut schemars::SchemaGenerator) -> sch
 }
 
 macro_rules! routes {
-    ($($method:literal $path:literal $access:expr, $summary:literal, $req:expr => $res:expr;)*) => {
+    ($($method:literal $path:literal $access:expr, $summary:literal, $req:expr => $res:expr, $handler:expr;)*) => {
         /// Every route of the API.
         pub const ROUTES: &[RouteSpec] = &[$(RouteSpec {
             method: $method, path: $path, access: $access, summary: $summary, request: $req, response: $res,
+            handler: {
+                fn handler() -> MethodRouter<Arc<App>> {
+                    $handler
+                }
+                handler
+            },
         }),*];
     };
 }
@@ -87,90 +97,68 @@ macro_rules! routes {
 use Payload::{AnyJson, Binary, Json as J, Object, Text};
 
 routes! {
-    "GET" "/healthz" Access::Public, "Liveness: 200 when the server answers.", Payload::None => Text;
-    "GET" "/metrics" Access::Public, "Prometheus metrics in the text format.", Payload::None => Text;
-    "GET" "/api/openapi.json" Access::Public, "This API, as an OpenAPI 3.1 document.", Payload::None => AnyJson;
+    "GET" "/healthz" Access::Public, "Liveness: 200 when the server answers.", Payload::None => Text, get(healthz);
+    "GET" "/metrics" Access::Public, "Prometheus metrics in the text format.", Payload::None => Text, get(metrics);
+    "GET" "/api/openapi.json" Access::Public, "This API, as an OpenAPI 3.1 document.", Payload::None => AnyJson, get(openapi);
     "POST" "/api/v1/device/enroll" Access::Public, "Enroll a device with an enrollment token; returns its device token.",
-        J(schema::<EnrollRequest>) => J(schema::<EnrollResponse>);
+        J(schema::<EnrollRequest>) => J(schema::<EnrollResponse>), post(enroll);
     "POST" "/api/v1/device/check-in" Access::Device, "Report state; get an assignment or the reason there is none.",
-        J(schema::<CheckInRequest>) => J(schema::<CheckInResponse>);
-    "POST" "/api/v1/device/events" Access::Device, "Report an install event.", J(schema::<EventRequest>) => Payload::None;
-    "POST" "/api/v1/device/health" Access::Device, "Report health telemetry.", J(schema::<HealthRequest>) => Payload::None;
-    "GET" "/api/v1/artifacts/{sha256}" Access::Any, "Download a blob (Range, ETag, resume).", Payload::None => Binary;
-    "GET" "/api/v1/releases" Access::Role(Role::Viewer), "List releases.", Payload::None => J(schema::<Vec<Release>>);
+        J(schema::<CheckInRequest>) => J(schema::<CheckInResponse>), post(check_in);
+    "POST" "/api/v1/device/events" Access::Device, "Report an install event.", J(schema::<EventRequest>) => Payload::None, post(events);
+    "POST" "/api/v1/device/health" Access::Device, "Report health telemetry.", J(schema::<HealthRequest>) => Payload::None, post(health);
+    "GET" "/api/v1/artifacts/{sha256}" Access::Any, "Download a blob (Range, ETag, resume).", Payload::None => Binary, get(download);
+    "GET" "/api/v1/releases" Access::Role(Role::Viewer), "List releases.", Payload::None => J(schema::<Vec<Release>>), get(list_releases);
     "POST" "/api/v1/releases" Access::Role(Role::Releaser), "Publish a bundle (the request body, streamed); verified against the trust root.",
-        Binary => J(schema::<Release>);
-    "GET" "/api/v1/releases/{id}" Access::Role(Role::Viewer), "Show a release.", Payload::None => J(schema::<Release>);
-    "GET" "/api/v1/releases/{id}/{file}" Access::Role(Role::Viewer), "A release's manifest, signatures, provenance or SBOM.", Payload::None => AnyJson;
-    "GET" "/api/v1/channels/{channel}" Access::Role(Role::Viewer), "Releases in a channel.", Payload::None => J(schema::<Vec<ReleaseId>>);
+        Binary => J(schema::<Release>), post(publish).layer(DefaultBodyLimit::disable());
+    "GET" "/api/v1/releases/{id}" Access::Role(Role::Viewer), "Show a release.", Payload::None => J(schema::<Release>), get(show_release);
+    "GET" "/api/v1/releases/{id}/{file}" Access::Role(Role::Viewer), "A release's manifest, signatures, provenance or SBOM.", Payload::None => AnyJson, get(release_file);
+    "GET" "/api/v1/channels/{channel}" Access::Role(Role::Viewer), "Releases in a channel.", Payload::None => J(schema::<Vec<ReleaseId>>), get(show_channel);
     "POST" "/api/v1/channels/{channel}/releases" Access::Role(Role::Releaser), "Promote a release into a channel.",
-        J(schema::<PromoteRequest>) => Payload::None;
+        J(schema::<PromoteRequest>) => Payload::None, post(promote);
     "GET" "/api/v1/rollouts" Access::Role(Role::Viewer), "List rollouts with their status.",
-        Payload::None => J(schema::<Vec<updraft_rollout::RolloutStatus>>);
+        Payload::None => J(schema::<Vec<updraft_rollout::RolloutStatus>>), get(list_rollouts);
     "POST" "/api/v1/rollouts" Access::Role(Role::Operator), "Create (and start) a rollout from a plan.",
-        J(schema::<CreateRolloutRequest>) => J(schema::<updraft_rollout::RolloutStatus>);
+        J(schema::<CreateRolloutRequest>) => J(schema::<updraft_rollout::RolloutStatus>), post(create_rollout);
     "GET" "/api/v1/rollouts/{id}" Access::Role(Role::Viewer), "A rollout's status: waves, strata, gates, held-back devices.",
-        Payload::None => J(schema::<updraft_rollout::RolloutStatus>);
+        Payload::None => J(schema::<updraft_rollout::RolloutStatus>), get(show_rollout);
     "POST" "/api/v1/rollouts/{id}/{command}" Access::Role(Role::Operator), "start, pause, resume, advance, abort or rollback.",
-        Payload::None => J(schema::<updraft_rollout::RolloutStatus>);
+        Payload::None => J(schema::<updraft_rollout::RolloutStatus>), post(rollout_command);
     "GET" "/api/v1/devices" Access::Role(Role::Viewer), "List devices: filter (KEY=VALUE,...), pages with a total and a next cursor.",
-        Payload::None => J(schema::<DevicePage>);
+        Payload::None => J(schema::<DevicePage>), get(crate::devices::list);
     "GET" "/api/v1/devices/{id}" Access::Role(Role::Viewer), "Show a device: inventory, components, history with failure logs.",
-        Payload::None => J(schema::<Device>);
+        Payload::None => J(schema::<Device>), get(crate::devices::show);
     "PATCH" "/api/v1/devices/{id}" Access::Role(Role::Operator), "Add or remove a device's tags and attributes.",
-        J(schema::<DeviceChange>) => J(schema::<Device>);
-    "POST" "/api/v1/devices/{id}/accept" Access::Role(Role::Operator), "Accept a device waiting as pending.", Payload::None => J(schema::<Device>);
+        J(schema::<DeviceChange>) => J(schema::<Device>), patch(crate::devices::change);
+    "POST" "/api/v1/devices/{id}/accept" Access::Role(Role::Operator), "Accept a device waiting as pending.", Payload::None => J(schema::<Device>), post(crate::devices::accept);
     "POST" "/api/v1/devices/{id}/decommission" Access::Role(Role::Operator), "Decommission a device: revoke its token, keep its history.",
-        Payload::None => J(schema::<Device>);
-    "GET" "/api/v1/audit" Access::Role(Role::Viewer), "The audit log.", Payload::None => J(schema::<Vec<AuditEntry>>);
-    "GET" "/api/v1/builds" Access::Role(Role::Viewer), "Pipeline runs (build health), newest first; ?project= filters.", Payload::None => AnyJson;
+        Payload::None => J(schema::<Device>), post(crate::devices::decommission);
+    "GET" "/api/v1/audit" Access::Role(Role::Viewer), "The audit log.", Payload::None => J(schema::<Vec<AuditEntry>>), get(audit_log);
+    "GET" "/api/v1/builds" Access::Role(Role::Viewer), "Pipeline runs (build health), newest first; ?project= filters.", Payload::None => AnyJson, get(list_builds);
     "POST" "/api/v1/builds" Access::Role(Role::Releaser), "Record a pipeline run's report (`updraft pipeline` posts it).",
-        J(schema::<BuildRequest>) => J(schema::<BuildCreated>);
-    "GET" "/api/v1/pipelines/{project}/flaky" Access::Role(Role::Releaser), "A project's flaky-test history.", Payload::None => AnyJson;
-    "PUT" "/api/v1/pipelines/{project}/flaky" Access::Role(Role::Releaser), "Replace a project's flaky-test history.", Object => Payload::None;
-    "GET" "/api/v1/tokens" Access::Role(Role::Admin), "List API tokens.", Payload::None => J(schema::<Vec<TokenInfo>>);
+        J(schema::<BuildRequest>) => J(schema::<BuildCreated>), post(add_build);
+    "GET" "/api/v1/pipelines/{project}/flaky" Access::Role(Role::Releaser), "A project's flaky-test history.", Payload::None => AnyJson, get(get_flaky);
+    "PUT" "/api/v1/pipelines/{project}/flaky" Access::Role(Role::Releaser), "Replace a project's flaky-test history.", Object => Payload::None, put(put_flaky);
+    "GET" "/api/v1/tokens" Access::Role(Role::Admin), "List API tokens.", Payload::None => J(schema::<Vec<TokenInfo>>), get(list_tokens);
     "POST" "/api/v1/tokens" Access::Role(Role::Admin), "Create an API token (shown once).",
-        J(schema::<CreateTokenRequest>) => J(schema::<CreatedToken>);
-    "DELETE" "/api/v1/tokens/{id}" Access::Role(Role::Admin), "Revoke an API token.", Payload::None => Payload::None;
+        J(schema::<CreateTokenRequest>) => J(schema::<CreatedToken>), post(create_token);
+    "DELETE" "/api/v1/tokens/{id}" Access::Role(Role::Admin), "Revoke an API token.", Payload::None => Payload::None, delete(revoke_token);
     "POST" "/api/v1/enrollment-tokens" Access::Role(Role::Admin), "Create an enrollment token (shown once).",
-        J(schema::<CreateEnrollmentTokenRequest>) => J(schema::<CreatedEnrollmentToken>);
-    "GET" "/api/v1/trust-root" Access::Any, "The newest trust root (the signed file).", Payload::None => AnyJson;
+        J(schema::<CreateEnrollmentTokenRequest>) => J(schema::<CreatedEnrollmentToken>), post(create_enrollment_token);
+    "GET" "/api/v1/trust-root" Access::Any, "The newest trust root (the signed file).", Payload::None => AnyJson, get(show_trust_root);
     "POST" "/api/v1/trust-root" Access::Role(Role::Admin), "Adopt the next trust root version (signed by a threshold of the current one's keys and of its own).",
-        AnyJson => AnyJson;
+        AnyJson => AnyJson, post(rotate_trust_root);
 }
 
 /// JSON request bodies are small; bundles stream through their own route.
 pub const MAX_JSON_BYTES: usize = 256 * 1024;
 
 pub fn router(app: Arc<App>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(|| async { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], METRICS.encode()) }))
-        .route("/api/openapi.json", get(|| async { Json(crate::openapi::document()) }))
-        .route("/api/v1/device/enroll", post(enroll))
-        .route("/api/v1/device/check-in", post(check_in))
-        .route("/api/v1/device/events", post(events))
-        .route("/api/v1/device/health", post(health))
-        .route("/api/v1/artifacts/{sha256}", get(download))
-        .route("/api/v1/releases", get(list_releases).post(publish).layer(DefaultBodyLimit::disable()))
-        .route("/api/v1/releases/{id}", get(show_release))
-        .route("/api/v1/releases/{id}/{file}", get(release_file))
-        .route("/api/v1/channels/{channel}", get(show_channel))
-        .route("/api/v1/channels/{channel}/releases", post(promote))
-        .route("/api/v1/rollouts", get(list_rollouts).post(create_rollout))
-        .route("/api/v1/rollouts/{id}", get(show_rollout))
-        .route("/api/v1/rollouts/{id}/{command}", post(rollout_command))
-        .route("/api/v1/devices", get(crate::devices::list))
-        .route("/api/v1/devices/{id}", get(crate::devices::show).patch(crate::devices::change))
-        .route("/api/v1/devices/{id}/accept", post(crate::devices::accept))
-        .route("/api/v1/devices/{id}/decommission", post(crate::devices::decommission))
-        .route("/api/v1/audit", get(audit_log))
-        .route("/api/v1/builds", get(list_builds).post(add_build))
-        .route("/api/v1/pipelines/{project}/flaky", get(get_flaky).put(put_flaky))
-        .route("/api/v1/tokens", get(list_tokens).post(create_token))
-        .route("/api/v1/tokens/{id}", delete(revoke_token))
-        .route("/api/v1/enrollment-tokens", post(create_enrollment_token))
-        .route("/api/v1/trust-root", get(show_trust_root).post(rotate_trust_root))
+    let mut router = Router::new();
+    for r in ROUTES {
+        let access = axum::middleware::from_fn_with_state((app.clone(), r.access), enforce);
+        router = router.route(r.path, (r.handler)().route_layer(access));
+    }
+    router
         .fallback(|| async { ApiError::not_found("no such route; hint: see /api/openapi.json") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -281,7 +269,7 @@ async fn json_errors(res: Response) -> Response {
 }
 
 tokio::task_local! {
-    /// Who made the request being served (set by `require`), for the request log.
+    /// Who made the request being served (set by `enforce`), for the request log.
     static ACTOR: std::cell::RefCell<Option<String>>;
 }
 
@@ -289,6 +277,18 @@ tokio::task_local! {
 /// status, latency and the caller's name (never a token). Operator API
 /// calls log at info; the device API (check-ins, events, downloads: the
 /// bulk of the traffic) at debug.
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn metrics() -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], METRICS.encode()).into_response()
+}
+
+async fn openapi() -> Json<serde_json::Value> {
+    Json(crate::openapi::document())
+}
+
 async fn observe(req: Request, next: Next) -> Response {
     let route = req
         .extensions()
@@ -355,7 +355,24 @@ async fn authenticate(app: &App, headers: &HeaderMap) -> ApiResult<Actor> {
     Ok(Actor::Token { name: token.name, role: token.role })
 }
 
-pub(crate) async fn require(app: &App, headers: &HeaderMap, access: Access) -> ApiResult<Actor> {
+/// The one access check: every route passes through it with its table
+/// entry's [`Access`] before its handler runs; the caller (an [`Actor`])
+/// goes into the request's extensions for the handler. Rate limits per
+/// token and per device are applied here too.
+async fn enforce(State((app, access)): State<(Arc<App>, Access)>, mut req: Request, next: Next) -> Response {
+    if access == Access::Public {
+        return next.run(req).await;
+    }
+    match caller(&app, req.headers(), access).await {
+        Ok(actor) => {
+            req.extensions_mut().insert(actor);
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn caller(app: &App, headers: &HeaderMap, access: Access) -> ApiResult<Actor> {
     let actor = authenticate(app, headers).await?;
     let label = actor.label();
     let _ = ACTOR.try_with(|a| *a.borrow_mut() = Some(label.clone()));
@@ -373,7 +390,7 @@ pub(crate) async fn require(app: &App, headers: &HeaderMap, access: Access) -> A
         )?,
     }
     match (access, &actor) {
-        (Access::Public, _) | (Access::Any, _) => Ok(actor),
+        (Access::Public | Access::Any, _) => Ok(actor),
         (Access::Device, Actor::Device { .. }) => Ok(actor),
         (Access::Device, Actor::Token { .. }) => {
             Err(ApiError::forbidden("this route is for devices; use a device token"))
@@ -396,7 +413,7 @@ pub(crate) async fn require(app: &App, headers: &HeaderMap, access: Access) -> A
 fn device_of(actor: &Actor) -> &DeviceId {
     match actor {
         Actor::Device { id } => id,
-        Actor::Token { .. } => unreachable!("checked by require"),
+        Actor::Token { .. } => unreachable!("checked by enforce: the route is Access::Device"),
     }
 }
 
@@ -564,10 +581,9 @@ fn reason_name(r: &StayReason) -> String {
 
 async fn check_in(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
+    Extension(actor): Extension<Actor>,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<CheckInResponse>> {
-    let actor = require(&app, &headers, Access::Device).await?;
     let device = device_of(&actor).clone();
     let req: CheckInRequest = parse(&body)?;
     if let Some(r) = &req.release {
@@ -650,8 +666,11 @@ async fn check_in(
     Ok(Json(response))
 }
 
-async fn events(State(app): State<Arc<App>>, headers: HeaderMap, body: axum::body::Bytes) -> ApiResult<StatusCode> {
-    let actor = require(&app, &headers, Access::Device).await?;
+async fn events(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
+    body: axum::body::Bytes,
+) -> ApiResult<StatusCode> {
     let device = device_of(&actor).clone();
     let req: EventRequest = parse(&body)?;
     validate::release("release", &req.release)?;
@@ -682,8 +701,11 @@ async fn events(State(app): State<Arc<App>>, headers: HeaderMap, body: axum::bod
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn health(State(app): State<Arc<App>>, headers: HeaderMap, body: axum::body::Bytes) -> ApiResult<StatusCode> {
-    let actor = require(&app, &headers, Access::Device).await?;
+async fn health(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
+    body: axum::body::Bytes,
+) -> ApiResult<StatusCode> {
     let device = device_of(&actor).clone();
     let req: HealthRequest = parse(&body)?;
     validate::health(&req)?;
@@ -766,7 +788,6 @@ fn none_match(header: &str, etag: &str) -> bool {
 }
 
 async fn download(State(app): State<Arc<App>>, headers: HeaderMap, Path(sha256): Path<String>) -> ApiResult<Response> {
-    require(&app, &headers, Access::Any).await?;
     let digest: Sha256Digest = sha256
         .parse()
         .map_err(|e| ApiError::bad_request(format!("{e}; hint: artifacts are addressed by their sha256")))?;
@@ -875,11 +896,10 @@ async fn release_view(app: &App, r: ReleaseRow) -> ApiResult<Release> {
 
 async fn publish(
     State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    let actor = require(&app, &headers, Access::Role(Role::Releaser)).await?;
     let Some(trust) = app.trust().await?.map(|t| t.trusted) else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -979,8 +999,7 @@ async fn publish(
     Ok((StatusCode::CREATED, Json(release_view(&app, row).await?)).into_response())
 }
 
-async fn list_releases(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult<Json<Vec<Release>>> {
-    require(&app, &headers, Access::Role(Role::Viewer)).await?;
+async fn list_releases(State(app): State<Arc<App>>) -> ApiResult<Json<Vec<Release>>> {
     let mut out = Vec::new();
     for r in app.store.releases().await? {
         out.push(release_view(&app, r).await?);
@@ -988,23 +1007,13 @@ async fn list_releases(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiRe
     Ok(Json(out))
 }
 
-async fn show_release(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Release>> {
-    require(&app, &headers, Access::Role(Role::Viewer)).await?;
+async fn show_release(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult<Json<Release>> {
     check_id("release", &id)?;
     let r = app.store.release(&id).await?.ok_or_else(|| ApiError::not_found(format!("no release {id}")))?;
     Ok(Json(release_view(&app, r).await?))
 }
 
-async fn release_file(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Path((id, file)): Path<(String, String)>,
-) -> ApiResult<Response> {
-    require(&app, &headers, Access::Role(Role::Viewer)).await?;
+async fn release_file(State(app): State<Arc<App>>, Path((id, file)): Path<(String, String)>) -> ApiResult<Response> {
     check_id("release", &id)?;
     if !matches!(file.as_str(), "manifest" | "signatures" | "provenance" | "sbom") {
         return Err(ApiError::not_found(format!("no file {file:?}; hint: manifest, signatures, provenance or sbom")));
@@ -1017,24 +1026,18 @@ async fn release_file(
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-async fn show_channel(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Path(channel): Path<String>,
-) -> ApiResult<Json<Vec<String>>> {
-    require(&app, &headers, Access::Role(Role::Viewer)).await?;
+async fn show_channel(State(app): State<Arc<App>>, Path(channel): Path<String>) -> ApiResult<Json<Vec<String>>> {
     check_id("channel", &channel)?;
     Ok(Json(app.store.channel(&channel).await?))
 }
 
 async fn promote(
     State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
     Path(channel): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<StatusCode> {
-    let actor = require(&app, &headers, Access::Role(Role::Releaser)).await?;
     check_id("channel", &channel)?;
     let req: PromoteRequest = parse(&body)?;
     if app.store.release(req.release.as_str()).await?.is_none() {
@@ -1055,11 +1058,10 @@ async fn promote(
 
 async fn create_rollout(
     State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
-    let actor = require(&app, &headers, Access::Role(Role::Operator)).await?;
     let req: CreateRolloutRequest = parse(&body)?;
     check_id("rollout id", req.id.as_str())?;
     Plan::from_toml(&req.plan).map_err(|e| ApiError::unprocessable("invalid-plan", e.to_string()))?;
@@ -1104,8 +1106,7 @@ async fn create_rollout(
     Ok((StatusCode::CREATED, Json(status)).into_response())
 }
 
-async fn list_rollouts(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult<Response> {
-    require(&app, &headers, Access::Role(Role::Viewer)).await?;
+async fn list_rollouts(State(app): State<Arc<App>>) -> ApiResult<Response> {
     catch_up(&app).await?;
     let rows = app.store.rollouts().await?;
     let core = app.lock_core().await;
@@ -1113,8 +1114,7 @@ async fn list_rollouts(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiRe
     Ok(Json(out).into_response())
 }
 
-async fn show_rollout(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Response> {
-    require(&app, &headers, Access::Role(Role::Viewer)).await?;
+async fn show_rollout(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult<Response> {
     catch_up(&app).await?;
     check_id("rollout id", &id)?;
     let status = app.lock_core().await.controller.status(&RolloutId::new(&id));
@@ -1126,11 +1126,10 @@ async fn show_rollout(State(app): State<Arc<App>>, headers: HeaderMap, Path(id):
 
 async fn rollout_command(
     State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
     Path((id, command)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let actor = require(&app, &headers, Access::Role(Role::Operator)).await?;
     check_id("rollout id", &id)?;
     if journal::parse_command(&command).is_none() {
         return Err(ApiError::not_found(format!(
@@ -1169,22 +1168,16 @@ struct AuditQuery {
     limit: i64,
 }
 
-async fn audit_log(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Query(q): Query<AuditQuery>,
-) -> ApiResult<Json<Vec<AuditEntry>>> {
-    require(&app, &headers, Access::Role(Role::Viewer)).await?;
+async fn audit_log(State(app): State<Arc<App>>, Query(q): Query<AuditQuery>) -> ApiResult<Json<Vec<AuditEntry>>> {
     Ok(Json(app.store.audit_log(q.after, q.action.as_deref(), q.limit.clamp(1, 1000)).await?))
 }
 
 async fn add_build(
     State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
-    let actor = require(&app, &headers, Access::Role(Role::Releaser)).await?;
     let req: BuildRequest = parse(&body)?;
     check_id("project", &req.project)?;
     if !req.report.is_object() {
@@ -1220,10 +1213,8 @@ struct BuildsQuery {
 
 async fn list_builds(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
     Query(q): Query<BuildsQuery>,
 ) -> ApiResult<Json<Vec<serde_json::Value>>> {
-    require(&app, &headers, Access::Role(Role::Viewer)).await?;
     let rows = app.store.builds(q.project.as_deref(), q.limit.clamp(1, 1000)).await?;
     Ok(Json(
         rows.into_iter()
@@ -1237,12 +1228,7 @@ async fn list_builds(
     ))
 }
 
-async fn get_flaky(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Path(project): Path<String>,
-) -> ApiResult<Response> {
-    require(&app, &headers, Access::Role(Role::Releaser)).await?;
+async fn get_flaky(State(app): State<Arc<App>>, Path(project): Path<String>) -> ApiResult<Response> {
     check_id("project", &project)?;
     let state = app.store.flaky_state(&project).await?.unwrap_or_else(|| "{}".into());
     Ok(([(header::CONTENT_TYPE, "application/json")], state).into_response())
@@ -1250,11 +1236,9 @@ async fn get_flaky(
 
 async fn put_flaky(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
     Path(project): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<StatusCode> {
-    require(&app, &headers, Access::Role(Role::Releaser)).await?;
     check_id("project", &project)?;
     let v: serde_json::Value = parse(&body)?;
     if !v.is_object() {
@@ -1264,18 +1248,16 @@ async fn put_flaky(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn list_tokens(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult<Json<Vec<TokenInfo>>> {
-    require(&app, &headers, Access::Role(Role::Admin)).await?;
+async fn list_tokens(State(app): State<Arc<App>>) -> ApiResult<Json<Vec<TokenInfo>>> {
     Ok(Json(app.store.list_api_tokens().await?))
 }
 
 async fn create_token(
     State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
-    let actor = require(&app, &headers, Access::Role(Role::Admin)).await?;
     let req: CreateTokenRequest = parse(&body)?;
     check_id("token name", &req.name)?;
     let mut change = Change::begin(&app).await?;
@@ -1287,11 +1269,10 @@ async fn create_token(
 
 async fn revoke_token(
     State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let actor = require(&app, &headers, Access::Role(Role::Admin)).await?;
     let id: i64 = id.parse().map_err(|_| ApiError::bad_request(format!("token id {id:?} is not a number")))?;
     let mut change = Change::begin(&app).await?;
     if change.tx().is_last_admin_token(id).await? {
@@ -1312,11 +1293,10 @@ async fn revoke_token(
 
 async fn create_enrollment_token(
     State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
-    let actor = require(&app, &headers, Access::Role(Role::Admin)).await?;
     let req: CreateEnrollmentTokenRequest = parse(&body)?;
     if req.uses == 0 || req.uses > 1_000_000 || req.expires_in_s == 0 || req.expires_in_s > 366 * 86400 {
         return Err(ApiError::bad_request("uses must be 1 to 1000000 and expiresInS 1 to 31622400"));
@@ -1332,8 +1312,7 @@ async fn create_enrollment_token(
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
-async fn show_trust_root(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult<Response> {
-    require(&app, &headers, Access::Any).await?;
+async fn show_trust_root(State(app): State<Arc<App>>) -> ApiResult<Response> {
     let Some(trust) = app.trust().await? else {
         return Err(ApiError::not_found("the server has no trust root"));
     };
@@ -1342,11 +1321,10 @@ async fn show_trust_root(State(app): State<Arc<App>>, headers: HeaderMap) -> Api
 
 async fn rotate_trust_root(
     State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
-    let actor = require(&app, &headers, Access::Role(Role::Admin)).await?;
     let next = updraft_bundle::SignedRoot::parse(&body)
         .map_err(|e| ApiError::unprocessable("invalid-trust-root", format!("not a trust root: {e}")))?;
     match app.rotate_trust(next, &actor.label(), remote).await? {

@@ -15,17 +15,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::HeaderMap;
 use axum::Json;
 use serde::Deserialize;
-use updraft_proto::{CheckInRequest, Device, DeviceChange, DeviceHistoryEntry, DevicePage, Role};
+use updraft_proto::{CheckInRequest, Device, DeviceChange, DeviceHistoryEntry, DevicePage};
 use updraft_store::{DeviceRow, DeviceStatus};
 use updraft_types::{DeviceId, ReleaseId};
 
-use crate::api::{check_id, device_entry, parse, require, Access};
+use crate::api::{check_id, device_entry, parse, Actor};
 use crate::core::Change;
 use crate::error::{ApiError, ApiResult};
 use crate::{now_ms, App};
+use axum::Extension;
 
 /// How often queued device reports are written.
 pub const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
@@ -473,12 +473,7 @@ fn default_limit() -> usize {
 }
 
 /// `GET /api/v1/devices?filter=hardware=rev-c,online=false&after=ID&limit=N`.
-pub async fn list(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Query(q): Query<ListQuery>,
-) -> ApiResult<Json<DevicePage>> {
-    require(&app, &headers, Access::Role(Role::Viewer)).await?;
+pub async fn list(State(app): State<Arc<App>>, Query(q): Query<ListQuery>) -> ApiResult<Json<DevicePage>> {
     let filters = parse_filters(&q.filter)?;
     flush(&app).await?;
     let limit = q.limit.clamp(1, MAX_PAGE);
@@ -513,8 +508,7 @@ pub async fn list(
 }
 
 /// `GET /api/v1/devices/{id}`: the device, its inventory and history.
-pub async fn show(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<Device>> {
-    require(&app, &headers, Access::Role(Role::Viewer)).await?;
+pub async fn show(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult<Json<Device>> {
     check_id("device id", &id)?;
     flush(&app).await?;
     let row = app.store.device(&id).await?.ok_or_else(|| ApiError::not_found(format!("no device {id}")))?;
@@ -544,11 +538,10 @@ async fn load(app: &App, id: &str) -> ApiResult<DeviceRow> {
 /// `POST /api/v1/devices/{id}/accept`: a pending device takes part in rollouts.
 pub async fn accept(
     State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Device>> {
-    let actor = require(&app, &headers, Access::Role(Role::Operator)).await?;
     let mut row = load(&app, &id).await?;
     if row.status != DeviceStatus::Pending {
         return Err(ApiError::conflict(format!("device {id} is {}, not pending", row.status.as_str())));
@@ -567,11 +560,10 @@ pub async fn accept(
 /// keeps its history; the id may enroll again.
 pub async fn decommission(
     State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Device>> {
-    let actor = require(&app, &headers, Access::Role(Role::Operator)).await?;
     let mut row = load(&app, &id).await?;
     if row.status == DeviceStatus::Decommissioned {
         return Err(ApiError::conflict(format!("device {id} is decommissioned already")));
@@ -593,12 +585,11 @@ pub async fn decommission(
 /// `PATCH /api/v1/devices/{id}`: tags and attributes (plans select on both).
 pub async fn change(
     State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<Device>> {
-    let actor = require(&app, &headers, Access::Role(Role::Operator)).await?;
     let c: DeviceChange = parse(&body)?;
     let mut row = load(&app, &id).await?;
     if c.add_tags.len() > MAX_LABELS || c.set_attributes.len() > MAX_LABELS {

@@ -1,8 +1,32 @@
 //! Every route with every kind of caller: no token, each role, a device.
-//! The table in the server (`ROUTES`) drives it, so a new route is covered
-//! without touching this test.
+//! The table in the server (`ROUTES`) drives it: the router is folded from
+//! the table, one layer enforces each entry's access, and the answer every
+//! caller must get is derived here from the entry, so a new route is
+//! covered without touching this test. The snapshot is the reviewable
+//! record of who may do what.
 
-use updraft_server::ROUTES;
+use updraft_proto::Role;
+use updraft_server::{Access, ROUTES};
+
+/// What `caller` (None: no token; "device"; a role) must get from a route
+/// with `access`: "ok " (past the access check), "401" or "403".
+fn expected(access: Access, caller: &str) -> &'static str {
+    match (access, caller) {
+        (Access::Public, _) => "ok ",
+        (_, "none") => "401",
+        (Access::Any, _) => "ok ",
+        (Access::Device, "device") => "ok ",
+        (Access::Device, _) => "403",
+        (Access::Role(_), "device") => "403",
+        (Access::Role(needed), role) => {
+            if Role::parse(role).expect("a role").allows(needed) {
+                "ok "
+            } else {
+                "403"
+            }
+        }
+    }
+}
 
 use crate::{databases, env};
 
@@ -35,6 +59,14 @@ fn every_route_checks_its_role() {
                     403 => "403",
                     _ => "ok ",
                 };
+                assert_eq!(verdict, expected(route.access, name), "{name} {} {}: {}", route.method, route.path, r.body);
+                assert!(
+                    !r.body.contains("no such route") && r.status != 405,
+                    "{} {} is in the table but not served: {}",
+                    route.method,
+                    route.path,
+                    r.body
+                );
                 if matches!(r.status, 401 | 403) {
                     let v = r.json();
                     assert!(v["error"].is_string() && v["message"].is_string(), "{}: {}", route.path, r.body);
