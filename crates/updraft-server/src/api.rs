@@ -686,7 +686,7 @@ async fn events(
         return Err(ApiError::unprocessable("unknown-release", format!("no release {}", req.release)));
     }
     METRICS.events.get_or_create(&Kind { kind: event.into() }).inc();
-    apply(&app, Entry::Event { device: device.clone(), release: req.release.clone(), event: event.into() }).await?;
+    apply(&app, Entry::Event { device: device.clone(), release: req.release.clone(), event: req.event }).await?;
     // Kept with the device: a failure's reason and the tail of its log,
     // written before the device is answered (it forgets what it sent).
     let detail = req.detail.clone().unwrap_or_default();
@@ -1092,7 +1092,8 @@ async fn create_rollout(
     change.audit(&actor.label(), "rollout.create", req.id.as_str(), req.release.to_string(), remote);
     let mut refused_start = None;
     if req.start {
-        let outputs = change.apply(Entry::Command { rollout: req.id.clone(), command: "start".into() }).await?;
+        let outputs =
+            change.apply(Entry::Command { rollout: req.id.clone(), command: updraft_rollout::Command::Start }).await?;
         match rejection(&outputs) {
             Some(reason) => refused_start = Some(reason),
             None => change.audit(&actor.label(), "rollout.start", req.id.as_str(), String::new(), remote),
@@ -1131,17 +1132,17 @@ async fn rollout_command(
     Path((id, command)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     check_id("rollout id", &id)?;
-    if journal::parse_command(&command).is_none() {
+    let Some(parsed) = journal::parse_command(&command) else {
         return Err(ApiError::not_found(format!(
             "no command {command:?}; hint: start, pause, resume, advance, abort or rollback"
         )));
-    }
+    };
     let rollout = RolloutId::new(&id);
     let mut change = Change::begin(&app).await?;
     if change.controller().status(&rollout).is_none() {
         return Err(ApiError::not_found(format!("no rollout {id}")));
     }
-    let outputs = change.apply(Entry::Command { rollout: rollout.clone(), command: command.clone() }).await?;
+    let outputs = change.apply(Entry::Command { rollout: rollout.clone(), command: parsed }).await?;
     if let Some(reason) = rejection(&outputs) {
         return Err(ApiError::conflict(reason));
     }

@@ -8,6 +8,10 @@ use updraft_rollout as rollout;
 use updraft_types::{DeviceId, ReleaseId, RolloutId};
 
 /// One journal entry (stored as JSON; the format is versioned by its tags).
+/// Entries are typed: a command or an event that does not parse is refused
+/// before it is journaled, never stored as a string that replay would drop.
+/// A rollout's plan is kept as the TOML the operator sent (the document of
+/// record; it parsed when the rollout was created).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Entry {
@@ -37,7 +41,8 @@ pub enum Entry {
     },
     Command {
         rollout: RolloutId,
-        command: String,
+        #[serde(with = "command_name")]
+        command: rollout::Command,
     },
     LiftQuarantine {
         release: ReleaseId,
@@ -49,7 +54,7 @@ pub enum Entry {
     Event {
         device: DeviceId,
         release: ReleaseId,
-        event: String,
+        event: rollout::InstallEvent,
     },
     Retire {
         device: DeviceId,
@@ -64,20 +69,37 @@ pub enum Entry {
     Tick,
 }
 
+/// The operator's commands, as the API's path and the journal name them.
+pub const COMMANDS: [(&str, rollout::Command); 6] = [
+    ("start", rollout::Command::Start),
+    ("pause", rollout::Command::Pause),
+    ("resume", rollout::Command::Resume),
+    ("advance", rollout::Command::AdvanceNow),
+    ("abort", rollout::Command::Abort),
+    ("rollback", rollout::Command::Rollback),
+];
+
 pub fn parse_command(s: &str) -> Option<rollout::Command> {
-    Some(match s {
-        "start" => rollout::Command::Start,
-        "pause" => rollout::Command::Pause,
-        "resume" => rollout::Command::Resume,
-        "advance" => rollout::Command::AdvanceNow,
-        "abort" => rollout::Command::Abort,
-        "rollback" => rollout::Command::Rollback,
-        _ => return None,
-    })
+    COMMANDS.iter().find(|(name, _)| *name == s).map(|(_, c)| *c)
 }
 
-pub fn parse_event(s: &str) -> Option<rollout::InstallEvent> {
-    rollout::InstallEvent::parse(s)
+pub fn command_str(c: rollout::Command) -> &'static str {
+    COMMANDS.iter().find(|(_, k)| *k == c).map(|(name, _)| *name).unwrap_or("unknown")
+}
+
+/// A command in the journal by its API name (`advance`, not `advance_now`).
+mod command_name {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use updraft_rollout::Command;
+
+    pub fn serialize<S: Serializer>(c: &Command, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(super::command_str(*c))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Command, D::Error> {
+        let name = String::deserialize(d)?;
+        super::parse_command(&name).ok_or_else(|| serde::de::Error::custom(format!("unknown command {name:?}")))
+    }
 }
 
 fn versions(v: &[(String, String)]) -> Vec<(String, semver::Version)> {
@@ -127,14 +149,10 @@ impl Entry {
             Entry::CreateRollout { id, release, plan } => {
                 rollout::Input::CreateRollout { id, release, plan: rollout::Plan::from_toml(&plan).ok()? }
             }
-            Entry::Command { rollout, command } => {
-                rollout::Input::Command { rollout, command: parse_command(&command)? }
-            }
+            Entry::Command { rollout, command } => rollout::Input::Command { rollout, command },
             Entry::LiftQuarantine { release } => rollout::Input::LiftQuarantine { release },
             Entry::CheckIn { device, release } => rollout::Input::CheckIn { device, release },
-            Entry::Event { device, release, event } => {
-                rollout::Input::Event { device, release, event: parse_event(&event)? }
-            }
+            Entry::Event { device, release, event } => rollout::Input::Event { device, release, event },
             Entry::Health { device, period_s, boots, crashes, metrics } => rollout::Input::Health {
                 device,
                 sample: rollout::HealthSample { period_s, boots, crashes, custom: metrics },
@@ -142,5 +160,28 @@ impl Entry {
             Entry::Retire { device } => rollout::Input::Retire { device },
             Entry::Tick => rollout::Input::Tick,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Journals written before entries were typed still replay: the JSON is
+    /// the same.
+    #[test]
+    fn typed_entries_keep_the_journal_format() {
+        let cases = [
+            (r#"{"kind":"command","rollout":"r1","command":"advance"}"#, "advance"),
+            (r#"{"kind":"command","rollout":"r1","command":"rollback"}"#, "rollback"),
+            (r#"{"kind":"event","device":"d1","release":"fw@1.0.0","event":"trial_boot"}"#, "trial_boot"),
+        ];
+        for (json, _) in cases {
+            let entry: Entry = serde_json::from_str(json).expect(json);
+            assert_eq!(serde_json::to_string(&entry).unwrap(), json);
+            assert!(entry.to_input().is_some(), "{json}");
+        }
+        let bad = r#"{"kind":"command","rollout":"r1","command":"explode"}"#;
+        assert!(serde_json::from_str::<Entry>(bad).is_err());
     }
 }

@@ -97,7 +97,10 @@ fn param_schema(path: &str, name: &str) -> Value {
     match name {
         "sha256" => json!({ "type": "string", "pattern": "^[0-9a-f]{64}$" }),
         "file" => json!({ "type": "string", "enum": ["manifest", "signatures", "provenance", "sbom"] }),
-        "command" => json!({ "type": "string", "enum": ["start", "pause", "resume", "advance", "abort", "rollback"] }),
+        "command" => {
+            let names: Vec<&str> = crate::journal::COMMANDS.iter().map(|(name, _)| *name).collect();
+            json!({ "type": "string", "enum": names })
+        }
         "id" if path.starts_with("/api/v1/tokens/") => json!({ "type": "string", "pattern": "^[0-9]{1,18}$" }),
         "id" if path.starts_with("/api/v1/releases/") => {
             json!({ "type": "string", "pattern": updraft_types::RELEASE_ID_PATTERN })
