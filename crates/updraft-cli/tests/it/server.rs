@@ -190,6 +190,13 @@ fn simulate_drives_a_real_server_as_a_load_generator() {
     std::fs::write(d.join("release.toml"), "name = \"sensor-fw\"\nversion = \"2.3.1\"\nbase = \"2.3.0\"\n").unwrap();
     let url = server.url.clone();
     let args = ["simulate", "--against", &url, "--fleet", "fleet.toml", "--release", "release.toml"];
+    // docs/simulation.md: the token must be an admin's (it creates the
+    // enrollment token); an operator's is refused, and says so.
+    let operator = cli(d, &server, &admin, &["token", "create", "load", "--role", "operator", "--json"]).ok();
+    let operator: serde_json::Value = serde_json::from_str(&operator.stdout).unwrap();
+    let refused = cli(d, &server, operator["token"].as_str().unwrap(), &[&args[..], &["--seconds", "1"]].concat());
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(refused.stderr.contains("admin"), "{}", refused.stderr);
     let run = cli(d, &server, &admin, &[&args[..], &["--seconds", "2", "--clients", "2", "--json"]].concat()).ok();
     let r: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(r["devices"], 30);
