@@ -48,6 +48,10 @@ pub enum PipelineCmd {
         /// The release version (default: the git tag on HEAD, without a leading v).
         #[arg(long)]
         release_version: Option<semver::Version>,
+        /// Where an image is not reproducible, also run diffoscope (if installed) and keep its
+        /// report beside the build logs (the pipeline's own diagnosis is always shown).
+        #[arg(long)]
+        explain: bool,
     },
 }
 
@@ -144,15 +148,82 @@ fn server_client(spec: &Spec, client: &ClientArgs) -> Option<crate::client::Clie
     crate::client::Client::new(&ClientArgs { server: Some(server), token: client.token.clone() }).ok()
 }
 
-fn run_stages(
-    common: &Common,
-    stage: &str,
-    family: Option<&str>,
+/// Families whose builds differ (command or environment) but gave a
+/// byte-identical image: most likely one build did not see its own settings.
+fn same_images(spec: &Spec, builds: &[Reproduction]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, a) in builds.iter().enumerate() {
+        for b in &builds[i + 1..] {
+            let (Some(fa), Some(fb)) =
+                (spec.families.iter().find(|f| f.name == a.family), spec.families.iter().find(|f| f.name == b.family))
+            else {
+                continue;
+            };
+            if fa.build == fb.build && fa.env == fb.env {
+                continue;
+            }
+            for ia in &a.first {
+                for ib in b.first.iter().filter(|ib| ib.sha256 == ia.sha256) {
+                    out.push(format!(
+                        "families {} and {} built byte-identical images ({}/{} and {}/{}, sha256 {}) from different \
+                         settings; check that the build uses the family's own settings",
+                        a.family, b.family, a.family, ia.name, b.family, ib.name, ia.sha256
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Runs diffoscope on a differing image; its report goes beside the logs.
+fn diffoscope(
+    d: &updraft_pipeline::diagnose::Diagnosis,
+    family: &str,
+    logs: &Path,
+    say: &dyn Fn(String),
+) -> Option<PathBuf> {
+    let report = logs.join(format!("diffoscope-{family}-{}.txt", d.image));
+    let run = std::process::Command::new("diffoscope")
+        .arg("--text")
+        .arg(&report)
+        .arg(&d.first)
+        .arg(&d.second)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    match run {
+        // diffoscope exits 1 when the files differ, which they do.
+        Ok(s) if s.code().is_some_and(|c| c <= 1) && report.is_file() => Some(report),
+        Ok(s) => {
+            say(format!("warning: diffoscope failed ({s}) on {family}/{}", d.image));
+            None
+        }
+        Err(_) => {
+            say(
+                "warning: --explain: diffoscope is not installed (apt-get install diffoscope); the diagnosis above is \
+                 the pipeline's own"
+                    .to_string(),
+            );
+            None
+        }
+    }
+}
+
+/// What `pipeline run` was asked.
+struct RunOptions {
+    stage: String,
+    family: Option<String>,
     sde: Option<u64>,
     release_version: Option<semver::Version>,
-    client: &ClientArgs,
-    ctx: &Ctx,
-) -> anyhow::Result<ExitCode> {
+    explain: bool,
+}
+
+fn run_stages(common: &Common, opts: &RunOptions, client: &ClientArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let family = opts.family.as_deref();
+    let sde = opts.sde;
+    let release_version = opts.release_version.clone();
+    let stage = opts.stage.as_str();
     let (do_build, do_test) = match stage {
         "all" => (true, true),
         "build" => (true, false),
@@ -196,38 +267,56 @@ fn run_stages(
         let sde = source_date_epoch(&root, sde)?;
         report.source_date_epoch = Some(sde);
         for f in spec.families.iter().filter(|f| family.is_none_or(|n| f.name == n)) {
+            // Every build runs in a fresh copy of the sources (OUT/build/FAMILY,
+            // then OUT/rebuild/FAMILY): no family builds in another's tree.
             say(format!("build {}", f.name));
-            let first = build::build(&root, f, sde, &build::FIRST, &logs.join(format!("build-{}.log", f.name)))?;
-            let r = if spec.gates.reproducible {
+            let log = logs.join(format!("build-{}.log", f.name));
+            let first = build::first_build(&root, f, sde, &work, &spec.project.out_dir, &log)?;
+            let mut r = if spec.gates.reproducible {
                 say(format!("build {} again elsewhere", f.name));
-                build::reproduce(
-                    &root,
-                    f,
-                    sde,
-                    &first,
-                    &work.join("rebuild"),
-                    &spec.project.out_dir,
-                    &logs.join(format!("rebuild-{}.log", f.name)),
-                )?
+                let log = logs.join(format!("rebuild-{}.log", f.name));
+                build::reproduce(&root, f, sde, &first, &work, &spec.project.out_dir, &log)?
             } else {
                 Reproduction {
                     family: f.name.clone(),
+                    tree: first.tree.clone(),
                     reproducible: true,
                     differ: vec![],
-                    first: first.clone(),
-                    second: first,
+                    first: first.images.clone(),
+                    second: first.images,
+                    diagnoses: vec![],
                 }
             };
+            if opts.explain {
+                for d in &mut r.diagnoses {
+                    d.diffoscope_report = diffoscope(d, &f.name, &logs, &say);
+                }
+            }
             report.builds.push(r);
+        }
+        for warning in same_images(&spec, &report.builds) {
+            say(format!("warning: {warning}"));
+            report.notes.push(warning);
         }
         if spec.gates.reproducible {
             let bad: Vec<String> = report
                 .builds
                 .iter()
                 .flat_map(|r| {
-                    r.differ
-                        .iter()
-                        .map(move |(n, a, b)| format!("{}/{n}: diffoscope {} {}", r.family, a.display(), b.display()))
+                    r.differ.iter().map(move |(n, _, _)| {
+                        // Name the causes found (each once), else point at diffoscope.
+                        let mut causes: Vec<&str> = Vec::new();
+                        for f in r.diagnoses.iter().filter(|d| &d.image == n).flat_map(|d| &d.findings) {
+                            if !causes.contains(&f.cause.as_str()) {
+                                causes.push(&f.cause);
+                            }
+                        }
+                        if causes.is_empty() {
+                            format!("{}/{n} (cause not found: compare with diffoscope or --explain)", r.family)
+                        } else {
+                            format!("{}/{n} ({})", r.family, causes.join(", "))
+                        }
+                    })
                 })
                 .collect();
             report.gates.push(Gate {
@@ -259,7 +348,9 @@ fn run_stages(
                 Err(e) => say(format!("warning: cannot read the flaky-test history from the server: {e:#}")),
             }
         }
-        let mut runs = test::run_jobs(&root, &spec, &jobs, spec.project.jobs, &reports)?;
+        let trees: std::collections::BTreeMap<String, PathBuf> =
+            report.builds.iter().map(|b| (b.family.clone(), b.tree.clone())).collect();
+        let mut runs = test::run_jobs(&root, &trees, &spec, &jobs, spec.project.jobs, &reports)?;
         // A run with failures that would block is retried once: a test that
         // fails and then passes on the same commit is flaky.
         let retry: Vec<test::Job> = runs
@@ -272,7 +363,7 @@ fn run_stages(
             .collect();
         if !retry.is_empty() {
             say(format!("test: retrying {} run(s) with failures", retry.len()));
-            runs.extend(test::run_jobs(&root, &spec, &retry, spec.project.jobs, &reports)?);
+            runs.extend(test::run_jobs(&root, &trees, &spec, &retry, spec.project.jobs, &reports)?);
         }
         let verdict = flaky::evaluate(&runs, &mut state, &report.commit, spec.gates.unquarantine_after);
         state.save(&state_path)?;
@@ -301,7 +392,8 @@ fn run_stages(
         let mut low = Vec::new();
         let mut seen = Vec::new();
         for f in spec.families.iter().filter(|f| family.is_none_or(|n| f.name == n)) {
-            let path = root.join(updraft_pipeline::spec::expand(&c.report, &f.name, ""));
+            let tree = report.builds.iter().find(|b| b.family == f.name).map(|b| b.tree.as_path()).unwrap_or(&root);
+            let path = tree.join(updraft_pipeline::spec::expand(&c.report, &f.name, ""));
             match std::fs::read_to_string(&path) {
                 Ok(text) => match updraft_pipeline::coverage::parse(&text, &path.display().to_string()) {
                     Ok(cov) => {
@@ -508,13 +600,20 @@ fn bundle_and_publish(
     std::fs::create_dir_all(&out_dir)?;
     let mut files = Vec::new();
     for f in spec.families.iter().filter(|f| family.is_none_or(|n| f.name == n)) {
+        // The images of the family's own (first) build.
+        let tree = report
+            .builds
+            .iter()
+            .find(|b| b.family == f.name)
+            .map(|b| b.tree.clone())
+            .context("bundles need the family's build (run the build stage)")?;
         let images = f
             .images
             .iter()
             .enumerate()
             .map(|(i, (name, path))| ImageInput {
                 name: name.clone(),
-                path: root.join(path),
+                path: tree.join(path),
                 // The first image (or the one called rootfs) goes to the A/B slot.
                 target: if name == "rootfs" || (i == 0 && !f.images.contains_key("rootfs")) {
                     Target::Slot
@@ -600,12 +699,22 @@ fn human(r: &Report, out: &mut String) {
             out.push_str(&format!("{}: reproducible (built twice, identical)\n", b.family));
         }
         for (name, a, c) in &b.differ {
-            out.push_str(&format!(
-                "{}: NOT reproducible: image {name} differs between builds\n  compare: diffoscope {} {}\n",
-                b.family,
-                a.display(),
-                c.display()
-            ));
+            out.push_str(&format!("{}: NOT reproducible: image {name} differs between builds\n", b.family));
+            let d = b.diagnoses.iter().find(|d| &d.image == name);
+            for f in d.map(|d| d.findings.as_slice()).unwrap_or_default() {
+                out.push_str(&format!("  cause ({}, in {}): {}\n    fix: {}\n", f.cause, f.location, f.detail, f.fix));
+            }
+            if let Some(first) = d.and_then(|d| d.first_difference.as_ref()) {
+                out.push_str(&format!("  {first}\n"));
+            }
+            match d.and_then(|d| d.diffoscope_report.as_ref()) {
+                Some(p) => out.push_str(&format!("  diffoscope's report: {}\n", p.display())),
+                None => out.push_str(&format!(
+                    "  compare: diffoscope {} {} (or run the pipeline with --explain)\n",
+                    a.display(),
+                    c.display()
+                )),
+            }
         }
     }
     for t in &r.test_runs {
@@ -718,8 +827,9 @@ pub fn run(cmd: PipelineCmd, client: &ClientArgs, ctx: &Ctx) -> anyhow::Result<E
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        PipelineCmd::Run { common, stage, family, source_date_epoch: sde, release_version } => {
-            run_stages(&common, &stage, family.as_deref(), sde, release_version, client, ctx)
+        PipelineCmd::Run { common, stage, family, source_date_epoch: sde, release_version, explain } => {
+            let opts = RunOptions { stage, family, sde, release_version, explain };
+            run_stages(&common, &opts, client, ctx)
         }
     }
 }

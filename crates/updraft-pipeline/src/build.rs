@@ -1,6 +1,12 @@
-//! The build stage and the reproducibility check: build a family in the
-//! repository, then again from a copy of its sources in another folder,
-//! with another umask, time zone and locale, and compare the images.
+//! The build stage and the reproducibility check. Every build of every
+//! family runs in a fresh copy of the project's sources (what git tracks,
+//! or everything but `.git` and the output folder), never in a tree that
+//! another family or an earlier build has built in: a Makefile that does
+//! not track its flags cannot hand one family another family's image. The
+//! first build runs in `OUT/build/FAMILY`, the second in
+//! `OUT/rebuild/FAMILY` with another umask, time zone and locale, and the
+//! images are compared; when they differ, [`crate::diagnose`] looks for
+//! the cause.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -38,11 +44,29 @@ pub const SECOND: Variation = Variation { umask: "077", tz: "Pacific/Kiritimati"
 #[derive(Clone, Debug, Serialize)]
 pub struct Reproduction {
     pub family: String,
+    /// The folder of the first build: its images are the family's images,
+    /// and the family's tests run there.
+    pub tree: PathBuf,
     pub reproducible: bool,
     /// Images whose digests differ: (name, first path, second path).
     pub differ: Vec<(String, PathBuf, PathBuf)>,
     pub first: Vec<Image>,
     pub second: Vec<Image>,
+    /// Why each differing image differs, as far as Updraft can tell.
+    pub diagnoses: Vec<crate::diagnose::Diagnosis>,
+}
+
+/// One build: its images, the tree it ran in and when (Unix seconds).
+#[derive(Clone, Debug)]
+pub struct Built {
+    pub images: Vec<Image>,
+    pub tree: PathBuf,
+    pub started_s: u64,
+    pub ended_s: u64,
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 fn sha256_file(path: &Path) -> Result<(String, u64), PipelineError> {
@@ -155,41 +179,92 @@ fn sources(root: &Path, skip: &[PathBuf]) -> Result<Vec<PathBuf>, PipelineError>
     Ok(out)
 }
 
-/// Builds the family again from a copy of the sources in `work` and compares.
-pub fn reproduce(
-    root: &Path,
-    family: &Family,
-    sde: u64,
-    first: &[Image],
-    work: &Path,
-    out_dir: &str,
-    log: &Path,
-) -> Result<Reproduction, PipelineError> {
-    let copy = work.join(format!("rebuild-{}", family.name));
-    if copy.exists() {
-        std::fs::remove_dir_all(&copy).map_err(io(format!("cannot clear {}", copy.display())))?;
+/// A fresh copy of the project's sources at `tree` (emptied first).
+pub fn fresh_tree(root: &Path, family: &Family, out_dir: &str, tree: &Path) -> Result<(), PipelineError> {
+    if tree.exists() {
+        std::fs::remove_dir_all(tree).map_err(io(format!("cannot clear {}", tree.display())))?;
     }
+    std::fs::create_dir_all(tree).map_err(io(format!("cannot create {}", tree.display())))?;
     let mut skip: Vec<PathBuf> = family.images.values().map(PathBuf::from).collect();
     skip.push(PathBuf::from(out_dir));
     for rel in sources(root, &skip)? {
-        let to = copy.join(&rel);
+        let to = tree.join(&rel);
         if let Some(d) = to.parent() {
             std::fs::create_dir_all(d).map_err(io(format!("cannot create {}", d.display())))?;
         }
         std::fs::copy(root.join(&rel), &to).map_err(io(format!("cannot copy {}", rel.display())))?;
     }
-    let second = build(&copy, family, sde, &SECOND, log)?;
+    Ok(())
+}
+
+/// Builds `family` in a fresh copy of the sources at `tree`.
+pub fn build_in(
+    root: &Path,
+    family: &Family,
+    sde: u64,
+    v: &Variation,
+    out_dir: &str,
+    tree: &Path,
+    log: &Path,
+) -> Result<Built, PipelineError> {
+    fresh_tree(root, family, out_dir, tree)?;
+    let started_s = now_s();
+    let images = build(tree, family, sde, v, log)?;
+    // The absolute path is what a build embeds, so that is what the diagnosis looks for.
+    let tree = tree.canonicalize().unwrap_or_else(|_| tree.to_path_buf());
+    Ok(Built { images, tree, started_s, ended_s: now_s() })
+}
+
+/// The first build of `family`: `work/build/FAMILY`.
+pub fn first_build(
+    root: &Path,
+    family: &Family,
+    sde: u64,
+    work: &Path,
+    out_dir: &str,
+    log: &Path,
+) -> Result<Built, PipelineError> {
+    build_in(root, family, sde, &FIRST, out_dir, &work.join("build").join(&family.name), log)
+}
+
+/// Builds the family again in `work/rebuild/FAMILY`, compares the images
+/// and, where they differ, diagnoses why.
+pub fn reproduce(
+    root: &Path,
+    family: &Family,
+    sde: u64,
+    first: &Built,
+    work: &Path,
+    out_dir: &str,
+    log: &Path,
+) -> Result<Reproduction, PipelineError> {
+    let second = build_in(root, family, sde, &SECOND, out_dir, &work.join("rebuild").join(&family.name), log)?;
     let differ: Vec<(String, PathBuf, PathBuf)> = first
+        .images
         .iter()
-        .zip(&second)
+        .zip(&second.images)
         .filter(|(a, b)| a.sha256 != b.sha256)
         .map(|(a, b)| (a.name.clone(), a.path.clone(), b.path.clone()))
         .collect();
+    let context = crate::diagnose::Context {
+        first_tree: first.tree.clone(),
+        second_tree: second.tree.clone(),
+        window_s: (first.started_s.min(second.started_s), first.ended_s.max(second.ended_s)),
+        source_date_epoch: sde,
+        user: crate::diagnose::user_name(),
+        host: crate::diagnose::host_name(),
+    };
+    let diagnoses = differ
+        .iter()
+        .map(|(name, a, b)| crate::diagnose::diagnose_files(name, a, b, &context))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Reproduction {
         family: family.name.clone(),
+        tree: first.tree.clone(),
         reproducible: differ.is_empty(),
         differ,
-        first: first.to_vec(),
-        second,
+        first: first.images.clone(),
+        second: second.images,
+        diagnoses,
     })
 }

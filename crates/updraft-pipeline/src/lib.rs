@@ -5,6 +5,7 @@
 
 pub mod build;
 pub mod coverage;
+pub mod diagnose;
 pub mod flaky;
 pub mod junit;
 pub mod secrets;

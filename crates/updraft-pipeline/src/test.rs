@@ -58,12 +58,15 @@ pub fn matrix(spec: &Spec, only_family: Option<&str>) -> Vec<Job> {
     jobs
 }
 
-fn run_one(root: &Path, spec: &Spec, job: &Job, reports: &Path) -> TestRun {
+/// Runs one job in `dir`: the family's build tree when this run built it
+/// (a target of one family never sees another family's outputs), else the
+/// project's root.
+fn run_one(dir: &Path, spec: &Spec, job: &Job, reports: &Path) -> TestRun {
     let t = spec.targets.iter().find(|t| t.name == job.target).expect("a target of the spec");
     let fam = spec.families.iter().find(|f| f.name == job.family).expect("a family of the spec");
     let stem = format!("{}-{}-{}", job.family, job.target, job.attempt);
     let log = reports.join(format!("{stem}.log"));
-    let junit_src = root.join(expand(&t.junit, &job.family, &job.target));
+    let junit_src = dir.join(expand(&t.junit, &job.family, &job.target));
     let mut run = TestRun {
         family: job.family.clone(),
         target: job.target.clone(),
@@ -85,12 +88,13 @@ fn run_one(root: &Path, spec: &Spec, job: &Job, reports: &Path) -> TestRun {
         let err = out.try_clone().map_err(io("cannot duplicate the log file"))?;
         let mut child = Command::new(&args[0])
             .args(&args[1..])
-            .current_dir(root)
+            .current_dir(dir)
             .envs(&fam.env)
             .envs(&t.env)
             .env("UPDRAFT_FAMILY", &job.family)
             .env("UPDRAFT_TARGET", &job.target)
             .env("UPDRAFT_ATTEMPT", job.attempt.to_string())
+            .env("UPDRAFT_BUILD_DIR", dir)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -148,8 +152,11 @@ fn run_one(root: &Path, spec: &Spec, job: &Job, reports: &Path) -> TestRun {
 }
 
 /// Runs `jobs` with at most `parallel` at once; results in job order.
+/// Each family's jobs run in its tree from `trees` (its first build), or
+/// in `root` where the family was not built in this run.
 pub fn run_jobs(
     root: &Path,
+    trees: &std::collections::BTreeMap<String, std::path::PathBuf>,
     spec: &Spec,
     jobs: &[Job],
     parallel: usize,
@@ -165,7 +172,8 @@ pub fn run_jobs(
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(job) = jobs.get(i) else { break };
-                        out.push((i, run_one(root, spec, job, reports)));
+                        let dir = trees.get(&job.family).map(|t| t.as_path()).unwrap_or(root);
+                        out.push((i, run_one(dir, spec, job, reports)));
                     }
                     out
                 })

@@ -75,6 +75,11 @@ fn the_example_builds_reproducibly_and_a_path_in_the_image_is_caught() {
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v["passed"], true);
     assert_eq!(v["builds"].as_array().unwrap().len(), 2);
+    // Every build ran in its own copy of the sources: the project's tree is untouched.
+    assert!(!d.join("out").exists(), "a build wrote into the project's tree");
+    for family in ["sensor", "gateway"] {
+        assert!(d.join(".updraft/build").join(family).join("out").join(family).join("firmware.bin").is_file());
+    }
 
     // Compile from an absolute path without the prefix map and print
     // __FILE__: the build folder ends up in the image.
@@ -87,12 +92,38 @@ fn the_example_builds_reproducibly_and_a_path_in_the_image_is_caught() {
     .unwrap();
     let main = std::fs::read_to_string(d.join("src/main.c")).unwrap();
     std::fs::write(d.join("src/main.c"), main.replace("return 0;", "puts(__FILE__);\n    return 0;")).unwrap();
-    std::fs::remove_dir_all(d.join("out")).unwrap();
     let r = pipeline(d, &["pipeline", "run", "--stage", "build", "--family", "sensor"]);
     assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("sensor: NOT reproducible: image rootfs differs"), "{}", r.stdout);
+    // The pipeline names the cause, where it is and its fix, before diffoscope.
+    assert!(r.stdout.contains("cause (build-path, in firmware.bin): the build folder is in the image"), "{}", r.stdout);
+    assert!(r.stdout.contains("fix: compile with -ffile-prefix-map=$PWD=."), "{}", r.stdout);
+    assert!(r.stdout.contains("first difference at byte"), "{}", r.stdout);
     assert!(r.stdout.contains("diffoscope"), "{}", r.stdout);
-    assert!(r.stdout.contains("gate reproducible: FAIL"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("gate reproducible: FAIL (images differ: sensor/rootfs (build-path, elf-sections))"),
+        "{}",
+        r.stdout
+    );
+    // --explain runs the real diffoscope and keeps its report beside the build logs.
+    if have("diffoscope") {
+        let r = pipeline(d, &["pipeline", "run", "--stage", "build", "--family", "sensor", "--explain"]);
+        assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+        assert!(r.stdout.contains("diffoscope's report: ./.updraft/logs/diffoscope-sensor-rootfs.txt"), "{}", r.stdout);
+        let report = std::fs::read_to_string(d.join(".updraft/logs/diffoscope-sensor-rootfs.txt")).unwrap();
+        assert!(report.contains("rebuild/sensor/src/main.c"), "{report}");
+    } else {
+        assert!(std::env::var("CI").is_err(), "CI installs diffoscope (diffoscope-minimal) for --explain");
+        eprintln!("skipped --explain: diffoscope is not installed");
+    }
+    let r = pipeline(d, &["pipeline", "run", "--stage", "build", "--family", "sensor", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let findings = &v["builds"][0]["diagnoses"][0]["findings"];
+    let causes: Vec<&str> = findings.as_array().unwrap().iter().map(|f| f["cause"].as_str().unwrap()).collect();
+    assert!(causes.contains(&"build-path"), "{findings:#}");
+    let path = findings.as_array().unwrap().iter().find(|f| f["cause"] == "build-path").unwrap();
+    let detail = path["detail"].as_str().unwrap();
+    assert!(detail.contains(".updraft/build/sensor") && detail.contains(".updraft/rebuild/sensor"), "{detail}");
 }
 
 #[test]
@@ -272,4 +303,83 @@ fn a_green_tagged_run_writes_one_signed_bundle_per_family() {
     let r = pipeline(d, &["pipeline", "run", "--stage", "all"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.contains("note: no bundles: untagged commit"), "{}", r.stdout);
+}
+
+/// A project whose Makefile does not track its flags (like most): `make`
+/// in a tree another family built in finds the image up to date.
+fn variant_project(dir: &Path, families: &[(&str, &str)], track_flags: bool) {
+    std::fs::write(dir.join("fw.c"), "int variant = VARIANT;\n").unwrap();
+    let flags = if track_flags { "$(CFLAGS)" } else { "-O2 -DVARIANT=1" };
+    std::fs::write(
+        dir.join("Makefile"),
+        format!("out/fw.bin: fw.c\n\tmkdir -p out\n\t$(CC) {flags} -c fw.c -o out/fw.bin\n"),
+    )
+    .unwrap();
+    let mut toml = String::from("[project]\nname = \"variants\"\n\n");
+    for (name, cflags) in families {
+        toml.push_str(&format!(
+            "[[families]]\nname = \"{name}\"\nhardware = [\"{name}-board\"]\nbuild = [\"make\"]\nimages = {{ fw = \"out/fw.bin\" }}\nenv = {{ CFLAGS = \"{cflags}\" }}\n\n"
+        ));
+    }
+    toml.push_str("[gates]\nreproducible = true\n");
+    std::fs::write(dir.join("updraft.toml"), toml).unwrap();
+}
+
+fn digests(v: &serde_json::Value) -> Vec<(String, String)> {
+    v["builds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b["family"].as_str().unwrap().to_owned(), b["first"][0]["sha256"].as_str().unwrap().to_owned()))
+        .collect()
+}
+
+#[test]
+fn each_family_is_built_from_its_own_inputs_in_any_order() {
+    if !have("cc") || !have("make") {
+        return;
+    }
+    let one = ("one", "-O2 -DVARIANT=1");
+    let two = ("two", "-O2 -DVARIANT=2");
+    let run = |families: &[(&str, &str)], only: Option<&str>| {
+        let dir = tempfile::tempdir().unwrap();
+        variant_project(dir.path(), families, true);
+        let mut args = vec!["pipeline", "run", "--stage", "build", "--json"];
+        if let Some(f) = only {
+            args.extend(["--family", f]);
+        }
+        let r = pipeline(dir.path(), &args);
+        assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+        let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        assert!(v["builds"].as_array().unwrap().iter().all(|b| b["reproducible"] == true), "{v:#}");
+        let mut d = digests(&v);
+        d.sort();
+        d
+    };
+    let both = run(&[one, two], None);
+    assert_ne!(both[0].1, both[1].1, "family two shipped family one's image: {both:?}");
+    // Each family's image is the one a build of that family alone gives,
+    // and the order of the families changes nothing.
+    let alone: Vec<(String, String)> = [run(&[one, two], Some("one")), run(&[one, two], Some("two"))].concat();
+    assert_eq!(both, alone);
+    assert_eq!(both, run(&[two, one], None));
+}
+
+#[test]
+fn families_with_different_settings_and_the_same_image_are_named() {
+    if !have("cc") || !have("make") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    variant_project(dir.path(), &[("one", "-O2 -DVARIANT=1"), ("two", "-O2 -DVARIANT=2")], false);
+    let r = pipeline(dir.path(), &["pipeline", "run", "--stage", "build"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("warning: families one and two built byte-identical images (one/fw and two/fw"),
+        "{}",
+        r.stderr
+    );
+    let r = pipeline(dir.path(), &["pipeline", "run", "--stage", "build", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert!(v["notes"].as_array().unwrap().iter().any(|n| n.as_str().unwrap().contains("byte-identical")), "{v:#}");
 }

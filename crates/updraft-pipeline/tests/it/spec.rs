@@ -1,7 +1,7 @@
 //! The pipeline spec: validation and the stage graph; the build stage and
 //! the reproducibility check on real shell builds.
 
-use updraft_pipeline::build::{build, reproduce, FIRST};
+use updraft_pipeline::build::{build, first_build, reproduce, FIRST};
 use updraft_pipeline::Spec;
 
 const SPEC: &str = r#"
@@ -112,12 +112,17 @@ fn a_reproducible_build_passes_and_an_unreproducible_one_names_the_image() {
     let work = dir.path().join("work");
     for (family, reproducible) in [("sensor", true), ("gateway", false)] {
         let f = spec.families.iter().find(|f| f.name == family).unwrap();
-        let first = build(&root, f, 1_767_225_600, &FIRST, &work.join(format!("{family}.log"))).unwrap();
-        assert_eq!(first.len(), 1);
+        let first =
+            first_build(&root, f, 1_767_225_600, &work, ".updraft", &work.join(format!("{family}.log"))).unwrap();
+        assert_eq!(first.images.len(), 1);
+        assert!(first.images[0].path.starts_with(work.join("build").join(family).canonicalize().unwrap()));
         let r = reproduce(&root, f, 1_767_225_600, &first, &work, ".updraft", &work.join("again.log")).unwrap();
         assert_eq!(r.reproducible, reproducible, "{family}: {r:?}");
         if !reproducible {
             assert_eq!(r.differ[0].0, "rootfs");
+            // pwd is the build folder: the diagnosis says so.
+            let causes: Vec<&str> = r.diagnoses[0].findings.iter().map(|f| f.cause.as_str()).collect();
+            assert_eq!(causes, ["build-path"], "{:#?}", r.diagnoses);
         }
     }
     // A failing build says why, with the end of its log.
