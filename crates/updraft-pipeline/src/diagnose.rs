@@ -91,8 +91,41 @@ pub fn diagnose_files(image: &str, a: &Path, b: &Path, ctx: &Context) -> Result<
     let db = std::fs::read(b).map_err(io(format!("cannot read {}", b.display())))?;
     let location = a.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| image.to_owned());
     examine(&location, &da, &db, ctx, 0, &mut d.findings);
+    d.findings = merge_members(std::mem::take(&mut d.findings));
     d.first_difference = first_difference(&da, &db);
     Ok(d)
+}
+
+/// One finding per cause for the members of an archive: the same cause in
+/// 15 object files of a library is one line naming them, with the first's
+/// detail.
+pub fn merge_members(findings: Vec<Finding>) -> Vec<Finding> {
+    let mut out: Vec<(Finding, Vec<String>)> = Vec::new();
+    for f in findings {
+        let split = f.location.strip_suffix(')').and_then(|l| l.split_once('('));
+        let Some((archive, member)) = split.map(|(a, m)| (a.to_owned(), m.to_owned())) else {
+            out.push((f, Vec::new()));
+            continue;
+        };
+        match out
+            .iter_mut()
+            .find(|(g, m)| !m.is_empty() && g.cause == f.cause && g.location.starts_with(&format!("{archive}(")))
+        {
+            Some((_, members)) => members.push(member),
+            None => out.push((f, vec![member])),
+        }
+    }
+    out.into_iter()
+        .map(|(mut f, members)| {
+            if members.len() > 1 {
+                let archive = f.location.split_once('(').map(|(a, _)| a.to_owned()).unwrap_or_default();
+                let names: Vec<&str> = members.iter().map(String::as_str).collect();
+                f.location = format!("{archive}: {} members: {}", members.len(), preview(&names));
+                f.detail = format!("in {}: {}", members[0], f.detail);
+            }
+            f
+        })
+        .collect()
 }
 
 /// Looks for every known cause in `a` (first build) and `b` (second).
@@ -268,6 +301,7 @@ fn timestamps(location: &str, a: &[u8], b: &[u8], ctx: &Context, out: &mut Vec<F
         }
     }
     // __TIME__ ("20:01:02") where the two builds differ.
+    let mut local_zone = false;
     let mut i = 0;
     while i + 8 <= a.len() && seen.len() < 8 {
         let w = &a[i..i + 8];
@@ -279,6 +313,15 @@ fn timestamps(location: &str, a: &[u8], b: &[u8], ctx: &Context, out: &mut Vec<F
             && w[6] <= b'5';
         if clock && b.get(i..i + 8) != Some(w) && b.get(i + 2) == Some(&b':') {
             seen.push(format!("a time of day {:?} at 0x{i:x} (second build: {:?})", ascii(w), ascii(&b[i..i + 8])));
+            // The same minute and second, hours apart by the builds' zones
+            // (UTC and UTC+14): a time printed in the local time zone.
+            let hours = |d: &[u8]| ((d[0] - b'0') * 10 + (d[1] - b'0')) as i32;
+            if b[i..i + 8].iter().all(|c| c.is_ascii_digit() || *c == b':')
+                && w[2..] == b[i + 2..i + 8]
+                && (hours(&b[i..]) - hours(w)).rem_euclid(24) == 14
+            {
+                local_zone = true;
+            }
             i += 8;
         } else {
             i += 1;
@@ -301,8 +344,23 @@ fn timestamps(location: &str, a: &[u8], b: &[u8], ctx: &Context, out: &mut Vec<F
         out.push(Finding {
             cause: "timestamp".into(),
             location: location.into(),
-            detail: format!("times of the build are in the image: {}", seen.join("; ")),
-            fix: TIME_FIX.into(),
+            detail: format!(
+                "times of the build are in the image: {}{}",
+                seen.join("; "),
+                if local_zone {
+                    "; the times are 14 hours apart, as the builds' time zones (UTC and UTC+14): a time printed \
+                     in the local time zone"
+                } else {
+                    ""
+                }
+            ),
+            fix: if local_zone {
+                format!(
+                    "print times in UTC (date -u, gmtime, TZ=UTC in the build command) or leave them out; {TIME_FIX}"
+                )
+            } else {
+                TIME_FIX.into()
+            },
         });
     }
 }

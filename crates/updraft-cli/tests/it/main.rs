@@ -14,6 +14,7 @@ mod simulate;
 mod surface;
 mod torture;
 mod trust;
+mod upstream;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -137,6 +137,13 @@ fn each_known_cause_is_named_with_where_and_its_fix() {
             "\"Dec  7 2026\"",
         ),
         (
+            "SOURCE_DATE_EPOCH printed in the local time zone (BusyBox's banner)",
+            b"BusyBox v1.35.0 (2026-01-01 00:00:00 UTC)".to_vec(),
+            b"BusyBox v1.35.0 (2026-01-01 14:00:00 +14)".to_vec(),
+            vec![("timestamp", "img")],
+            "in the local time zone",
+        ),
+        (
             "epoch seconds",
             format!("BUILD_TIME={t};").into_bytes(),
             format!("BUILD_TIME={t2};").into_bytes(),
@@ -223,6 +230,22 @@ fn each_known_cause_is_named_with_where_and_its_fix() {
             "{what}: no {fragment:?} in {found:#?}"
         );
     }
+}
+
+#[test]
+fn one_cause_in_many_members_of_an_archive_is_one_finding() {
+    let member = |n: u8| format!("/work/proj/.updraft/build/one/src/f{n}.c").into_bytes();
+    let other = |n: u8| format!("/work/proj/.updraft/rebuild/one/src/f{n}.c").into_bytes();
+    let (m1, m2, m3) = (member(1), member(2), member(3));
+    let (o1, o2, o3) = (other(1), other(2), other(3));
+    let a = ar(&[("f1.o", 0, &m1), ("f2.o", 0, &m2), ("f3.o", 0, &m3)]);
+    let b = ar(&[("f1.o", 0, &o1), ("f2.o", 0, &o2), ("f3.o", 0, &o3)]);
+    let mut found = Vec::new();
+    examine("lib.a", &a, &b, &ctx(), 0, &mut found);
+    assert_eq!(found.len(), 3);
+    let merged = updraft_pipeline::diagnose::merge_members(found);
+    assert_eq!(causes(&merged), [("build-path", "lib.a: 3 members: f1.o f2.o f3.o")]);
+    assert!(merged[0].detail.starts_with("in f1.o: the build folder is in the image"), "{}", merged[0].detail);
 }
 
 #[test]
