@@ -727,6 +727,24 @@ fn human(r: &Report, out: &mut String) {
             t.cases.len(),
             t.error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default()
         ));
+        if let Some(p) = &t.place {
+            out.push_str(&format!(
+                "  place: {p}
+"
+            ));
+        }
+        let exhausted = t.error.as_deref().is_some_and(|e| e.starts_with("the lab failed"));
+        for (i, why) in t.infra_failures.iter().enumerate() {
+            let again = if i + 1 < t.infra_failures.len() || !exhausted { ": run again" } else { "" };
+            out.push_str(&format!("  the lab failed on try {} ({why}){again}\n", i + 1));
+        }
+        if let Some(p) = &t.serial_log {
+            out.push_str(&format!(
+                "  serial log: {}
+",
+                p.display()
+            ));
+        }
     }
     if let Some(v) = &r.tests {
         for q in &v.newly_quarantined {

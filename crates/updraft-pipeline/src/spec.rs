@@ -78,10 +78,46 @@ pub struct TestTarget {
     pub timeout_s: u64,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// A shared lab's reservation around each run (labgrid, LAVA, a script).
+    #[serde(default)]
+    pub lock: Option<Lock>,
+    /// Runs that failed for the lab's reasons (no lock, a timeout, an exit
+    /// code of `infra_exit_codes`, no report) are run again up to this many
+    /// times. Distinct from the retry of failing tests, which finds flaky ones.
+    #[serde(default)]
+    pub infra_retries: u32,
+    /// Exit codes of the command that mean the lab, not the firmware, failed.
+    #[serde(default)]
+    pub infra_exit_codes: Vec<i32>,
+    /// The device's serial console log the command writes; kept beside the
+    /// JUnit report (`{family}`, `{target}` and `{place}` are replaced).
+    #[serde(default)]
+    pub serial_log: Option<String>,
+}
+
+/// How a run reserves its device and gives it back.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lock {
+    /// Waits for and reserves a device. What it prints: `NAME=VALUE` lines
+    /// (`export` allowed, as `labgrid-client reserve --shell` prints) go to
+    /// the environment of the run and of `release`; the last other line is
+    /// the place, `{place}` in the command and `UPDRAFT_PLACE`.
+    pub acquire: Vec<String>,
+    /// Gives the device back; run after every run that acquired it.
+    #[serde(default)]
+    pub release: Vec<String>,
+    /// How long `acquire` may wait.
+    #[serde(default = "default_lock_timeout")]
+    pub timeout_s: u64,
 }
 
 fn default_timeout() -> u64 {
     1800
+}
+
+fn default_lock_timeout() -> u64 {
+    3600
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -206,6 +242,15 @@ impl Spec {
             }
             if t.command.is_empty() {
                 return bad(format!("test target {:?} has an empty command", t.name));
+            }
+            if t.lock.as_ref().is_some_and(|l| l.acquire.is_empty()) {
+                return bad(format!("test target {:?} has a lock with an empty acquire command", t.name));
+            }
+            if t.infra_retries > 10 {
+                return bad(format!(
+                    "test target {:?}: infra_retries is {}; at most 10 (a lab that fails more often needs fixing)",
+                    t.name, t.infra_retries
+                ));
             }
             if let Some(f) = t.families.iter().find(|f| !names.contains(f.as_str())) {
                 return bad(format!("test target {:?} names family {f:?}, which is not defined", t.name));

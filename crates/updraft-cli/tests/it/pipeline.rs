@@ -383,3 +383,89 @@ fn families_with_different_settings_and_the_same_image_are_named() {
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert!(v["notes"].as_array().unwrap().iter().any(|n| n.as_str().unwrap().contains("byte-identical")), "{v:#}");
 }
+
+/// A shared lab, as scripts: `reserve.sh` takes the board (a lock folder)
+/// and prints labgrid-style `export LG_TOKEN=...` and the place;
+/// `release.sh` gives it back; `run.sh` checks it holds the board, fails
+/// with the lab's exit code 3 on the tries listed in `$LAB/unreachable`,
+/// else writes the board's serial log and a JUnit report.
+fn hil_project(dir: &Path, lab: &Path, infra_retries: u32) {
+    std::fs::create_dir_all(dir.join("lab")).unwrap();
+    std::fs::write(
+        dir.join("lab/reserve.sh"),
+        "mkdir \"$LAB/lock\" || exit 1\necho reserved >&2\necho 'export LG_TOKEN=\"tok-1\"'\necho board-1\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("lab/release.sh"), "rmdir \"$LAB/lock\" && echo \"$LG_TOKEN\" >> \"$LAB/released\"\n")
+        .unwrap();
+    std::fs::write(
+        dir.join("lab/run.sh"),
+        "[ -d \"$LAB/lock\" ] || { echo 'not reserved'; exit 9; }\n\
+         [ \"$LG_TOKEN\" = tok-1 ] && [ \"$UPDRAFT_PLACE\" = \"$1\" ] || exit 8\n\
+         echo x >> \"$LAB/tries\"\n\
+         n=$(wc -l < \"$LAB/tries\")\n\
+         grep -qx \"$n\" \"$LAB/unreachable\" && { echo 'board unreachable'; exit 3; }\n\
+         printf 'U-Boot 2023.01\\nStarting kernel ...\\nfw: up\\n' > serial-$1.log\n\
+         printf '<testsuite><testcase classname=\"board\" name=\"boots\"/></testsuite>' > junit.xml\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("updraft.toml"),
+        format!(
+            "[project]\nname = \"lab\"\n\n[[families]]\nname = \"board\"\nhardware = [\"rev-a\"]\n\
+             build = [\"sh\", \"-c\", \"mkdir -p out && echo fw > out/fw.bin\"]\nimages = {{ rootfs = \"out/fw.bin\" }}\n\n\
+             [[targets]]\nname = \"rack\"\nkind = \"hil\"\ncommand = [\"sh\", \"lab/run.sh\", \"{{place}}\"]\n\
+             junit = \"junit.xml\"\nserial_log = \"serial-{{place}}.log\"\ninfra_retries = {infra_retries}\n\
+             infra_exit_codes = [3]\nenv = {{ LAB = \"{}\" }}\n\
+             lock = {{ acquire = [\"sh\", \"lab/reserve.sh\"], release = [\"sh\", \"lab/release.sh\"], timeout_s = 60 }}\n",
+            lab.display()
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_hil_target_reserves_its_board_retries_the_labs_failures_and_keeps_the_serial_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = tempfile::tempdir().unwrap();
+    let (d, l) = (dir.path(), lab.path());
+    // The first try finds the board unreachable: the lab's failure, run again.
+    std::fs::write(l.join("unreachable"), "1\n").unwrap();
+    hil_project(d, l, 2);
+    let r = pipeline(d, &["pipeline", "run", "--stage", "all"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("test board/rack attempt 1: 1 tests, 0 failed\n  place: board-1\n"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("  the lab failed on try 1 (exit 3, one of infra_exit_codes): run again\n"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("  serial log: ./.updraft/reports/local/board-rack-1.serial.log"), "{}", r.stdout);
+    let serial = std::fs::read_to_string(d.join(".updraft/reports/local/board-rack-1.serial.log")).unwrap();
+    assert!(serial.contains("Starting kernel"), "{serial}");
+    // Every reservation was given back, the failed try's included.
+    assert_eq!(std::fs::read_to_string(l.join("released")).unwrap(), "tok-1\ntok-1\n");
+    assert!(!l.join("lock").exists());
+    let log = std::fs::read_to_string(d.join(".updraft/reports/local/board-rack-1.log")).unwrap();
+    assert!(log.contains("board unreachable") && log.contains("infrastructure retry 1 of 2"), "{log}");
+
+    // A lab that keeps failing spends the budget and fails the tests gate,
+    // naming the lab, not the firmware; flaky-test retries do not count it.
+    std::fs::write(l.join("unreachable"), "1\n2\n3\n4\n5\n").unwrap();
+    std::fs::remove_file(l.join("tries")).unwrap();
+    hil_project(d, l, 1);
+    let r = pipeline(d, &["pipeline", "run", "--json"]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let runs = v["test_runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{v:#}");
+    assert_eq!(runs[0]["infra_failures"].as_array().unwrap().len(), 2);
+    assert!(runs[0]["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("the lab failed (exit 3, one of infra_exit_codes), 1 retries spent"));
+    assert_eq!(std::fs::read_to_string(l.join("tries")).unwrap().lines().count(), 2);
+    let gate = v["gates"].as_array().unwrap().iter().find(|g| g["gate"] == "tests").unwrap();
+    assert_eq!(gate["passed"], false);
+    assert!(gate["evidence"].as_str().unwrap().contains("the lab failed"), "{gate:#}");
+}

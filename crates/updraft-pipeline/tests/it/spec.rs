@@ -131,3 +131,40 @@ fn a_reproducible_build_passes_and_an_unreproducible_one_names_the_image() {
     let e = build(&root, &spec.families[0], 1, &FIRST, &work.join("fail.log")).unwrap_err().to_string();
     assert!(e.contains("the build of sensor failed") && e.contains("fw.c:1: error: expected ;"), "{e}");
 }
+
+#[test]
+fn a_labs_reservation_is_read_as_labgrid_and_scripts_print_it() {
+    use updraft_pipeline::test::parse_reservation;
+    let env = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+    // (printed, environment, place)
+    type Case<'a> = (&'a str, Vec<(String, String)>, Option<&'a str>);
+    let cases: &[Case] = &[
+        ("export LG_TOKEN=ZDNXX2QA\n", env(&[("LG_TOKEN", "ZDNXX2QA")]), None),
+        ("export LG_TOKEN=\"a b\"\n+\n", env(&[("LG_TOKEN", "a b")]), Some("+")),
+        ("waiting...\nrack-2/board-7\n", env(&[]), Some("rack-2/board-7")),
+        ("BOARD_IP=10.0.0.7\nLG_PLACE='p1'\n\np1\n", env(&[("BOARD_IP", "10.0.0.7"), ("LG_PLACE", "p1")]), Some("p1")),
+        ("1X=2\n", env(&[]), Some("1X=2")),
+        ("", env(&[]), None),
+    ];
+    for (printed, vars, place) in cases {
+        let (got_env, got_place) = parse_reservation(printed);
+        assert_eq!(&got_env, vars, "{printed:?}");
+        assert_eq!(got_place.as_deref(), *place, "{printed:?}");
+    }
+    // A lock must say how to reserve, and a lab's retry budget is bounded.
+    let hil = "[project]\nname = \"x\"\n[[families]]\nname = \"f\"\nhardware = [\"h\"]\nbuild = [\"true\"]\n\
+               images = { rootfs = \"fw\" }\n[[targets]]\nname = \"rack\"\nkind = \"hil\"\ncommand = [\"true\"]\n\
+               junit = \"j.xml\"\n";
+    for (extra, needle) in [
+        ("lock = { acquire = [] }\n", "empty acquire command"),
+        ("infra_retries = 11\n", "at most 10"),
+        ("lock = { acquire = [\"x\"], bogus = 1 }\n", "unknown field `bogus`"),
+    ] {
+        let e = Spec::parse(&format!("{hil}{extra}")).unwrap_err().to_string();
+        assert!(e.contains(needle), "{e} should say {needle:?}");
+    }
+    assert!(Spec::parse(&format!(
+        "{hil}lock = {{ acquire = [\"reserve\"], release = [\"free\", \"{{place}}\"] }}\ninfra_retries = 2\n"
+    ))
+    .is_ok());
+}
