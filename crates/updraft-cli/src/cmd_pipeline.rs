@@ -92,6 +92,7 @@ fn source_date_epoch(root: &Path, flag: Option<u64>) -> anyhow::Result<u64> {
 
 /// A gate's verdict and its evidence.
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct Gate {
     gate: String,
     passed: bool,
@@ -99,6 +100,7 @@ struct Gate {
 }
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct Report {
     commit: String,
     source_date_epoch: Option<u64>,

@@ -20,6 +20,7 @@ use crate::{io, PipelineError};
 
 /// A built image.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Image {
     pub name: String,
     pub path: PathBuf,
@@ -42,6 +43,7 @@ pub const SECOND: Variation = Variation { umask: "077", tz: "Pacific/Kiritimati"
 
 /// The result of comparing two builds.
 #[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Reproduction {
     pub family: String,
     /// The folder of the first build: its images are the family's images,

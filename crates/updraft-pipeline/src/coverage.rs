@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::PipelineError;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Coverage {
     pub lines_covered: u64,
     pub lines_valid: u64,

@@ -110,6 +110,7 @@ impl FlakyState {
 
 /// The tests gate, with its evidence.
 #[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct TestsVerdict {
     pub passed: bool,
     pub cases: usize,

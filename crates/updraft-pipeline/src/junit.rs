@@ -22,6 +22,7 @@ pub enum Outcome {
 
 /// One test case.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Case {
     pub suite: String,
     pub classname: String,

@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::{io, PipelineError};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Finding {
     pub path: String,
     /// 1-based line (of a text file; for binaries the line count is of `\n` bytes).

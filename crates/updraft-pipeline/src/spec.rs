@@ -197,6 +197,7 @@ pub struct ReleaseSpec {
 
 /// One node of the stage graph.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Stage {
     pub id: String,
     pub after: Vec<String>,

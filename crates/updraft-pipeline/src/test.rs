@@ -16,6 +16,7 @@ use crate::{io, PipelineError};
 
 /// One run of one target for one family.
 #[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct TestRun {
     pub family: String,
     pub target: String,

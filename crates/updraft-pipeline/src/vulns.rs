@@ -23,6 +23,7 @@ pub fn severity_rank(s: &str) -> Option<u8> {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Component {
     pub name: String,
     pub version: String,
@@ -30,6 +31,7 @@ pub struct Component {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Match {
     pub id: String,
     pub component: String,

@@ -156,7 +156,7 @@ fn a_flaky_test_is_quarantined_and_a_failing_one_blocks() {
     let r = pipeline(d, &["pipeline", "run", "--json"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    let q = v["tests"]["newly_quarantined"].as_array().unwrap();
+    let q = v["tests"]["newlyQuarantined"].as_array().unwrap();
     assert_eq!(q.len(), 2, "{v:#}");
     assert!(q[0].as_str().unwrap().ends_with("radio_link_retry"));
     assert_eq!(v["gates"][1]["gate"], "tests");
@@ -457,9 +457,9 @@ fn a_hil_target_reserves_its_board_retries_the_labs_failures_and_keeps_the_seria
     let r = pipeline(d, &["pipeline", "run", "--json"]);
     assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    let runs = v["test_runs"].as_array().unwrap();
+    let runs = v["testRuns"].as_array().unwrap();
     assert_eq!(runs.len(), 1, "{v:#}");
-    assert_eq!(runs[0]["infra_failures"].as_array().unwrap().len(), 2);
+    assert_eq!(runs[0]["infraFailures"].as_array().unwrap().len(), 2);
     assert!(runs[0]["error"]
         .as_str()
         .unwrap()
