@@ -257,7 +257,7 @@ struct Rollout {
     tokens_at: UnixMs,
     dirty: bool,
     next_eval: UnixMs,
-    verdicts: Vec<(String, String, Verdict)>,
+    verdicts: Vec<(String, Scope, Verdict)>,
     last_reports: Vec<GateReport>,
     /// Devices of an admitted cohort held back by a requirement: device
     /// index → (wave, id, requirement). Few, so a side map (members stay 24 bytes).
@@ -1279,10 +1279,7 @@ impl Controller {
                     100.0 * t.threshold
                 ),
             };
-            let scope = match fail.scope.split_once('=') {
-                Some((k, v)) => format!("{k} {v}"),
-                None => "all devices".to_owned(),
-            };
+            let scope = fail.scope.describe();
             let reason = format!(
                 "gate {} failed for {scope} in wave {wave}: {what}, at {}% confidence",
                 fail.gate,
@@ -1298,7 +1295,7 @@ impl Controller {
             return;
         }
         let all_pass = rollout.plan.gates.iter().all(|g| {
-            reports.iter().any(|rep| rep.gate == g.name() && rep.scope == "all" && rep.test.verdict == Verdict::Pass)
+            reports.iter().any(|rep| rep.gate == g.name() && rep.scope.is_all() && rep.test.verdict == Verdict::Pass)
         });
         if all_pass {
             self.advance(r);
@@ -1314,13 +1311,13 @@ impl Controller {
                         .iter()
                         .filter(|g| {
                             !reports.iter().any(|rep| {
-                                rep.gate == g.name() && rep.scope == "all" && rep.test.verdict == Verdict::Pass
+                                rep.gate == g.name() && rep.scope.is_all() && rep.test.verdict == Verdict::Pass
                             })
                         })
                         .map(|g| {
                             let t = reports
                                 .iter()
-                                .find(|rep| rep.gate == g.name() && rep.scope == "all")
+                                .find(|rep| rep.gate == g.name() && rep.scope.is_all())
                                 .map(|rep| rep.test);
                             match t {
                                 Some(t) => format!("{} ({} of {} failed)", g.name(), t.failures, t.trials),
@@ -1342,7 +1339,7 @@ impl Controller {
     /// and region (halting tests share α by Bonferroni).
     fn gate_reports(&self, r: usize) -> Vec<GateReport> {
         let rollout = &self.rollouts[r];
-        let mut scopes: Vec<(String, Counts)> = Vec::new();
+        let mut scopes: Vec<(Scope, Counts)> = Vec::new();
         let mut all = Counts::default();
         let mut by_hw: Vec<(Sym, Counts)> = Vec::new();
         let mut by_region: Vec<(Sym, Counts)> = Vec::new();
@@ -1361,12 +1358,12 @@ impl Controller {
         }
         by_hw.sort_by(|a, b| self.syms.name(a.0).cmp(self.syms.name(b.0)));
         by_region.sort_by(|a, b| self.syms.name(a.0).cmp(self.syms.name(b.0)));
-        scopes.push(("all".into(), all));
+        scopes.push((Scope::All, all));
         if by_hw.len() > 1 {
-            scopes.extend(by_hw.into_iter().map(|(k, c)| (format!("hardware={}", self.syms.name(k)), c)));
+            scopes.extend(by_hw.into_iter().map(|(k, c)| (Scope::Hardware(self.syms.name(k).to_owned()), c)));
         }
         if by_region.len() > 1 {
-            scopes.extend(by_region.into_iter().map(|(k, c)| (format!("region={}", self.syms.name(k)), c)));
+            scopes.extend(by_region.into_iter().map(|(k, c)| (Scope::Region(self.syms.name(k).to_owned()), c)));
         }
         let m = scopes.len() as f64;
         let mut out = Vec::new();

@@ -224,13 +224,68 @@ impl RolloutState {
 }
 
 /// A gate evaluation with its numbers.
+/// The devices a gate's test is over: all of the rollout's, or one
+/// stratum (a hardware revision or a region). On the wire and in the
+/// journal: `all`, `hardware=rev-c`, `region=eu`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    All,
+    Hardware(String),
+    Region(String),
+}
+
+impl Scope {
+    pub fn is_all(&self) -> bool {
+        matches!(self, Scope::All)
+    }
+
+    /// In words, for reasons and the status: `all devices`, `hardware rev-c`, `region eu`.
+    pub fn describe(&self) -> String {
+        match self {
+            Scope::All => "all devices".into(),
+            Scope::Hardware(h) => format!("hardware {h}"),
+            Scope::Region(r) => format!("region {r}"),
+        }
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scope::All => f.write_str("all"),
+            Scope::Hardware(h) => write!(f, "hardware={h}"),
+            Scope::Region(r) => write!(f, "region={r}"),
+        }
+    }
+}
+
+impl Serialize for Scope {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+#[cfg(feature = "schemars")]
+impl schemars::JsonSchema for Scope {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Scope".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^(all|hardware=.+|region=.+)$",
+            "description": "The devices a gate's test is over: all, hardware=REV or region=REGION.",
+        })
+    }
+}
+
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GateReport {
     pub gate: String,
     /// `all`, `hardware=rev-c` or `region=eu`.
-    pub scope: String,
+    pub scope: Scope,
     /// The gate's limit in words (`crash rate < 1.5x the baseline`).
     pub limit: String,
     pub test: ProportionTest,
