@@ -198,34 +198,81 @@ struct Member {
     metric_seen: u16,
 }
 
+impl Member {
+    /// Moves to `to`; `in_flight` (the rollout's updates in progress, what
+    /// pacing counts) changes here and nowhere else.
+    fn set_status(&mut self, to: MemberStatus, in_flight: &mut u64) {
+        match (self.status.in_progress(), to.in_progress()) {
+            (false, true) => *in_flight += 1,
+            (true, false) => *in_flight = in_flight.saturating_sub(1),
+            _ => {}
+        }
+        self.status = to;
+    }
+}
+
 /// Outcome counters of one stratum. Integers only, so that sums do not
 /// depend on the order of addition.
+/// Outcomes of one kind (installs, trial boots, health checks, a metric):
+/// how many devices reported one, and how many of those failed.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+struct Proportion {
+    trials: u64,
+    failures: u64,
+}
+
+impl Proportion {
+    fn pass(&mut self) {
+        self.trials += 1;
+    }
+    fn fail(&mut self) {
+        self.trials += 1;
+        self.failures += 1;
+    }
+    fn add(&mut self, o: &Proportion) {
+        self.trials += o.trials;
+        self.failures += o.failures;
+    }
+}
+
+/// Crashes over the time devices were watched (device-seconds).
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+struct Exposure {
+    crashes: u64,
+    seconds: u64,
+}
+
+impl Exposure {
+    fn add(&mut self, o: &Exposure) {
+        self.crashes += o.crashes;
+        self.seconds += o.seconds;
+    }
+}
+
 #[derive(Clone, Default, Debug)]
 struct Counts {
-    install: (u64, u64),
-    boot: (u64, u64),
-    health: (u64, u64),
-    metric: Vec<(u64, u64)>,
-    crash_canary: (u64, u64),
-    crash_baseline: (u64, u64),
+    install: Proportion,
+    boot: Proportion,
+    health: Proportion,
+    metric: Vec<Proportion>,
+    /// Devices on the new release.
+    crash_canary: Exposure,
+    /// Devices of the rollout still on their old release.
+    crash_baseline: Exposure,
 }
 
 impl Counts {
     fn add(&mut self, o: &Counts) {
-        let add2 = |a: &mut (u64, u64), b: &(u64, u64)| {
-            a.0 += b.0;
-            a.1 += b.1;
-        };
-        add2(&mut self.install, &o.install);
-        add2(&mut self.boot, &o.boot);
-        add2(&mut self.health, &o.health);
-        add2(&mut self.crash_canary, &o.crash_canary);
-        add2(&mut self.crash_baseline, &o.crash_baseline);
+        self.install.add(&o.install);
+        self.boot.add(&o.boot);
+        self.health.add(&o.health);
+        self.crash_canary.add(&o.crash_canary);
+        self.crash_baseline.add(&o.crash_baseline);
         if self.metric.len() < o.metric.len() {
-            self.metric.resize(o.metric.len(), (0, 0));
+            self.metric.resize(o.metric.len(), Proportion::default());
         }
         for (a, b) in self.metric.iter_mut().zip(&o.metric) {
-            add2(a, b);
+            a.add(b);
         }
     }
 }
@@ -458,10 +505,7 @@ impl Controller {
             if !(m.status == MemberStatus::Selected || m.status.in_progress()) {
                 continue;
             }
-            if m.status.in_progress() {
-                rollout.in_flight = rollout.in_flight.saturating_sub(1);
-            }
-            m.status = MemberStatus::Retired;
+            m.set_status(MemberStatus::Retired, &mut rollout.in_flight);
             rollout.selected = rollout.selected.saturating_sub(1);
             rollout.held_back.remove(&idx);
             rollout.dirty = true;
@@ -523,7 +567,7 @@ impl Controller {
                     region: key.1,
                     hashes: Vec::new(),
                     threshold: None,
-                    counts: Counts { metric: vec![(0, 0); metric_gates], ..Counts::default() },
+                    counts: Counts { metric: vec![Proportion::default(); metric_gates], ..Counts::default() },
                 });
                 rollout.stratum_of.insert(key, s);
                 s
@@ -623,7 +667,7 @@ impl Controller {
                     region: key.1,
                     hashes: Vec::new(),
                     threshold: None,
-                    counts: Counts { metric: vec![(0, 0); metric_gates], ..Counts::default() },
+                    counts: Counts { metric: vec![Proportion::default(); metric_gates], ..Counts::default() },
                 });
                 (rollout.strata.len() - 1) as u16
             });
@@ -803,10 +847,10 @@ impl Controller {
         let rollout = &mut self.rollouts[r];
         let rel = rollout.release;
         let m = rollout.members.get_mut(idx as usize).and_then(Option::as_mut).expect("member");
-        m.status = if target == rel { MemberStatus::Assigned } else { MemberStatus::SteppingStone };
+        let to = if target == rel { MemberStatus::Assigned } else { MemberStatus::SteppingStone };
+        m.set_status(to, &mut rollout.in_flight);
         m.wave = rollout.wave as u8;
         m.last_seen_s = now_s;
-        rollout.in_flight += 1;
         let deadline = self.now.plus(rollout.plan.silence_timeout).0;
         self.deadlines.push(Reverse((deadline, r as u32, idx)));
         self.install(r, target, reason)
@@ -1067,15 +1111,13 @@ impl Controller {
             m.last_seen_s = now_s;
             if m.status == MemberStatus::SteppingStone {
                 if rel != rollout.release && event == InstallEvent::Committed {
-                    m.status = MemberStatus::Selected;
-                    rollout.in_flight = rollout.in_flight.saturating_sub(1);
+                    m.set_status(MemberStatus::Selected, &mut rollout.in_flight);
                 } else if matches!(
                     event,
                     InstallEvent::Failed | InstallEvent::RevertedBoot | InstallEvent::RevertedHealth
                 ) && rel != rollout.release
                 {
-                    m.status = MemberStatus::Failed;
-                    rollout.in_flight = rollout.in_flight.saturating_sub(1);
+                    m.set_status(MemberStatus::Failed, &mut rollout.in_flight);
                 }
                 continue;
             }
@@ -1089,7 +1131,7 @@ impl Controller {
                 InstallEvent::Downloaded => MemberStatus::Downloaded.max(before),
                 InstallEvent::Installed | InstallEvent::TrialBoot => {
                     if !installed {
-                        c.install.0 += 1;
+                        c.install.pass();
                     }
                     if event == InstallEvent::TrialBoot {
                         MemberStatus::TrialBoot
@@ -1099,40 +1141,34 @@ impl Controller {
                 }
                 InstallEvent::Committed => {
                     if !installed {
-                        c.install.0 += 1;
+                        c.install.pass();
                     }
-                    c.boot.0 += 1;
-                    c.health.0 += 1;
+                    c.boot.pass();
+                    c.health.pass();
                     MemberStatus::Committed
                 }
                 InstallEvent::RevertedBoot | InstallEvent::RevertedHealth => {
                     if !installed {
-                        c.install.0 += 1;
+                        c.install.pass();
                     }
-                    c.boot.0 += 1;
                     if event == InstallEvent::RevertedHealth {
-                        c.health.0 += 1;
-                        c.health.1 += 1;
+                        c.boot.pass();
+                        c.health.fail();
                     } else {
-                        c.boot.1 += 1;
+                        c.boot.fail();
                     }
                     MemberStatus::Reverted
                 }
                 InstallEvent::Failed => {
                     if installed {
-                        c.boot.0 += 1;
-                        c.boot.1 += 1;
+                        c.boot.fail();
                     } else {
-                        c.install.0 += 1;
-                        c.install.1 += 1;
+                        c.install.fail();
                     }
                     MemberStatus::Failed
                 }
             };
-            m.status = after;
-            if !after.in_progress() {
-                rollout.in_flight = rollout.in_flight.saturating_sub(1);
-            }
+            m.set_status(after, &mut rollout.in_flight);
             rollout.dirty = true;
         }
     }
@@ -1152,8 +1188,8 @@ impl Controller {
             m.last_seen_s = now_s;
             let c = &mut rollout.strata[m.stratum as usize].counts;
             if current == Some(rollout.release) && m.status == MemberStatus::Committed {
-                c.crash_canary.0 += u64::from(sample.crashes);
-                c.crash_canary.1 += u64::from(sample.period_s);
+                c.crash_canary
+                    .add(&Exposure { crashes: u64::from(sample.crashes), seconds: u64::from(sample.period_s) });
                 let mut bit = 0;
                 for g in &rollout.plan.gates {
                     if let GateKind::Metric { metric, max_value, .. } = &g.kind {
@@ -1161,11 +1197,11 @@ impl Controller {
                             let mask = 1u16 << bit;
                             if m.metric_seen & mask == 0 {
                                 m.metric_seen |= mask;
-                                c.metric[bit].0 += 1;
+                                c.metric[bit].trials += 1;
                             }
                             if *v > *max_value && m.metric_bad & mask == 0 {
                                 m.metric_bad |= mask;
-                                c.metric[bit].1 += 1;
+                                c.metric[bit].failures += 1;
                             }
                         }
                         bit += 1;
@@ -1173,8 +1209,8 @@ impl Controller {
                 }
                 rollout.dirty = true;
             } else if m.status == MemberStatus::Selected && current != Some(rollout.release) {
-                c.crash_baseline.0 += u64::from(sample.crashes);
-                c.crash_baseline.1 += u64::from(sample.period_s);
+                c.crash_baseline
+                    .add(&Exposure { crashes: u64::from(sample.crashes), seconds: u64::from(sample.period_s) });
                 rollout.dirty = true;
             }
         }
@@ -1202,14 +1238,11 @@ impl Controller {
             }
             let c = &mut rollout.strata[m.stratum as usize].counts;
             if m.status >= MemberStatus::Installed {
-                c.boot.0 += 1;
-                c.boot.1 += 1;
+                c.boot.fail();
             } else if m.status != MemberStatus::SteppingStone {
-                c.install.0 += 1;
-                c.install.1 += 1;
+                c.install.fail();
             }
-            m.status = MemberStatus::Silent;
-            rollout.in_flight = rollout.in_flight.saturating_sub(1);
+            m.set_status(MemberStatus::Silent, &mut rollout.in_flight);
             rollout.dirty = true;
         }
     }
@@ -1373,7 +1406,8 @@ impl Controller {
             for (i, (scope, c)) in scopes.iter().enumerate() {
                 let overall = i == 0;
                 // Halting tests at α/m; the pass test (overall only) at α.
-                let test = |failures: u64, trials: u64, theta: f64| -> ProportionTest {
+                let test = |p: Proportion, theta: f64| -> ProportionTest {
+                    let (failures, trials) = (p.failures, p.trials);
                     let halt =
                         stats::test_proportion(failures as f64, trials as f64, theta, alpha / m, g.min_sample as f64);
                     if halt.verdict == Verdict::Fail || !overall {
@@ -1386,16 +1420,15 @@ impl Controller {
                     stats::test_proportion(failures as f64, trials as f64, theta, alpha, g.min_sample as f64)
                 };
                 let t = match &g.kind {
-                    GateKind::Install { max_failure_rate } => test(c.install.1, c.install.0, *max_failure_rate),
-                    GateKind::Boot { max_failure_rate } => test(c.boot.1, c.boot.0, *max_failure_rate),
-                    GateKind::Health { max_failure_rate } => test(c.health.1, c.health.0, *max_failure_rate),
+                    GateKind::Install { max_failure_rate } => test(c.install, *max_failure_rate),
+                    GateKind::Boot { max_failure_rate } => test(c.boot, *max_failure_rate),
+                    GateKind::Health { max_failure_rate } => test(c.health, *max_failure_rate),
                     GateKind::Metric { max_failure_rate, .. } => {
-                        let (n, k) = c.metric.get(metric_bit).copied().unwrap_or((0, 0));
-                        test(k, n, *max_failure_rate)
+                        test(c.metric.get(metric_bit).copied().unwrap_or_default(), *max_failure_rate)
                     }
                     GateKind::CrashRate { max_ratio, min_exposure_hours } => {
-                        let (xc, ec) = c.crash_canary;
-                        let (xb, eb) = c.crash_baseline;
+                        let Exposure { crashes: xc, seconds: ec } = c.crash_canary;
+                        let Exposure { crashes: xb, seconds: eb } = c.crash_baseline;
                         let hours = ec as f64 / 3600.0;
                         if eb == 0 || ec == 0 {
                             ProportionTest {
