@@ -316,6 +316,11 @@ impl Rollout {
         self.members.get(idx as usize).and_then(Option::as_ref)
     }
 
+    /// When the current wave's soak ends (its gates can pass from then on).
+    fn soak_end(&self) -> UnixMs {
+        self.wave_started.plus(self.plan.waves[self.wave].soak)
+    }
+
     fn member_mut(&mut self, idx: u32) -> Option<&mut Member> {
         self.members.get_mut(idx as usize).and_then(Option::as_mut)
     }
@@ -422,7 +427,7 @@ impl Controller {
             if r.dirty {
                 min(r.next_eval.max(self.now));
             }
-            let soak_end = r.wave_started.plus(r.plan.waves[r.wave].soak);
+            let soak_end = r.soak_end();
             if soak_end > self.now {
                 min(soak_end);
             }
@@ -1255,7 +1260,7 @@ impl Controller {
             if rollout.state != RolloutState::Running {
                 continue;
             }
-            let soak_end = rollout.wave_started.plus(rollout.plan.waves[rollout.wave].soak);
+            let soak_end = rollout.soak_end();
             let due = (rollout.dirty && self.now >= rollout.next_eval) || self.now >= soak_end;
             if due {
                 self.evaluate(r);
@@ -1323,7 +1328,7 @@ impl Controller {
             return;
         }
         let rollout = &self.rollouts[r];
-        let soak_end = rollout.wave_started.plus(rollout.plan.waves[rollout.wave].soak);
+        let soak_end = rollout.soak_end();
         if self.now < soak_end {
             return;
         }
