@@ -1,0 +1,179 @@
+//! What devices report: install events, health samples, silence.
+
+use super::*;
+
+impl Controller {
+    pub(super) fn event(&mut self, id: &DeviceId, release: &ReleaseId, event: InstallEvent) {
+        let Some(&idx) = self.device_index.get(id.as_str()) else {
+            return self.reject(format!("event from unknown device {id}"));
+        };
+        let Some(&rel) = self.release_index.get(release) else {
+            return self.reject(format!("event from {id} about unknown release {release}"));
+        };
+        let now_s = self.secs(self.now);
+        if event == InstallEvent::Committed {
+            let d = &mut self.devices[idx as usize];
+            d.release = Some(rel);
+            if d.lkg != Some(rel) {
+                d.previous_good = d.lkg;
+                d.lkg = Some(rel);
+            }
+            // The device now has the components the release provides.
+            let provided: Vec<(Sym, semver::Version)> = self.releases[rel as usize].provides.clone();
+            let mut comps: Vec<(Sym, semver::Version)> = d.components.to_vec();
+            for (c, v) in provided {
+                match comps.iter_mut().find(|(dc, _)| *dc == c) {
+                    Some(slot) => slot.1 = v,
+                    None => comps.push((c, v)),
+                }
+            }
+            d.components = comps.into();
+        }
+        if matches!(event, InstallEvent::RevertedBoot | InstallEvent::RevertedHealth) {
+            let d = &mut self.devices[idx as usize];
+            if d.release == Some(rel) {
+                d.release = d.lkg;
+            }
+        }
+        for r in 0..self.rollouts.len() {
+            let rollout = &mut self.rollouts[r];
+            let Some(m) = rollout.members.get_mut(idx as usize).and_then(Option::as_mut) else { continue };
+            m.last_seen_s = now_s;
+            if m.status == MemberStatus::SteppingStone {
+                if rel != rollout.release && event == InstallEvent::Committed {
+                    m.set_status(MemberStatus::Selected, &mut rollout.in_flight);
+                } else if matches!(
+                    event,
+                    InstallEvent::Failed | InstallEvent::RevertedBoot | InstallEvent::RevertedHealth
+                ) && rel != rollout.release
+                {
+                    m.set_status(MemberStatus::Failed, &mut rollout.in_flight);
+                }
+                continue;
+            }
+            if rollout.release != rel || !m.status.in_progress() {
+                continue;
+            }
+            let before = m.status;
+            let c = &mut rollout.strata[m.stratum as usize].counts;
+            let installed = before >= MemberStatus::Installed;
+            let after = match event {
+                InstallEvent::Downloaded => MemberStatus::Downloaded.max(before),
+                InstallEvent::Installed | InstallEvent::TrialBoot => {
+                    if !installed {
+                        c.install.pass();
+                    }
+                    if event == InstallEvent::TrialBoot {
+                        MemberStatus::TrialBoot
+                    } else {
+                        MemberStatus::Installed.max(before)
+                    }
+                }
+                InstallEvent::Committed => {
+                    if !installed {
+                        c.install.pass();
+                    }
+                    c.boot.pass();
+                    c.health.pass();
+                    MemberStatus::Committed
+                }
+                InstallEvent::RevertedBoot | InstallEvent::RevertedHealth => {
+                    if !installed {
+                        c.install.pass();
+                    }
+                    if event == InstallEvent::RevertedHealth {
+                        c.boot.pass();
+                        c.health.fail();
+                    } else {
+                        c.boot.fail();
+                    }
+                    MemberStatus::Reverted
+                }
+                InstallEvent::Failed => {
+                    if installed {
+                        c.boot.fail();
+                    } else {
+                        c.install.fail();
+                    }
+                    MemberStatus::Failed
+                }
+            };
+            m.set_status(after, &mut rollout.in_flight);
+            rollout.dirty = true;
+        }
+    }
+
+    pub(super) fn health(&mut self, id: &DeviceId, sample: &HealthSample) {
+        let Some(&idx) = self.device_index.get(id.as_str()) else {
+            return self.reject(format!("health report from unknown device {id}"));
+        };
+        let now_s = self.secs(self.now);
+        let current = self.devices[idx as usize].release;
+        for r in 0..self.rollouts.len() {
+            let rollout = &mut self.rollouts[r];
+            if !matches!(rollout.state, RolloutState::Running | RolloutState::Completed | RolloutState::Paused { .. }) {
+                continue;
+            }
+            let Some(m) = rollout.members.get_mut(idx as usize).and_then(Option::as_mut) else { continue };
+            m.last_seen_s = now_s;
+            let c = &mut rollout.strata[m.stratum as usize].counts;
+            if current == Some(rollout.release) && m.status == MemberStatus::Committed {
+                c.crash_canary
+                    .add(&Exposure { crashes: u64::from(sample.crashes), seconds: u64::from(sample.period_s) });
+                let mut bit = 0;
+                for g in &rollout.plan.gates {
+                    if let GateKind::Metric { metric, max_value, .. } = &g.kind {
+                        if let Some((_, v)) = sample.custom.iter().find(|(n, _)| n == metric) {
+                            let mask = 1u16 << bit;
+                            if m.metric_seen & mask == 0 {
+                                m.metric_seen |= mask;
+                                c.metric[bit].trials += 1;
+                            }
+                            if *v > *max_value && m.metric_bad & mask == 0 {
+                                m.metric_bad |= mask;
+                                c.metric[bit].failures += 1;
+                            }
+                        }
+                        bit += 1;
+                    }
+                }
+                rollout.dirty = true;
+            } else if m.status == MemberStatus::Selected && current != Some(rollout.release) {
+                c.crash_baseline
+                    .add(&Exposure { crashes: u64::from(sample.crashes), seconds: u64::from(sample.period_s) });
+                rollout.dirty = true;
+            }
+        }
+    }
+
+    /// Devices silent past the timeout after their assignment count as failed.
+    pub(super) fn expire_silent(&mut self) {
+        let now = self.now.0;
+        while let Some(&Reverse((deadline, r, idx))) = self.deadlines.peek() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop();
+            let epoch = self.epoch.0;
+            let rollout = &mut self.rollouts[r as usize];
+            let timeout_ms = rollout.plan.silence_timeout.as_millis() as u64;
+            let Some(m) = rollout.members.get_mut(idx as usize).and_then(Option::as_mut) else { continue };
+            if !m.status.in_progress() {
+                continue;
+            }
+            let seen = epoch + u64::from(m.last_seen_s) * 1000;
+            if seen + timeout_ms > now {
+                self.deadlines.push(Reverse((seen + timeout_ms, r, idx)));
+                continue;
+            }
+            let c = &mut rollout.strata[m.stratum as usize].counts;
+            if m.status >= MemberStatus::Installed {
+                c.boot.fail();
+            } else if m.status != MemberStatus::SteppingStone {
+                c.install.fail();
+            }
+            m.set_status(MemberStatus::Silent, &mut rollout.in_flight);
+            rollout.dirty = true;
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! What a rollout looks like from outside: its status and the device counts behind it.
+
+use super::*;
+
+impl Controller {
+    /// A rollout's status: state, wave, per-wave and per-stratum counts, and
+    /// the last gate evaluation.
+    pub fn status(&self, id: &RolloutId) -> Option<RolloutStatus> {
+        let &r = self.rollout_index.get(id)?;
+        let rollout = &self.rollouts[r];
+        let mut waves = vec![StatusCounts::default(); rollout.plan.waves.len()];
+        let mut strata: Vec<(String, StatusCounts)> = rollout
+            .strata
+            .iter()
+            .map(|s| (format!("{}/{}", self.syms.name(s.hardware), self.syms.name(s.region)), StatusCounts::default()))
+            .collect();
+        for m in rollout.members.iter().flatten() {
+            if m.status == MemberStatus::Retired {
+                continue;
+            }
+            if m.status == MemberStatus::Selected {
+                strata[m.stratum as usize].1.selected += 1;
+                continue;
+            }
+            for c in [&mut waves[m.wave as usize], &mut strata[m.stratum as usize].1] {
+                c.selected += 1;
+                c.add(m.status);
+            }
+        }
+        for (&idx, (wave, _, _)) in &rollout.held_back {
+            let Some(m) = rollout.member(idx) else { continue };
+            if m.status == MemberStatus::Selected {
+                let last = waves.len().saturating_sub(1);
+                waves[usize::from(*wave).min(last)].held_back += 1;
+                strata[m.stratum as usize].1.held_back += 1;
+            }
+        }
+        let held_back = rollout
+            .held_back
+            .iter()
+            .filter(|(&idx, _)| rollout.member(idx).is_some_and(|m| m.status == MemberStatus::Selected))
+            .take(MAX_HELD_BACK_LISTED)
+            .map(|(_, (wave, id, requirement))| HeldBackDevice {
+                device: id.clone(),
+                wave: usize::from(*wave) + 1,
+                reason: StayReason::HeldBack { requirement: requirement.clone() }.describe(),
+            })
+            .collect();
+        strata.sort_by(|a, b| a.0.cmp(&b.0));
+        Some(RolloutStatus {
+            held_back,
+            rollout: rollout.id.clone(),
+            release: self.releases[rollout.release as usize].info.id.clone(),
+            state: rollout.state.clone(),
+            wave: rollout.wave + 1,
+            waves: rollout.plan.waves.len(),
+            selected: rollout.selected,
+            in_flight: rollout.in_flight,
+            per_wave: waves,
+            per_stratum: strata,
+            gates: rollout.last_reports.clone(),
+        })
+    }
+
+    /// Whether a release is quarantined.
+    pub fn is_quarantined(&self, release: &ReleaseId) -> bool {
+        self.release_index.get(release).is_some_and(|&r| self.releases[r as usize].quarantined)
+    }
+
+    /// Number of devices known.
+    pub fn device_count(&self) -> usize {
+        self.devices.len()
+    }
+}
+
+/// The devices of a wave or stratum, by where they are.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusCounts {
+    pub selected: u64,
+    pub assigned: u64,
+    /// In the wave's cohort but held back by an unmet requirement.
+    pub held_back: u64,
+    pub in_progress: u64,
+    pub committed: u64,
+    pub reverted: u64,
+    pub failed: u64,
+    pub silent: u64,
+}
+
+impl StatusCounts {
+    fn add(&mut self, s: MemberStatus) {
+        self.assigned += 1;
+        match s {
+            MemberStatus::Committed => self.committed += 1,
+            MemberStatus::Reverted => self.reverted += 1,
+            MemberStatus::Failed => self.failed += 1,
+            MemberStatus::Silent => self.silent += 1,
+            _ => self.in_progress += 1,
+        }
+    }
+}
+
+/// What `Controller::status` returns.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    pub rollout: RolloutId,
+    pub release: ReleaseId,
+    pub state: RolloutState,
+    /// Current wave, from 1.
+    pub wave: usize,
+    pub waves: usize,
+    pub selected: u64,
+    pub in_flight: u64,
+    pub per_wave: Vec<StatusCounts>,
+    /// Keyed `hardware/region`.
+    pub per_stratum: Vec<(String, StatusCounts)>,
+    pub gates: Vec<GateReport>,
+    /// Devices held back by a requirement (at most [`MAX_HELD_BACK_LISTED`]), with why.
+    pub held_back: Vec<HeldBackDevice>,
+}
+
+/// Held-back devices a status lists.
+pub const MAX_HELD_BACK_LISTED: usize = 100;
+
+/// A device held back from a rollout, and why.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeldBackDevice {
+    pub device: DeviceId,
+    /// The wave whose cohort admitted it, from 1.
+    pub wave: usize,
+    pub reason: String,
+}
