@@ -333,22 +333,14 @@ struct GroupRt {
     loss: f64,
 }
 
-struct Sim<'a> {
+/// What a run is given: the models, the releases and the derived settings.
+struct Setup<'a> {
     policy: Policy,
     fleet: &'a Fleet,
     plan: &'a Plan,
-    rng: Rng,
-    now: u64,
-    seq: u64,
-    queue: Queue,
-    devs: Vec<Dev>,
-    active: HashMap<u32, Active>,
-    ctl: Decider,
-    rollout: RolloutId,
     ids: [ReleaseId; 2],
     headers: [Header; 2],
     image: u64,
-    groups: Vec<GroupRt>,
     hw_names: Vec<String>,
     /// Outage windows per region, in ms since the start.
     outages: Vec<Vec<(u64, u64)>>,
@@ -357,10 +349,42 @@ struct Sim<'a> {
     poll_ms: u64,
     health_s: u32,
     reboot_ms: u64,
-    // What happened.
-    hash: u64,
+}
+
+/// What happened, counted: the report's figures.
+#[derive(Default)]
+struct Tally {
     events: u64,
     check_ins: u64,
+    committed: u64,
+    reverted_boot: u64,
+    reverted_health: u64,
+    failed: u64,
+    rollbacks: u64,
+    power_cuts: u64,
+    retries: u64,
+    downloads: u64,
+    bandwidth: u64,
+    peak_downloads: u64,
+    peak_bandwidth: u64,
+}
+
+/// One run: its setup, the world's state (devices, the event queue, the
+/// decider, the rollout as seen from outside) and the tally.
+struct Sim<'a> {
+    cfg: Setup<'a>,
+    rng: Rng,
+    now: u64,
+    seq: u64,
+    queue: Queue,
+    devs: Vec<Dev>,
+    active: HashMap<u32, Active>,
+    ctl: Decider,
+    rollout: RolloutId,
+    groups: Vec<GroupRt>,
+    // What happened.
+    hash: u64,
+    tally: Tally,
     timeline: Vec<TimelineEntry>,
     state: RolloutState,
     halted_at: Option<u64>,
@@ -375,17 +399,6 @@ struct Sim<'a> {
     eligible: u64,
     on: [u64; 2],
     time_to_full: Option<u64>,
-    committed: u64,
-    reverted_boot: u64,
-    reverted_health: u64,
-    failed: u64,
-    rollbacks: u64,
-    power_cuts: u64,
-    retries: u64,
-    downloads: u64,
-    bandwidth: u64,
-    peak_downloads: u64,
-    peak_bandwidth: u64,
     violations: Vec<String>,
     series: Vec<Sample>,
     trace: Option<u32>,
@@ -557,9 +570,20 @@ impl<'a> Sim<'a> {
         };
         let headers = [header(BASE), header(CAND)];
         let mut sim = Sim {
-            policy,
-            fleet,
-            plan,
+            cfg: Setup {
+                policy,
+                fleet,
+                plan,
+                ids,
+                headers,
+                image,
+                hw_names,
+                outages,
+                beh,
+                poll_ms: fleet.poll.as_millis() as u64,
+                health_s: fleet.health_every.as_secs() as u32,
+                reboot_ms: fleet.reboot.as_millis() as u64,
+            },
             rng: Rng(seed),
             now: 0,
             seq: 0,
@@ -572,19 +596,9 @@ impl<'a> Sim<'a> {
                 Policy::AwsIotJobs => Decider::Baseline(Box::new(Baseline::new(Kind::AwsIotJobs, UnixMs(EPOCH_MS)))),
             },
             rollout: RolloutId::new("rehearsal"),
-            ids,
-            headers,
-            image,
             groups,
-            hw_names,
-            outages,
-            beh,
-            poll_ms: fleet.poll.as_millis() as u64,
-            health_s: fleet.health_every.as_secs() as u32,
-            reboot_ms: fleet.reboot.as_millis() as u64,
             hash: 0xcbf2_9ce4_8422_2325 ^ seed,
-            events: 0,
-            check_ins: 0,
+            tally: Tally::default(),
             timeline: Vec::new(),
             state: RolloutState::Created,
             halted_at: None,
@@ -597,17 +611,6 @@ impl<'a> Sim<'a> {
             eligible: 0,
             on: [0; 2],
             time_to_full: None,
-            committed: 0,
-            reverted_boot: 0,
-            reverted_health: 0,
-            failed: 0,
-            rollbacks: 0,
-            power_cuts: 0,
-            retries: 0,
-            downloads: 0,
-            bandwidth: 0,
-            peak_downloads: 0,
-            peak_bandwidth: 0,
             violations: Vec::new(),
             series: Vec::new(),
             idbuf: DeviceId::new(String::with_capacity(16)),
@@ -637,13 +640,13 @@ impl<'a> Sim<'a> {
     }
 
     fn setup(&mut self) -> Result<(), SimError> {
-        let hardware = self.hw_names.clone();
-        for id in self.ids.clone() {
+        let hardware = self.cfg.hw_names.clone();
+        for id in self.cfg.ids.clone() {
             self.ctl.handle(
                 self.at(),
                 Input::Release(ReleaseInfo {
                     id,
-                    family: self.fleet.family.clone(),
+                    family: self.cfg.fleet.family.clone(),
                     hardware: hardware.clone(),
                     requires: Vec::new(),
                     provides: Vec::new(),
@@ -651,8 +654,8 @@ impl<'a> Sim<'a> {
             );
         }
         let mut i = 0u32;
-        let regions: Vec<&str> = self.fleet.groups.iter().map(|g| g.region.as_str()).collect();
-        for (gi, g) in self.fleet.groups.iter().enumerate() {
+        let regions: Vec<&str> = self.cfg.fleet.groups.iter().map(|g| g.region.as_str()).collect();
+        for (gi, g) in self.cfg.fleet.groups.iter().enumerate() {
             for _ in 0..g.count {
                 let online = !self.rng.chance(g.offline);
                 let skew_min = (g.clock_skew.as_secs() / 60) as f64;
@@ -661,13 +664,13 @@ impl<'a> Sim<'a> {
                     self.at(),
                     Input::Device(DeviceInfo {
                         id: device_id(i),
-                        family: g.family(self.fleet).to_owned(),
+                        family: g.family(self.cfg.fleet).to_owned(),
                         hardware: g.hardware.clone(),
                         region: regions[gi].to_owned(),
                         tags: Vec::new(),
                         channel: None,
-                        release: Some(self.ids[0].clone()),
-                        last_known_good: Some(self.ids[0].clone()),
+                        release: Some(self.cfg.ids[0].clone()),
+                        last_known_good: Some(self.cfg.ids[0].clone()),
                         components: g
                             .components
                             .iter()
@@ -685,27 +688,27 @@ impl<'a> Sim<'a> {
                     active: false,
                     gen: 0,
                     record: BootRecord::fresh(Slot::A),
-                    slots: [SlotImg { rel: BASE, synced: self.image }, empty],
+                    slots: [SlotImg { rel: BASE, synced: self.cfg.image }, empty],
                     last_health_s: 0,
                     downtime_s: 0,
                     down_since_s: UP,
                     utc_offset_min: g.utc_offset_min.saturating_add(skew),
                 });
-                if online && g.family(self.fleet) == self.fleet.family {
+                if online && g.family(self.cfg.fleet) == self.cfg.fleet.family {
                     self.eligible += 1;
                 }
                 if online {
                     self.online += 1;
                     self.on[BASE as usize] += 1;
-                    let t = (self.poll_ms as f64 * self.rng.unit()) as u64;
+                    let t = (self.cfg.poll_ms as f64 * self.rng.unit()) as u64;
                     self.schedule(t, i, 0, Ev::Poll);
                 }
                 i += 1;
             }
         }
         let id = self.rollout.clone();
-        let rel = self.ids[1].clone();
-        self.ctl.handle(self.at(), Input::CreateRollout { id: id.clone(), release: rel, plan: self.plan.clone() });
+        let rel = self.cfg.ids[1].clone();
+        self.ctl.handle(self.at(), Input::CreateRollout { id: id.clone(), release: rel, plan: self.cfg.plan.clone() });
         self.ctl.handle(self.at(), Input::Command { rollout: id, command: Command::Start });
         while let Some(o) = self.ctl.poll_output() {
             if let Output::Rejected { reason } = o {
@@ -739,7 +742,7 @@ impl<'a> Sim<'a> {
                 }
                 self.stop_at = match state {
                     RolloutState::Running | RolloutState::Created => None,
-                    _ => Some(self.now + 3 * self.poll_ms),
+                    _ => Some(self.now + 3 * self.cfg.poll_ms),
                 };
                 self.state = state;
                 what
@@ -785,11 +788,11 @@ impl<'a> Sim<'a> {
 
     fn in_outage(&self, dev: u32) -> bool {
         let region = self.groups[self.devs[dev as usize].group as usize].region as usize;
-        self.outages[region].iter().any(|&(a, b)| self.now >= a && self.now < b)
+        self.cfg.outages[region].iter().any(|&(a, b)| self.now >= a && self.now < b)
     }
 
     fn rel_index(&self, r: &ReleaseId) -> u8 {
-        if r == &self.ids[1] {
+        if r == &self.cfg.ids[1] {
             CAND
         } else {
             BASE
@@ -797,7 +800,7 @@ impl<'a> Sim<'a> {
     }
 
     fn run(&mut self, progress: &mut dyn FnMut(Progress)) {
-        let end = self.fleet.duration.as_millis() as u64;
+        let end = self.cfg.fleet.duration.as_millis() as u64;
         let mut last_ctl = u64::MAX;
         loop {
             let next_ev = self.queue.peek_t();
@@ -839,10 +842,10 @@ impl<'a> Sim<'a> {
             if item.dev != u32::MAX && self.devs[item.dev as usize].gen != item.gen {
                 continue;
             }
-            self.events += 1;
+            self.tally.events += 1;
             self.hash = mix(self.hash, item.t ^ (u64::from(item.dev) << 40));
-            if self.events & 0xffff == 0 {
-                progress(Progress { sim_s: self.now / 1000, end_s: end / 1000, events: self.events });
+            if self.tally.events & 0xffff == 0 {
+                progress(Progress { sim_s: self.now / 1000, end_s: end / 1000, events: self.tally.events });
             }
             let d = item.dev;
             if self.trace == Some(d) {
@@ -867,33 +870,33 @@ impl<'a> Sim<'a> {
                         t_s: self.now / 1000,
                         on_release: self.on[CAND as usize],
                         updating: self.active.len() as u64,
-                        downloads: self.downloads,
+                        downloads: self.tally.downloads,
                     });
                     self.schedule(self.now + 600_000, u32::MAX, 0, Ev::Sample);
                 }
             }
         }
-        progress(Progress { sim_s: self.now / 1000, end_s: end / 1000, events: self.events });
+        progress(Progress { sim_s: self.now / 1000, end_s: end / 1000, events: self.tally.events });
     }
 
     /// An idle device's check-in (with its health sample).
     fn poll(&mut self, d: u32) {
-        let next = self.now + self.jitter(self.poll_ms);
+        let next = self.now + self.jitter(self.cfg.poll_ms);
         if self.in_outage(d) {
             let gen = self.devs[d as usize].gen;
             self.schedule(next, d, gen, Ev::Poll);
             return;
         }
         self.health(d);
-        self.check_ins += 1;
+        self.tally.check_ins += 1;
         let rel = self.devs[d as usize].rel;
         // The read-only fast path first, as the server's replicas answer.
         self.idbuf.0.clear();
         let _ = write!(self.idbuf.0, "dev-{d:07}");
-        let decision = match self.ctl.peek_check_in(self.at(), &self.idbuf, Some(&self.ids[rel as usize])) {
+        let decision = match self.ctl.peek_check_in(self.at(), &self.idbuf, Some(&self.cfg.ids[rel as usize])) {
             Some(decision) => Some(decision),
             None => {
-                self.control(Input::CheckIn { device: device_id(d), release: Some(self.ids[rel as usize].clone()) })
+                self.control(Input::CheckIn { device: device_id(d), release: Some(self.cfg.ids[rel as usize].clone()) })
             }
         };
         match decision {
@@ -901,7 +904,7 @@ impl<'a> Sim<'a> {
                 self.check_install(&release, &reason);
                 self.check_window(d, &reason);
                 self.last_assign = self.now;
-                if release == self.ids[1] && self.halted_at.is_none() {
+                if release == self.cfg.ids[1] && self.halted_at.is_none() {
                     self.devs[d as usize].flags |= EXPOSED;
                 }
                 self.activate(d);
@@ -917,12 +920,12 @@ impl<'a> Sim<'a> {
         let now_s = (self.now / 1000) as u32;
         let dev = &self.devs[d as usize];
         let period = now_s.saturating_sub(dev.last_health_s);
-        if period < self.health_s {
+        if period < self.cfg.health_s {
             return;
         }
         let hw = self.groups[dev.group as usize].hw as usize;
-        let factor = self.beh[dev.rel as usize][hw].2;
-        let crashes = self.rng.poisson(self.fleet.base_crash_rate * factor * f64::from(period) / 3600.0);
+        let factor = self.cfg.beh[dev.rel as usize][hw].2;
+        let crashes = self.rng.poisson(self.cfg.fleet.base_crash_rate * factor * f64::from(period) / 3600.0);
         self.devs[d as usize].last_health_s = now_s;
         self.control(Input::Health {
             device: device_id(d),
@@ -931,12 +934,12 @@ impl<'a> Sim<'a> {
     }
 
     fn check_install(&mut self, release: &ReleaseId, reason: &InstallReason) {
-        if self.quarantined && release == &self.ids[1] {
+        if self.quarantined && release == &self.cfg.ids[1] {
             self.violation(format!("{release} was assigned after it was quarantined"));
         }
         if matches!(reason, InstallReason::Rollout) {
-            let wave = self.wave.saturating_sub(1).min(self.plan.waves.len() - 1);
-            if let Some(per_minute) = self.plan.waves[wave].per_minute {
+            let wave = self.wave.saturating_sub(1).min(self.cfg.plan.waves.len() - 1);
+            if let Some(per_minute) = self.cfg.plan.waves[wave].per_minute {
                 self.installs.push_back(self.now);
                 while self.installs.front().is_some_and(|&t| t + 60_000 <= self.now) {
                     self.installs.pop_front();
@@ -954,7 +957,7 @@ impl<'a> Sim<'a> {
 
     /// A new assignment falls inside the plan's window in the device's local time.
     fn check_window(&mut self, d: u32, reason: &InstallReason) {
-        let (Some(w), InstallReason::Rollout) = (&self.plan.window, reason) else { return };
+        let (Some(w), InstallReason::Rollout) = (&self.cfg.plan.window, reason) else { return };
         let utc_min = ((EPOCH_MS + self.now) / 60_000) as i64;
         let local = (utc_min + i64::from(self.devs[d as usize].utc_offset_min)).rem_euclid(1440) as u16;
         if !w.contains(local) {
@@ -979,10 +982,10 @@ impl<'a> Sim<'a> {
 
     fn facts(&self, d: u32) -> Facts {
         let hw = self.groups[self.devs[d as usize].group as usize].hw as usize;
-        let group = &self.fleet.groups[self.devs[d as usize].group as usize];
+        let group = &self.cfg.fleet.groups[self.devs[d as usize].group as usize];
         Facts {
-            family: group.family(self.fleet).to_owned(),
-            hardware: self.hw_names[hw].clone(),
+            family: group.family(self.cfg.fleet).to_owned(),
+            hardware: self.cfg.hw_names[hw].clone(),
             components: Vec::new(),
         }
     }
@@ -995,13 +998,13 @@ impl<'a> Sim<'a> {
         dev.gen += 1;
         let (_, booted) = boot(dev.record);
         let journal = Journal::new(Installed {
-            release: Some(self.ids[dev.rel as usize].clone()),
+            release: Some(self.cfg.ids[dev.rel as usize].clone()),
             security_version: 1,
             slot: booted.slot,
         });
         let record = dev.record;
-        let cut_at = if self.rng.chance(self.fleet.power_loss) { 1 + (self.rng.next() % 24) as u32 } else { 0 };
-        let mut agent = Agent::new(self.fleet.poll);
+        let cut_at = if self.rng.chance(self.cfg.fleet.power_loss) { 1 + (self.rng.next() % 24) as u32 } else { 0 };
+        let mut agent = Agent::new(self.cfg.fleet.poll);
         let seed = self.rng.next();
         let trial_roll = self.rng.unit();
         // The journal on the device's disk says what is installed.
@@ -1032,7 +1035,7 @@ impl<'a> Sim<'a> {
                 act.effects += 1;
                 if act.cut_at == act.effects {
                     act.cut_at = 0;
-                    self.power_cuts += 1;
+                    self.tally.power_cuts += 1;
                     self.power_off(d, &mut act);
                     break 'outer;
                 }
@@ -1048,7 +1051,7 @@ impl<'a> Sim<'a> {
                     Effect::CheckIn { .. } => self.schedule(self.now + latency, d, gen, Ev::CheckIn),
                     Effect::Stream { .. } => {
                         let rel = self.updating(&act);
-                        let h = self.headers[rel as usize].clone();
+                        let h = self.cfg.headers[rel as usize].clone();
                         self.schedule(self.now + latency, d, gen, Ev::Deliver(Box::new(AInput::Header(h))));
                     }
                     Effect::Accept => {
@@ -1064,21 +1067,21 @@ impl<'a> Sim<'a> {
                         let slot = &mut self.devs[d as usize].slots[target.index()];
                         let from = if slot.rel == rel { synced.min(slot.synced) } else { 0 };
                         *slot = SlotImg { rel, synced: from };
-                        let rest = self.image - from;
+                        let rest = self.cfg.image - from;
                         let (ok, part) = if self.rng.chance(loss) { (false, self.rng.unit()) } else { (true, 1.0) };
                         let bytes = if ok { rest } else { ((rest as f64 * part) as u64) / SYNC_EVERY * SYNC_EVERY };
                         let ms = (bytes * 8 / kbps).max(1);
-                        self.downloads += 1;
-                        self.bandwidth += kbps;
-                        self.peak_downloads = self.peak_downloads.max(self.downloads);
-                        self.peak_bandwidth = self.peak_bandwidth.max(self.bandwidth);
+                        self.tally.downloads += 1;
+                        self.tally.bandwidth += kbps;
+                        self.tally.peak_downloads = self.tally.peak_downloads.max(self.tally.downloads);
+                        self.tally.peak_bandwidth = self.tally.peak_bandwidth.max(self.tally.bandwidth);
                         act.downloading = Some(kbps);
                         self.schedule(self.now + latency + ms, d, gen, Ev::StreamEnd { synced: from + bytes, ok });
                     }
                     Effect::Abort => {}
                     Effect::ReadBack { slot, len } => {
                         let s = self.devs[d as usize].slots[slot.index()];
-                        let sha = if s.rel != NONE && s.synced >= self.image && len == self.image {
+                        let sha = if s.rel != NONE && s.synced >= self.cfg.image && len == self.cfg.image {
                             digest(s.rel)
                         } else {
                             Sha256Digest([0; 32])
@@ -1092,7 +1095,7 @@ impl<'a> Sim<'a> {
                     Effect::RunHealthChecks { .. } => {
                         let dev = &self.devs[d as usize];
                         let hw = self.groups[dev.group as usize].hw as usize;
-                        let ok = !self.rng.chance(self.beh[dev.rel as usize][hw].1);
+                        let ok = !self.rng.chance(self.cfg.beh[dev.rel as usize][hw].1);
                         if !ok {
                             self.devs[d as usize].downtime_s += HEALTH_CHECK.as_secs() as u32;
                         }
@@ -1151,8 +1154,8 @@ impl<'a> Sim<'a> {
     /// Power goes (a reboot or a cut): the agent stops, the disk stays.
     fn power_off(&mut self, d: u32, act: &mut Active) {
         if let Some(kbps) = act.downloading.take() {
-            self.downloads -= 1;
-            self.bandwidth -= kbps;
+            self.tally.downloads -= 1;
+            self.tally.bandwidth -= kbps;
         }
         act.agent = None;
         act.tick_at = None;
@@ -1160,7 +1163,7 @@ impl<'a> Sim<'a> {
         dev.gen += 1;
         dev.down_since_s = (self.now / 1000) as u32;
         let gen = dev.gen;
-        self.schedule(self.now + self.reboot_ms, d, gen, Ev::Boot);
+        self.schedule(self.now + self.cfg.reboot_ms, d, gen, Ev::Boot);
     }
 
     /// The bootloader runs its contract, then the agent starts from its journal.
@@ -1173,7 +1176,7 @@ impl<'a> Sim<'a> {
         }
         let record = dev.record;
         let s = dev.slots[booted.slot.index()];
-        if s.rel == NONE || s.synced < self.image {
+        if s.rel == NONE || s.synced < self.cfg.image {
             self.violation(format!(
                 "device {d} booted slot {} holding an incomplete or unverified image",
                 booted.slot.name()
@@ -1185,11 +1188,11 @@ impl<'a> Sim<'a> {
         let hw = self.groups[self.devs[d as usize].group as usize].hw as usize;
         let rel = if s.rel == NONE { BASE } else { s.rel };
         let roll = self.active.get(&d).map_or(1.0, |a| a.trial_roll);
-        if booted.trial && roll < self.beh[rel as usize][hw].0 {
+        if booted.trial && roll < self.cfg.beh[rel as usize][hw].0 {
             // The trial image hangs on this device: the watchdog resets it,
             // until the bootloader runs out of attempts and goes back.
             let gen = self.devs[d as usize].gen;
-            self.schedule(self.now + self.reboot_ms, d, gen, Ev::Boot);
+            self.schedule(self.now + self.cfg.reboot_ms, d, gen, Ev::Boot);
             return;
         }
         let dev = &mut self.devs[d as usize];
@@ -1207,7 +1210,7 @@ impl<'a> Sim<'a> {
 
     fn start_agent(&mut self, d: u32, record: BootRecord, booted: Booted) {
         let Some(mut act) = self.active.remove(&d) else { return };
-        let mut agent = Agent::new(self.fleet.poll);
+        let mut agent = Agent::new(self.cfg.fleet.poll);
         let seed = self.rng.next();
         let journal = act.disk.clone();
         agent.handle(self.at(), AInput::Started { journal, record, booted, facts: self.facts(d), seed });
@@ -1222,7 +1225,7 @@ impl<'a> Sim<'a> {
             return;
         }
         self.health(d);
-        self.check_ins += 1;
+        self.tally.check_ins += 1;
         let installed =
             self.active.get(&d).and_then(|a| a.agent.as_ref()).and_then(|a| a.journal().installed.release.clone());
         let decision = self.control(Input::CheckIn { device: device_id(d), release: installed });
@@ -1234,7 +1237,7 @@ impl<'a> Sim<'a> {
                     url: format!("sim://{release}"),
                     release,
                     bundle_sha256: digest(rel),
-                    bundle_size: self.image + 4096,
+                    bundle_size: self.cfg.image + 4096,
                 })
             }
             _ => None,
@@ -1245,8 +1248,8 @@ impl<'a> Sim<'a> {
     fn stream_end(&mut self, d: u32, synced: u64, ok: bool) {
         if let Some(act) = self.active.get_mut(&d) {
             if let Some(kbps) = act.downloading.take() {
-                self.downloads -= 1;
-                self.bandwidth -= kbps;
+                self.tally.downloads -= 1;
+                self.tally.bandwidth -= kbps;
             }
             let target = act.agent.as_ref().and_then(|a| a.journal().update()).map(|u| u.target);
             if let Some(t) = target {
@@ -1257,7 +1260,7 @@ impl<'a> Sim<'a> {
         if ok {
             self.drive(d, AInput::StreamDone);
         } else {
-            self.retries += 1;
+            self.tally.retries += 1;
             self.drive(d, AInput::StreamFailed { retryable: true, reason: "connection reset (simulated loss)".into() });
         }
     }
@@ -1268,13 +1271,13 @@ impl<'a> Sim<'a> {
             return;
         }
         let event = e.kind;
-        let cand = e.release == self.ids[1];
+        let cand = e.release == self.cfg.ids[1];
         match event {
-            InstallEvent::Committed if cand => self.committed += 1,
-            InstallEvent::Committed => self.rollbacks += 1,
-            InstallEvent::RevertedBoot => self.reverted_boot += 1,
-            InstallEvent::RevertedHealth => self.reverted_health += 1,
-            InstallEvent::Failed => self.failed += 1,
+            InstallEvent::Committed if cand => self.tally.committed += 1,
+            InstallEvent::Committed => self.tally.rollbacks += 1,
+            InstallEvent::RevertedBoot => self.tally.reverted_boot += 1,
+            InstallEvent::RevertedHealth => self.tally.reverted_health += 1,
+            InstallEvent::Failed => self.tally.failed += 1,
             _ => {}
         }
         if cand && matches!(event, InstallEvent::RevertedBoot | InstallEvent::RevertedHealth | InstallEvent::Failed) {
@@ -1297,8 +1300,8 @@ impl<'a> Sim<'a> {
                     self.violation(format!("wave {} counts do not add up: {w:?}", i + 1));
                 }
             }
-            let wave = st.wave.saturating_sub(1).min(self.plan.waves.len() - 1);
-            if let Some(max) = self.plan.waves[wave].max_concurrent {
+            let wave = st.wave.saturating_sub(1).min(self.cfg.plan.waves.len() - 1);
+            if let Some(max) = self.cfg.plan.waves[wave].max_concurrent {
                 if st.in_flight > max {
                     self.violation(format!("{} installs in flight; wave {} allows {max}", st.in_flight, st.wave));
                 }
@@ -1334,7 +1337,7 @@ impl<'a> Sim<'a> {
         };
         let exposed = self.devs.iter().filter(|d| d.flags & EXPOSED != 0).count() as u64;
         let exposed_failed = self.devs.iter().filter(|d| d.flags & EXPOSED_FAILED != 0).count() as u64;
-        for v in [self.events, self.check_ins, self.on[0], self.on[1], self.committed] {
+        for v in [self.tally.events, self.tally.check_ins, self.on[0], self.on[1], self.tally.committed] {
             self.hash = mix(self.hash, v);
         }
         let final_reason = match (&self.state, &self.ctl) {
@@ -1343,7 +1346,7 @@ impl<'a> Sim<'a> {
             _ => None,
         };
         Report {
-            policy: self.policy,
+            policy: self.cfg.policy,
             seed,
             release: release.id(),
             base: release.base_id(),
@@ -1359,18 +1362,18 @@ impl<'a> Sim<'a> {
             time_to_full_s: self.time_to_full.map(|t| t / 1000),
             on_release: self.on[1],
             on_base: self.on[0],
-            committed: self.committed,
-            reverted_boot: self.reverted_boot,
-            reverted_health: self.reverted_health,
-            failed: self.failed,
-            rollbacks: self.rollbacks,
-            power_cuts: self.power_cuts,
-            download_retries: self.retries,
-            peak_downloads: self.peak_downloads,
-            peak_bandwidth_mbps: self.peak_bandwidth as f64 / 1000.0,
+            committed: self.tally.committed,
+            reverted_boot: self.tally.reverted_boot,
+            reverted_health: self.tally.reverted_health,
+            failed: self.tally.failed,
+            rollbacks: self.tally.rollbacks,
+            power_cuts: self.tally.power_cuts,
+            download_retries: self.tally.retries,
+            peak_downloads: self.tally.peak_downloads,
+            peak_bandwidth_mbps: self.tally.peak_bandwidth as f64 / 1000.0,
             downtime,
-            check_ins: self.check_ins,
-            events: self.events,
+            check_ins: self.tally.check_ins,
+            events: self.tally.events,
             sim_s: self.now / 1000,
             hash: format!("{:016x}", self.hash),
             violations: self.violations,
