@@ -139,18 +139,7 @@ impl Controller {
         let stratum = &mut rollout.strata[s as usize];
         let at = stratum.hashes.partition_point(|&h| h < hash);
         stratum.hashes.insert(at, hash);
-        rollout.insert_member(
-            idx,
-            Member {
-                hash,
-                last_seen_s: 0,
-                stratum: s,
-                wave: 0,
-                status: MemberStatus::Selected,
-                metric_bad: 0,
-                metric_seen: 0,
-            },
-        );
+        rollout.insert_member(idx, Member::selected(hash, s));
         self.set_thresholds(r);
     }
 

@@ -208,6 +208,11 @@ struct Member {
 }
 
 impl Member {
+    /// A device just selected by a rollout, in stratum `stratum`.
+    fn selected(hash: u64, stratum: u16) -> Member {
+        Member { hash, last_seen_s: 0, stratum, wave: 0, status: MemberStatus::Selected, metric_bad: 0, metric_seen: 0 }
+    }
+
     /// Moves to `to`; `in_flight` (the rollout's updates in progress, what
     /// pacing counts) changes here and nowhere else.
     fn set_status(&mut self, to: MemberStatus, in_flight: &mut u64) {

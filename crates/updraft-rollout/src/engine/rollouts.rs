@@ -64,18 +64,7 @@ impl Controller {
                 (rollout.strata.len() - 1) as u16
             });
             rollout.strata[s as usize].hashes.push(hash);
-            rollout.insert_member(
-                idx,
-                Member {
-                    hash,
-                    last_seen_s: 0,
-                    stratum: s,
-                    wave: 0,
-                    status: MemberStatus::Selected,
-                    metric_bad: 0,
-                    metric_seen: 0,
-                },
-            );
+            rollout.insert_member(idx, Member::selected(hash, s));
         }
         for s in &mut self.rollouts[r].strata {
             s.hashes.sort_unstable();
