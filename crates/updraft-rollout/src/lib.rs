@@ -14,10 +14,14 @@ pub mod plan;
 pub mod stats;
 
 pub use engine::{
-    cohort_hash, Controller, HeldBackDevice, MemberStatus, RolloutStatus, StatusCounts, MAX_HELD_BACK_LISTED,
+    cohort_hash, Controller, HeldBackDevice, MemberStatus, RolloutStatus, StatusCounts, StratumStatus,
+    MAX_HELD_BACK_LISTED,
 };
 pub use model::*;
-pub use plan::{Gate, GateKind, OnFailure, OnInconclusive, Plan, Selector, Wave, WaveSize, Window};
+pub use plan::{
+    Dimension, FailureScope, Gate, GateKind, OnFailure, OnInconclusive, Others, Plan, Selector, Strata, Wave, WaveSize,
+    Window,
+};
 pub use stats::Verdict;
 
 /// Errors of this crate.

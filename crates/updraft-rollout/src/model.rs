@@ -223,15 +223,16 @@ impl RolloutState {
     }
 }
 
-/// A gate evaluation with its numbers.
 /// The devices a gate's test is over: all of the rollout's, or one
-/// stratum (a hardware revision or a region). On the wire and in the
-/// journal: `all`, `hardware=rev-c`, `region=eu`.
+/// stratum (a hardware revision, a region, or a value of an attribute the
+/// plan's `strata.by` names). On the wire and in the journal: `all`,
+/// `hardware=rev-c`, `region=eu`, `site=berlin`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Scope {
     All,
     Hardware(String),
     Region(String),
+    Attribute { key: String, value: String },
 }
 
 impl Scope {
@@ -245,6 +246,7 @@ impl Scope {
             Scope::All => "all devices".into(),
             Scope::Hardware(h) => format!("hardware {h}"),
             Scope::Region(r) => format!("region {r}"),
+            Scope::Attribute { key, value } => format!("{key} {value}"),
         }
     }
 }
@@ -255,6 +257,7 @@ impl std::fmt::Display for Scope {
             Scope::All => f.write_str("all"),
             Scope::Hardware(h) => write!(f, "hardware={h}"),
             Scope::Region(r) => write!(f, "region={r}"),
+            Scope::Attribute { key, value } => write!(f, "{key}={value}"),
         }
     }
 }
@@ -273,12 +276,13 @@ impl schemars::JsonSchema for Scope {
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
             "type": "string",
-            "pattern": "^(all|hardware=.+|region=.+)$",
-            "description": "The devices a gate's test is over: all, hardware=REV or region=REGION.",
+            "pattern": "^(all|[^=]+=.*)$",
+            "description": "The devices a gate's test is over: all, hardware=REV, region=REGION or ATTRIBUTE=VALUE.",
         })
     }
 }
 
+/// A gate evaluation with its numbers.
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -317,6 +321,16 @@ pub enum Output {
     Quarantined {
         release: ReleaseId,
         rollout: RolloutId,
+    },
+    /// One stratum failed a gate under `on_failure_scope = "stratum"`: it
+    /// gets no more assignments (the release is quarantined for it), its
+    /// devices are rolled back if the plan says so, the rest go on.
+    StratumHalted {
+        rollout: RolloutId,
+        release: ReleaseId,
+        scope: Scope,
+        reason: String,
+        rolled_back: bool,
     },
     /// An input that could not be applied, and why.
     Rejected {

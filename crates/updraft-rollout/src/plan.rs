@@ -221,6 +221,7 @@ impl Gate {
 }
 
 /// What happens when a gate fails.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnFailure {
@@ -287,6 +288,158 @@ fn parse_hhmm(s: &str) -> Result<u16, String> {
     Ok(h * 60 + m)
 }
 
+/// A dimension the gates test each value of (a stratum is one value).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Dimension {
+    Hardware,
+    Region,
+    /// An operator-set attribute (`site`): its value on each device.
+    Attribute(String),
+}
+
+impl Dimension {
+    fn parse(s: &str) -> Result<Dimension, String> {
+        match s {
+            "hardware" => Ok(Dimension::Hardware),
+            "region" => Ok(Dimension::Region),
+            "" | "all" => Err(format!("strata.by: {s:?} is not a dimension; hint: hardware, region or an attribute name")),
+            a if a.contains(['=', ' ']) => Err(format!("strata.by: {a:?}: an attribute name has no '=' or spaces")),
+            a => Ok(Dimension::Attribute(a.to_owned())),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Dimension::Hardware => "hardware",
+            Dimension::Region => "region",
+            Dimension::Attribute(a) => a,
+        }
+    }
+}
+
+/// Whether the strata that have decided move on while another one is
+/// still undecided.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Others {
+    /// The whole rollout waits (the default).
+    #[default]
+    Wait,
+    /// The rollout advances; the undecided stratum keeps its wave's share
+    /// (and its over-sampling) until it decides, then catches up.
+    Advance,
+}
+
+/// Where a failed gate acts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureScope {
+    /// The whole rollout halts (pauses or rolls back), whichever stratum failed.
+    #[default]
+    Release,
+    /// Only the failing stratum halts (rolls back or pauses) and the release
+    /// is quarantined for it; the others go on. A failure over all devices
+    /// together still halts the whole rollout.
+    Stratum,
+}
+
+/// How the gates treat strata (see docs/rollout-plans.md, "Strata").
+#[derive(Clone, Debug, PartialEq)]
+pub struct Strata {
+    /// The dimensions whose every value is tested (default hardware and region).
+    pub by: Vec<Dimension>,
+    /// A wave advances only when every stratum has decided (default). Off:
+    /// the verdict over all devices decides and strata can only halt.
+    pub decide_each: bool,
+    /// Outcomes (of each gate) after which a stratum that has not passed no
+    /// longer holds its wave; 0: it must pass.
+    pub min_evidence: u64,
+    /// Devices of an undecided stratum admitted ahead of its wave at a time,
+    /// at the least (over-sampling; 0 turns it off).
+    pub oversample_step: u64,
+    /// Over-sampling admits at most this share of a stratum's devices.
+    pub oversample_max: f64,
+    pub others: Others,
+    /// An undecided stratum counts as decided once every stratum of the other
+    /// dimensions that shares its devices has passed and it has the gate's
+    /// minimum sample without evidence of harm.
+    pub pool: bool,
+}
+
+impl Default for Strata {
+    fn default() -> Self {
+        Strata {
+            by: vec![Dimension::Hardware, Dimension::Region],
+            decide_each: true,
+            min_evidence: 100,
+            oversample_step: 10,
+            oversample_max: 0.5,
+            others: Others::Wait,
+            pool: false,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireStrata {
+    #[serde(default)]
+    by: Option<Vec<String>>,
+    #[serde(default)]
+    decide_each: Option<bool>,
+    #[serde(default)]
+    min_evidence: Option<u64>,
+    #[serde(default)]
+    oversample_step: Option<u64>,
+    #[serde(default)]
+    oversample_max: Option<f64>,
+    #[serde(default)]
+    others: Option<Others>,
+    #[serde(default)]
+    pool: Option<bool>,
+}
+
+impl WireStrata {
+    fn into_strata(self) -> Result<Strata, String> {
+        let d = Strata::default();
+        let by = match self.by {
+            None => d.by,
+            Some(names) => {
+                let mut by = Vec::new();
+                for n in &names {
+                    let dim = Dimension::parse(n)?;
+                    if by.contains(&dim) {
+                        return Err(format!("strata.by names {n:?} twice"));
+                    }
+                    by.push(dim);
+                }
+                if by.len() > MAX_DIMENSIONS {
+                    return Err(format!("strata.by: at most {MAX_DIMENSIONS} dimensions"));
+                }
+                by
+            }
+        };
+        let oversample_max = self.oversample_max.unwrap_or(d.oversample_max);
+        if !(oversample_max > 0.0 && oversample_max <= 1.0) {
+            return Err(format!(
+                "strata.oversample_max {oversample_max} must be above 0 and at most 1 (a share of the stratum)"
+            ));
+        }
+        Ok(Strata {
+            by,
+            decide_each: self.decide_each.unwrap_or(d.decide_each),
+            min_evidence: self.min_evidence.unwrap_or(d.min_evidence),
+            oversample_step: self.oversample_step.unwrap_or(d.oversample_step),
+            oversample_max,
+            others: self.others.unwrap_or(d.others),
+            pool: self.pool.unwrap_or(d.pool),
+        })
+    }
+}
+
+/// Dimensions `strata.by` may name.
+pub const MAX_DIMENSIONS: usize = 4;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WirePlan {
@@ -299,7 +452,11 @@ struct WirePlan {
     #[serde(default)]
     on_failure: OnFailure,
     #[serde(default)]
+    on_failure_scope: FailureScope,
+    #[serde(default)]
     on_inconclusive: OnInconclusive,
+    #[serde(default)]
+    strata: Option<WireStrata>,
     #[serde(default = "default_silence", deserialize_with = "duration")]
     silence_timeout: Duration,
     #[serde(default, deserialize_with = "opt_duration")]
@@ -320,7 +477,9 @@ pub struct Plan {
     pub waves: Vec<Wave>,
     pub gates: Vec<Gate>,
     pub on_failure: OnFailure,
+    pub on_failure_scope: FailureScope,
     pub on_inconclusive: OnInconclusive,
+    pub strata: Strata,
     /// A device assigned the release that reports nothing for this long
     /// counts as failed.
     pub silence_timeout: Duration,
@@ -431,13 +590,16 @@ impl Plan {
             }
             None => None,
         };
+        let strata = wire.strata.map_or_else(|| Ok(Strata::default()), WireStrata::into_strata).map_err(bad)?;
         Ok(Plan {
             name: wire.name,
             selector: wire.selector,
             waves,
             gates,
             on_failure: wire.on_failure,
+            on_failure_scope: wire.on_failure_scope,
             on_inconclusive: wire.on_inconclusive,
+            strata,
             silence_timeout: wire.silence_timeout,
             max_wait: wire.max_wait.unwrap_or(Duration::from_secs(24 * 3600)),
             window,

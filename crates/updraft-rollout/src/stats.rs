@@ -126,6 +126,35 @@ pub fn test_proportion(failures: f64, trials: f64, theta: f64, alpha: f64, min_s
     out
 }
 
+/// The fewest trials with which `failures` failures pass the test at
+/// `theta` and `alpha` (every further trial a success), at least
+/// `min_sample`; `u64::MAX` if none up to ten million does.
+pub fn trials_to_pass(failures: u64, theta: f64, alpha: f64, min_sample: u64) -> u64 {
+    let passes = |n: u64| test_proportion(failures as f64, n as f64, theta, alpha, min_sample as f64).verdict == Verdict::Pass;
+    let mut lo = failures.max(min_sample).max(1);
+    if passes(lo) {
+        return lo;
+    }
+    let mut hi = lo * 2;
+    while !passes(hi) {
+        if hi > 10_000_000 {
+            return u64::MAX;
+        }
+        lo = hi;
+        hi *= 2;
+    }
+    // passes(hi), not passes(lo): the first n between that passes.
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if passes(mid) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    hi
+}
+
 /// The proportion a rate ratio `ratio` implies for the canary's share of
 /// events, given canary and baseline exposures.
 pub fn share_for_ratio(ratio: f64, exposure_canary: f64, exposure_baseline: f64) -> f64 {
@@ -161,6 +190,10 @@ mod tests {
         // 2 of 2 is significant at 5%, but a halt needs 3 failures.
         assert_eq!(test_proportion(2.0, 2.0, 0.05, 0.05, 20.0).verdict, Verdict::Undecided);
         assert_eq!(test_proportion(3.0, 3.0, 0.05, 0.05, 20.0).verdict, Verdict::Fail);
+        // The trials a pass needs, as the search finds them.
+        assert_eq!(trials_to_pass(0, 0.02, 0.05, 20), 204);
+        assert_eq!(trials_to_pass(0, 0.05, 0.05, 200), 200);
+        assert_eq!(test_proportion(0.0, 203.0, 0.02, 0.05, 20.0).verdict, Verdict::Undecided);
         // Not before the minimum sample.
         assert_eq!(test_proportion(0.0, 200.0, 0.05, 0.05, 500.0).verdict, Verdict::Undecided);
     }

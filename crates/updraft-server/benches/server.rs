@@ -200,6 +200,7 @@ fn bench(db_label: &str, database_url: Option<String>) {
         .map(|t| updraft_sim::load::LoadDevice {
             auth: format!("Bearer {t}"),
             hardware: "rev-a".into(),
+            region: "eu".into(),
             release: std::sync::Mutex::new("fw@1.0.0".into()),
         })
         .collect();

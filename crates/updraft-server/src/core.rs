@@ -325,6 +325,15 @@ fn system_audits(outputs: &[Output], at_ms: i64) -> Vec<AuditEntry> {
             Output::Quarantined { release, rollout } => {
                 out.push(entry("release.quarantine", release.as_str(), format!("by rollout {rollout}")))
             }
+            Output::StratumHalted { rollout, release, scope, reason, rolled_back } => {
+                let what = if *rolled_back { "rolled back" } else { "paused" };
+                out.push(entry("rollout.stratum_halt", rollout.as_str(), format!("{scope} {what}: {reason}")));
+                out.push(entry(
+                    "release.quarantine",
+                    release.as_str(),
+                    format!("for {scope} by rollout {rollout}"),
+                ));
+            }
             Output::Decision { .. } | Output::Rejected { .. } => {}
         }
     }

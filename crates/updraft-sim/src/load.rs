@@ -19,6 +19,7 @@ pub struct LoadDevice {
     /// `Bearer upd_...`.
     pub auth: String,
     pub hardware: String,
+    pub region: String,
     /// The release it runs.
     pub release: Mutex<String>,
 }
@@ -75,6 +76,7 @@ pub fn enroll(
             devices.push(LoadDevice {
                 auth: format!("Bearer {token}"),
                 hardware: g.hardware.clone(),
+                region: g.region.clone(),
                 release: Mutex::new(base_release.to_owned()),
             });
         }
@@ -132,7 +134,7 @@ pub fn check_ins(
                             continue;
                         };
                         count(2);
-                        let healthy = release.is_none_or(|r| r.id() != target || r.on(&d.hardware).health_fail < 0.5);
+                        let healthy = release.is_none_or(|r| r.id() != target || r.on(&d.hardware, &d.region).health_fail < 0.5);
                         let last = if healthy { "committed" } else { "reverted_health" };
                         for kind in ["downloaded", "installed", "trial_boot", last] {
                             let ok = a

@@ -119,13 +119,16 @@ fn default_duration() -> Duration {
     Duration::from_secs(7 * 86400)
 }
 
-/// How a release behaves on one hardware revision.
+/// How a release behaves on one hardware revision, one region, or both.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Behaviour {
     /// Hardware revision; none: all.
     #[serde(default)]
     pub hardware: Option<String>,
+    /// Region; none: all.
+    #[serde(default)]
+    pub region: Option<String>,
     #[serde(default)]
     pub boot_fail: f64,
     #[serde(default)]
@@ -171,13 +174,35 @@ impl Release {
         format!("{}@{}", self.name, self.base)
     }
 
-    pub fn on(&self, hardware: &str) -> Behaviour {
-        self.behaviour
-            .iter()
-            .find(|b| b.hardware.as_deref() == Some(hardware))
-            .or_else(|| self.behaviour.iter().find(|b| b.hardware.is_none()))
-            .cloned()
-            .unwrap_or(Behaviour { crash_factor: 1.0, ..Behaviour::default() })
+    /// How the release behaves on devices of `hardware` in `region`: the
+    /// most specific `[[behaviour]]` that matches (hardware and region, then
+    /// either, then one that names neither; the first of equals).
+    pub fn on(&self, hardware: &str, region: &str) -> Behaviour {
+        let fits = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
+        let mut best: Option<(usize, &Behaviour)> = None;
+        for b in &self.behaviour {
+            if !(fits(&b.hardware, hardware) && fits(&b.region, region)) {
+                continue;
+            }
+            let score = usize::from(b.hardware.is_some()) + usize::from(b.region.is_some());
+            if best.is_none_or(|(s, _)| score > s) {
+                best = Some((score, b));
+            }
+        }
+        best.map(|(_, b)| b.clone()).unwrap_or(Behaviour { crash_factor: 1.0, ..Behaviour::default() })
+    }
+
+    /// Whether the release behaves worse than the base anywhere in this
+    /// stratum (`hardware=rev-x`, `region=eu`): a "bad stratum" of a sweep.
+    pub fn bad_in(&self, dimension: &str, value: &str) -> bool {
+        self.behaviour.iter().any(|b| {
+            let named = match dimension {
+                "hardware" => b.hardware.as_deref() == Some(value),
+                "region" => b.region.as_deref() == Some(value),
+                _ => false,
+            };
+            named && (b.boot_fail > 0.0 || b.health_fail > 0.0 || b.crash_factor > 1.0)
+        })
     }
 }
 

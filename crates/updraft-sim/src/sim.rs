@@ -85,6 +85,24 @@ pub struct Downtime {
     pub total_device_hours: f64,
 }
 
+/// What happened in one stratum (a hardware revision or a region).
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StratumOutcome {
+    /// `hardware=rev-x`, `region=eu`.
+    pub scope: String,
+    /// Online devices of the release's family.
+    pub devices: u64,
+    /// Given the release before the halt that stopped them (the stratum's own or the rollout's).
+    pub given: u64,
+    /// Of those, installs that failed or reverted.
+    pub failed: u64,
+    /// When the stratum stopped: its own halt, or the rollout's.
+    pub halted_at_s: Option<u64>,
+    /// Whether the stratum halted on its own (`on_failure_scope = "stratum"`).
+    pub own_halt: bool,
+}
+
 /// The outcome of a run.
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -128,6 +146,9 @@ pub struct Report {
     pub hash: String,
     /// Invariant violations found by the checkers (empty on a good run).
     pub violations: Vec<String>,
+    /// Each hardware revision and region: its devices, how many were given
+    /// the release before a halt stopped them, and when that was.
+    pub strata: Vec<StratumOutcome>,
     /// The fleet every 10 simulated minutes.
     pub series: Vec<Sample>,
 }
@@ -344,7 +365,8 @@ struct Setup<'a> {
     hw_names: Vec<String>,
     /// Outage windows per region, in ms since the start.
     outages: Vec<Vec<(u64, u64)>>,
-    /// (boot_fail, health_fail, crash_factor) per release and hardware.
+    region_names: Vec<String>,
+    /// (boot_fail, health_fail, crash_factor) per release and group.
     beh: [Vec<(f64, f64, f64)>; 2],
     poll_ms: u64,
     health_s: u32,
@@ -388,6 +410,10 @@ struct Sim<'a> {
     timeline: Vec<TimelineEntry>,
     state: RolloutState,
     halted_at: Option<u64>,
+    /// When each hardware revision and region was halted on its own
+    /// (`on_failure_scope = "stratum"`), by index.
+    halted_hw: Vec<Option<u64>>,
+    halted_region: Vec<Option<u64>>,
     stop_at: Option<u64>,
     /// When a device was last given an install.
     last_assign: u64,
@@ -545,11 +571,12 @@ impl<'a> Sim<'a> {
             })
             .collect();
         let beh_of = |rel: Option<&Release>| {
-            hw_names
+            fleet
+                .groups
                 .iter()
-                .map(|hw| match rel {
+                .map(|g| match rel {
                     Some(r) => {
-                        let b = r.on(hw);
+                        let b = r.on(&g.hardware, &g.region);
                         (b.boot_fail, b.health_fail, b.crash_factor)
                     }
                     None => (0.0, 0.0, 1.0),
@@ -578,6 +605,7 @@ impl<'a> Sim<'a> {
                 headers,
                 image,
                 hw_names,
+                region_names: regions,
                 outages,
                 beh,
                 poll_ms: fleet.poll.as_millis() as u64,
@@ -602,6 +630,8 @@ impl<'a> Sim<'a> {
             timeline: Vec::new(),
             state: RolloutState::Created,
             halted_at: None,
+            halted_hw: Vec::new(),
+            halted_region: Vec::new(),
             stop_at: None,
             last_assign: 0,
             quarantined: false,
@@ -617,6 +647,8 @@ impl<'a> Sim<'a> {
             trace: std::env::var("UPDRAFT_SIM_TRACE").ok().and_then(|v| v.parse().ok()),
         };
         sim.setup()?;
+        sim.halted_hw = vec![None; sim.cfg.hw_names.len()];
+        sim.halted_region = vec![None; sim.cfg.region_names.len()];
         Ok(sim)
     }
 
@@ -760,6 +792,25 @@ impl<'a> Sim<'a> {
                     report.gate, report.scope, t.verdict, t.failures, t.trials, t.threshold
                 )
             }
+            Output::StratumHalted { scope, reason, rolled_back, .. } => {
+                kind = "stratum";
+                let at = Some(self.now);
+                match &scope {
+                    updraft_rollout::Scope::Hardware(h) => {
+                        if let Some(i) = self.cfg.hw_names.iter().position(|x| x == h) {
+                            self.halted_hw[i].get_or_insert(self.now);
+                        }
+                    }
+                    updraft_rollout::Scope::Region(g) => {
+                        if let Some(i) = self.cfg.region_names.iter().position(|x| x == g) {
+                            self.halted_region[i].get_or_insert(self.now);
+                        }
+                    }
+                    _ => {}
+                }
+                let _ = at;
+                format!("stratum {scope} {}: {reason}", if rolled_back { "rolled back" } else { "paused" })
+            }
             Output::Quarantined { release, .. } => {
                 kind = "quarantine";
                 self.quarantined = true;
@@ -901,10 +952,10 @@ impl<'a> Sim<'a> {
         };
         match decision {
             Some(Decision::Install { release, reason, .. }) => {
-                self.check_install(&release, &reason);
+                self.check_install(d, &release, &reason);
                 self.check_window(d, &reason);
                 self.last_assign = self.now;
-                if release == self.cfg.ids[1] && self.halted_at.is_none() {
+                if release == self.cfg.ids[1] && self.halted_at.is_none() && self.stratum_halted(d).is_none() {
                     self.devs[d as usize].flags |= EXPOSED;
                 }
                 self.activate(d);
@@ -923,8 +974,7 @@ impl<'a> Sim<'a> {
         if period < self.cfg.health_s {
             return;
         }
-        let hw = self.groups[dev.group as usize].hw as usize;
-        let factor = self.cfg.beh[dev.rel as usize][hw].2;
+        let factor = self.cfg.beh[dev.rel as usize][dev.group as usize].2;
         let crashes = self.rng.poisson(self.cfg.fleet.base_crash_rate * factor * f64::from(period) / 3600.0);
         self.devs[d as usize].last_health_s = now_s;
         self.control(Input::Health {
@@ -933,9 +983,20 @@ impl<'a> Sim<'a> {
         });
     }
 
-    fn check_install(&mut self, release: &ReleaseId, reason: &InstallReason) {
+    /// When the device's hardware revision or region was halted on its own, if it was.
+    fn stratum_halted(&self, d: u32) -> Option<u64> {
+        let g = &self.groups[self.devs[d as usize].group as usize];
+        let hw = self.halted_hw.get(g.hw as usize).copied().flatten();
+        let region = self.halted_region.get(g.region as usize).copied().flatten();
+        hw.into_iter().chain(region).min()
+    }
+
+    fn check_install(&mut self, d: u32, release: &ReleaseId, reason: &InstallReason) {
         if self.quarantined && release == &self.cfg.ids[1] {
             self.violation(format!("{release} was assigned after it was quarantined"));
+        }
+        if release == &self.cfg.ids[1] && self.stratum_halted(d).is_some() {
+            self.violation(format!("device {d} was assigned {release} after its stratum was halted"));
         }
         if matches!(reason, InstallReason::Rollout) {
             let wave = self.wave.saturating_sub(1).min(self.cfg.plan.waves.len() - 1);
@@ -1094,8 +1155,7 @@ impl<'a> Sim<'a> {
                     }
                     Effect::RunHealthChecks { .. } => {
                         let dev = &self.devs[d as usize];
-                        let hw = self.groups[dev.group as usize].hw as usize;
-                        let ok = !self.rng.chance(self.cfg.beh[dev.rel as usize][hw].1);
+                        let ok = !self.rng.chance(self.cfg.beh[dev.rel as usize][dev.group as usize].1);
                         if !ok {
                             self.devs[d as usize].downtime_s += HEALTH_CHECK.as_secs() as u32;
                         }
@@ -1185,10 +1245,10 @@ impl<'a> Sim<'a> {
         if !record.bootable() {
             self.violation(format!("device {d} has no bootable slot after a boot: {record:?}"));
         }
-        let hw = self.groups[self.devs[d as usize].group as usize].hw as usize;
+        let group = self.devs[d as usize].group as usize;
         let rel = if s.rel == NONE { BASE } else { s.rel };
         let roll = self.active.get(&d).map_or(1.0, |a| a.trial_roll);
-        if booted.trial && roll < self.cfg.beh[rel as usize][hw].0 {
+        if booted.trial && roll < self.cfg.beh[rel as usize][group].0 {
             // The trial image hangs on this device: the watchdog resets it,
             // until the bootloader runs out of attempts and goes back.
             let gen = self.devs[d as usize].gen;
@@ -1231,7 +1291,7 @@ impl<'a> Sim<'a> {
         let decision = self.control(Input::CheckIn { device: device_id(d), release: installed });
         let assignment = match decision {
             Some(Decision::Install { release, reason, .. }) => {
-                self.check_install(&release, &reason);
+                self.check_install(d, &release, &reason);
                 let rel = self.rel_index(&release);
                 Some(Assignment {
                     url: format!("sim://{release}"),
@@ -1336,6 +1396,33 @@ impl<'a> Sim<'a> {
             total_device_hours: down.iter().map(|&s| u64::from(s)).sum::<u64>() as f64 / 3600.0,
         };
         let exposed = self.devs.iter().filter(|d| d.flags & EXPOSED != 0).count() as u64;
+        let mut strata = Vec::new();
+        for (dim, names, halted) in [
+            ("hardware", &self.cfg.hw_names, &self.halted_hw),
+            ("region", &self.cfg.region_names, &self.halted_region),
+        ] {
+            for (i, name) in names.iter().enumerate() {
+                let mut o = StratumOutcome {
+                    scope: format!("{dim}={name}"),
+                    devices: 0,
+                    given: 0,
+                    failed: 0,
+                    halted_at_s: halted[i].or(self.halted_at).map(|t| t / 1000),
+                    own_halt: halted[i].is_some_and(|t| self.halted_at.is_none_or(|h| t <= h)),
+                };
+                for d in self.devs.iter().filter(|d| d.online) {
+                    let g = &self.groups[d.group as usize];
+                    let at = if dim == "hardware" { g.hw } else { g.region };
+                    if at as usize != i || self.cfg.fleet.groups[d.group as usize].family(self.cfg.fleet) != self.cfg.fleet.family {
+                        continue;
+                    }
+                    o.devices += 1;
+                    o.given += u64::from(d.flags & EXPOSED != 0);
+                    o.failed += u64::from(d.flags & EXPOSED_FAILED != 0);
+                }
+                strata.push(o);
+            }
+        }
         let exposed_failed = self.devs.iter().filter(|d| d.flags & EXPOSED_FAILED != 0).count() as u64;
         for v in [self.tally.events, self.tally.check_ins, self.on[0], self.on[1], self.tally.committed] {
             self.hash = mix(self.hash, v);
@@ -1377,6 +1464,7 @@ impl<'a> Sim<'a> {
             sim_s: self.now / 1000,
             hash: format!("{:016x}", self.hash),
             violations: self.violations,
+            strata,
             series: self.series,
         }
     }

@@ -16,9 +16,7 @@ impl Controller {
 
     pub(super) fn decide(&mut self, idx: u32, id: &DeviceId, now_s: u32) -> Decision {
         for r in 0..self.rollouts.len() {
-            if let Some(m) = self.rollouts[r].member_mut(idx) {
-                m.last_seen_s = now_s;
-            }
+            self.rollouts[r].touch(idx, now_s);
         }
         let (r, target, reason) = match self.decide_readonly(idx, self.now) {
             Step::Done(d) => return d,
@@ -37,11 +35,13 @@ impl Controller {
         }
         let rollout = &mut self.rollouts[r];
         let rel = rollout.release;
-        let m = rollout.members.get_mut(idx as usize).and_then(Option::as_mut).expect("member");
         let to = if target == rel { MemberStatus::Assigned } else { MemberStatus::SteppingStone };
-        m.set_status(to, &mut rollout.in_flight);
-        m.wave = rollout.wave as u8;
-        m.last_seen_s = now_s;
+        rollout.set_status(idx, to);
+        let wave = rollout.wave as u8;
+        rollout.touch(idx, now_s);
+        if let Some(m) = rollout.member_mut(idx) {
+            m.wave = wave;
+        }
         let deadline = self.now.plus(rollout.plan.silence_timeout).0;
         self.deadlines.push(Reverse((deadline, r as u32, idx)));
         self.install(r, target, reason)
@@ -83,24 +83,18 @@ impl Controller {
                 continue;
             }
             let rollout = &self.rollouts[r];
+            let cell = rollout.member(idx).map(|m| &rollout.strata[m.stratum as usize]);
+            let cell_rolled_back = cell.is_some_and(|c| c.halted == Some(OnFailure::Rollback));
             match rollout.state {
+                // A stratum rolled back on its own: its devices go back too.
+                RolloutState::Running | RolloutState::Paused { .. } | RolloutState::Completed
+                    if cell_rolled_back && current == Some(rollout.release) =>
+                {
+                    return Step::Done(self.rollback(idx, r));
+                }
                 RolloutState::RolledBack { .. } => {
                     if current == Some(rollout.release) {
-                        let d = &self.devices[idx as usize];
-                        let good = d
-                            .lkg
-                            .filter(|&l| l != rollout.release)
-                            .or(d.previous_good.filter(|&l| l != rollout.release));
-                        return Step::Done(match good {
-                            Some(lkg) => Decision::Install {
-                                release: self.releases[lkg as usize].info.id.clone(),
-                                rollout: rollout.id.clone(),
-                                reason: InstallReason::Rollback {
-                                    from: self.releases[rollout.release as usize].info.id.clone(),
-                                },
-                            },
-                            None => Decision::Stay { reason: StayReason::NoLastKnownGood },
-                        });
+                        return Step::Done(self.rollback(idx, r));
                     }
                     ended.get_or_insert(r);
                 }
@@ -121,7 +115,9 @@ impl Controller {
             return Step::Done(Decision::Stay { reason: StayReason::UpToDate });
         }
         let member = rollout.member(idx).expect("member");
-        if self.releases[rel as usize].quarantined {
+        let release = &self.releases[rel as usize];
+        let d = &self.devices[idx as usize];
+        if release.quarantined || release.blocked.iter().any(|s| self.device_in_scope(d, s)) {
             return Step::Done(Decision::Stay { reason: StayReason::Quarantined });
         }
         match &rollout.state {
@@ -146,6 +142,9 @@ impl Controller {
         }
         // In the current wave's cohort?
         let stratum = &rollout.strata[member.stratum as usize];
+        if stratum.halted.is_some() {
+            return Step::Done(Decision::Stay { reason: StayReason::Quarantined });
+        }
         if stratum.threshold.is_none_or(|t| member.hash > t) {
             let next = (rollout.wave + 2).min(rollout.plan.waves.len());
             let permille = |h: u64| ((h as f64 / u64::MAX as f64) * 1000.0).round() as u16;
@@ -180,6 +179,22 @@ impl Controller {
             return Step::Done(self.install(r, target, reason));
         }
         Step::Assign { r, target, reason }
+    }
+
+    /// A device running rollout `r`'s halted release goes back to its last
+    /// known good release (or the one before, if that is the halted one).
+    fn rollback(&self, idx: u32, r: usize) -> Decision {
+        let rollout = &self.rollouts[r];
+        let d = &self.devices[idx as usize];
+        let good = d.lkg.filter(|&l| l != rollout.release).or(d.previous_good.filter(|&l| l != rollout.release));
+        match good {
+            Some(lkg) => Decision::Install {
+                release: self.releases[lkg as usize].info.id.clone(),
+                rollout: rollout.id.clone(),
+                reason: InstallReason::Rollback { from: self.releases[rollout.release as usize].info.id.clone() },
+            },
+            None => Decision::Stay { reason: StayReason::NoLastKnownGood },
+        }
     }
 
     pub(super) fn install(&self, r: usize, release: Rel, reason: InstallReason) -> Decision {

@@ -63,12 +63,12 @@ impl Controller {
         };
         self.devices[idx as usize].retired = true;
         for rollout in &mut self.rollouts {
-            let Some(m) = rollout.members.get_mut(idx as usize).and_then(Option::as_mut) else { continue };
+            let Some(m) = rollout.member(idx) else { continue };
             // Outcomes stay as they are (they are the rollout's evidence).
             if !(m.status == MemberStatus::Selected || m.status.in_progress()) {
                 continue;
             }
-            m.set_status(MemberStatus::Retired, &mut rollout.in_flight);
+            rollout.set_status(idx, MemberStatus::Retired);
             rollout.selected = rollout.selected.saturating_sub(1);
             rollout.held_back.remove(&idx);
             rollout.dirty = true;
@@ -86,7 +86,15 @@ impl Controller {
         let provides = info.provides.iter().map(|(c, v)| (self.syms.intern(c), v.clone())).collect();
         let r = self.releases.len() as Rel;
         self.release_index.insert(info.id.clone(), r);
-        self.releases.push(Release { info, family, hardware, requires, provides, quarantined: false });
+        self.releases.push(Release {
+            info,
+            family,
+            hardware,
+            requires,
+            provides,
+            quarantined: false,
+            blocked: Vec::new(),
+        });
     }
 
     pub(super) fn matches(&self, r: &Rollout, d: &Device) -> bool {
@@ -118,46 +126,89 @@ impl Controller {
             return;
         }
         let hash = cohort_hash_of(fnv1a(rollout.id.as_str()), d.id_hash);
-        let key = (d.hardware, d.region);
-        let metric_gates = rollout.plan.gates.iter().filter(|g| matches!(g.kind, GateKind::Metric { .. })).count();
-        let rollout = &mut self.rollouts[r];
-        let s = match rollout.stratum_of.get(&key) {
-            Some(&s) => s,
-            None => {
-                let s = rollout.strata.len() as u16;
-                rollout.strata.push(Stratum {
-                    hardware: key.0,
-                    region: key.1,
-                    hashes: Vec::new(),
-                    threshold: None,
-                    counts: Counts { metric: vec![Proportion::default(); metric_gates], ..Counts::default() },
-                });
-                rollout.stratum_of.insert(key, s);
-                s
-            }
-        };
-        let stratum = &mut rollout.strata[s as usize];
+        let s = self.cell_of(r, idx);
+        let stratum = &mut self.rollouts[r].strata[s as usize];
         let at = stratum.hashes.partition_point(|&h| h < hash);
         stratum.hashes.insert(at, hash);
-        rollout.insert_member(idx, Member::selected(hash, s));
+        self.rollouts[r].insert_member(idx, Member::selected(hash, s));
         self.set_thresholds(r);
     }
 
-    /// Recomputes each stratum's admission threshold for the current wave:
-    /// stratum quota = ceil(target × stratum size / selected), so every wave
-    /// covers hardware revisions and regions in proportion.
+    /// The cell of rollout `r` that device `idx` belongs in, created if new.
+    pub(super) fn cell_of(&mut self, r: usize, idx: u32) -> u16 {
+        let d = &self.devices[idx as usize];
+        let rollout = &self.rollouts[r];
+        let attrs: Box<[Sym]> = rollout
+            .plan
+            .strata
+            .by
+            .iter()
+            .filter_map(|dim| match dim {
+                Dimension::Attribute(key) => Some(
+                    d.tags
+                        .iter()
+                        .copied()
+                        .find(|&t| self.syms.name(t).strip_prefix(key.as_str()).is_some_and(|v| v.starts_with('=')))
+                        .unwrap_or(UNSET),
+                ),
+                _ => None,
+            })
+            .collect();
+        let key: CellKey = (d.hardware, d.region, attrs);
+        if let Some(&s) = rollout.stratum_of.get(&key) {
+            return s;
+        }
+        let metric_gates = rollout.plan.gates.iter().filter(|g| matches!(g.kind, GateKind::Metric { .. })).count();
+        let rollout = &mut self.rollouts[r];
+        let s = rollout.strata.len() as u16;
+        rollout.strata.push(Stratum::new(&key, metric_gates, rollout.wave));
+        rollout.stratum_of.insert(key, s);
+        s
+    }
+
+    /// Recomputes each cell's admission threshold for its wave: cell quota
+    /// = ceil(target × cell size / selected), so every wave covers hardware
+    /// revisions and regions in proportion; at least the cell's floor (what
+    /// over-sampling admitted). A halted cell admits no one new.
     pub(super) fn set_thresholds(&mut self, r: usize) {
         let rollout = &mut self.rollouts[r];
         let total: u64 = rollout.strata.iter().map(|s| s.hashes.len() as u64).sum();
         if total == 0 {
             return;
         }
-        let wave = &rollout.plan.waves[rollout.wave];
-        let target = wave_target(wave.size, wave.min_devices, total);
+        let plan = &rollout.plan;
+        let wave = rollout.wave;
         for s in &mut rollout.strata {
-            let n = s.hashes.len() as u64;
-            let quota = (target * n).div_ceil(total).min(n);
+            if s.halted.is_some() {
+                continue;
+            }
+            let quota = share(plan, wave, s, total).max(s.floor).min(s.hashes.len() as u64);
             s.threshold = if quota == 0 { None } else { Some(s.hashes[quota as usize - 1]) };
         }
     }
+
+    /// Whether device `d` belongs to `scope` (for a stratum's quarantine).
+    pub(super) fn device_in_scope(&self, d: &Device, scope: &Scope) -> bool {
+        let is = |name: &str, x: Sym| self.syms.get(name) == Some(x);
+        match scope {
+            Scope::All => true,
+            Scope::Hardware(h) => is(h, d.hardware),
+            Scope::Region(g) => is(g, d.region),
+            Scope::Attribute { key, value } => {
+                let has = |t: &Sym| self.syms.name(*t).strip_prefix(key.as_str()).and_then(|v| v.strip_prefix('='));
+                match d.tags.iter().find_map(has) {
+                    Some(v) => v == value,
+                    None => value == UNSET_NAME,
+                }
+            }
+        }
+    }
+}
+
+/// A cell's share of its wave: ceil(wave target × cell size / selected).
+pub(super) fn share(plan: &Plan, rollout_wave: usize, cell: &Stratum, total: u64) -> u64 {
+    let wave = &plan.waves[cell.wave.min(rollout_wave)];
+    let target = wave_target(wave.size, wave.min_devices, total);
+    let n = cell.hashes.len() as u64;
+    (target * n).div_ceil(total.max(1)).min(n)
 }

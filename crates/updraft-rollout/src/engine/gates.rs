@@ -1,6 +1,55 @@
-//! Gates: the tests over the whole rollout and each stratum, and what their verdicts do.
+//! Gates: the tests over the whole rollout and each stratum, what their
+//! verdicts do, and the over-sampling of strata too small to decide.
+//!
+//! Multiplicity (docs/rollout-statistics.md): a gate runs its halting test
+//! over `m` scopes (all devices and every stratum) at α/m each, so a good
+//! release is halted by that gate with probability at most α whatever the
+//! number of strata (Bonferroni). Its passing tests run at α each: a wave
+//! advances only if every stratum passes (an intersection–union test), so a
+//! stratum that is bad passes with probability at most α, and no correction
+//! is needed for the number of strata.
 
 use super::*;
+
+/// A scope the gates test: all devices, or one stratum (one value of one
+/// dimension of `strata.by`), with the cells it covers and their counts.
+pub(super) struct Tested {
+    pub(super) scope: Scope,
+    /// Index into `strata.by`; `None` for all devices.
+    pub(super) dim: Option<usize>,
+    pub(super) cells: Vec<u16>,
+    counts: Counts,
+    /// Halted on its own (`on_failure_scope = "stratum"`).
+    pub(super) halted: bool,
+}
+
+/// Why a stratum no longer holds its wave (or that it does).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Standing {
+    Passed,
+    /// Undecided, with the plan's `min_evidence` reached.
+    Enough,
+    /// Undecided, but every stratum it shares devices with has passed (`pool`).
+    Pooled,
+    Undecided,
+    /// None of its devices has taken the release (all held back by a
+    /// requirement, offline or outside their window): nothing to wait for.
+    NoDevices,
+    Halted,
+}
+
+impl Standing {
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Standing::Passed => "passed",
+            Standing::Enough => "enough_evidence",
+            Standing::Pooled => "pooled",
+            Standing::Undecided => "undecided",
+            Standing::NoDevices => "no_devices",
+            Standing::Halted => "halted",
+        }
+    }
+}
 
 impl Controller {
     pub(super) fn evaluate_due(&mut self) {
@@ -17,18 +66,88 @@ impl Controller {
         }
     }
 
-    /// Evaluates a running rollout's gates and acts on the verdict.
+    /// Evaluates a running rollout's gates and acts on the verdicts:
+    /// halts (the rollout, or one stratum), over-sampling, advancing.
     pub(super) fn evaluate(&mut self, r: usize) {
-        let reports = self.gate_reports(r);
+        let (tested, reports) = loop {
+            let tested = self.tested(r);
+            let reports = self.gate_reports(r, &tested);
+            self.record_verdicts(r, &reports);
+            let failed = |t: &Tested, rep: &GateReport| !t.halted && rep.test.verdict == Verdict::Fail;
+            let per_scope = self.rollouts[r].plan.on_failure_scope == FailureScope::Stratum;
+            // A stratum's own failure first: once halted, its devices leave
+            // the other scopes' counts, which may then pass.
+            let stratum_fail = per_scope
+                .then(|| {
+                    reports.iter().find(|rep| {
+                        tested.iter().any(|t| t.dim.is_some() && t.scope == rep.scope && failed(t, rep))
+                    })
+                })
+                .flatten();
+            if let Some(rep) = stratum_fail {
+                let t = tested.iter().find(|t| t.scope == rep.scope).expect("tested scope");
+                let reason = self.failure_reason(r, rep);
+                self.halt_stratum(r, rep.scope.clone(), &t.cells.clone(), reason);
+                if self.rollouts[r].state != RolloutState::Running {
+                    return;
+                }
+                continue;
+            }
+            let any_fail = reports.iter().find(|rep| tested.iter().any(|t| t.scope == rep.scope && failed(t, rep)));
+            if let Some(rep) = any_fail {
+                let reason = self.failure_reason(r, rep);
+                let action = self.rollouts[r].plan.on_failure;
+                self.halt(r, reason, action);
+                return;
+            }
+            break (tested, reports);
+        };
+        let standing = self.standings(r, &tested, &reports);
+        let holding: Vec<usize> = (0..tested.len()).filter(|&i| standing[i] == Standing::Undecided).collect();
+        let mut held_cells: Vec<u16> = holding.iter().flat_map(|&i| tested[i].cells.iter().copied()).collect();
+        held_cells.sort_unstable();
+        held_cells.dedup();
+        self.catch_up(r, &held_cells);
+        self.oversample(r, &tested, &reports, &holding);
+        let rollout = &self.rollouts[r];
+        let soak_end = rollout.soak_end();
+        if self.now < soak_end {
+            return;
+        }
+        let all_pass = rollout
+            .plan
+            .gates
+            .iter()
+            .all(|g| reports.iter().any(|rep| rep.gate == g.name() && rep.scope.is_all() && rollout.passed(rep)));
+        let last_wave = rollout.wave + 1 >= rollout.plan.waves.len();
+        if all_pass && holding.is_empty() {
+            self.advance(r, &[]);
+            return;
+        }
+        if all_pass && rollout.plan.strata.others == Others::Advance && !last_wave {
+            self.advance(r, &held_cells);
+            return;
+        }
+        if self.now >= soak_end.plus(rollout.plan.max_wait) {
+            match rollout.plan.on_inconclusive {
+                OnInconclusive::Advance => self.advance(r, &[]),
+                OnInconclusive::Pause => {
+                    let reason = self.inconclusive_reason(r, &tested, &reports, &holding);
+                    self.set_state(r, RolloutState::Paused { reason });
+                }
+            }
+        }
+    }
+
+    /// Emits the verdicts that changed since the last evaluation.
+    fn record_verdicts(&mut self, r: usize, reports: &[GateReport]) {
         let rollout = &mut self.rollouts[r];
         rollout.dirty = false;
         rollout.next_eval = self.now.plus(EVAL_INTERVAL);
-        // Report verdict changes.
         let wave = rollout.wave + 1;
         let mut changed = Vec::new();
-        for rep in &reports {
-            let key = (rep.gate.clone(), rep.scope.clone());
-            let prev = rollout.verdicts.iter_mut().find(|(g, s, _)| *g == key.0 && *s == key.1);
+        for rep in reports {
+            let prev = rollout.verdicts.iter_mut().find(|(g, s, _)| *g == rep.gate && *s == rep.scope);
             match prev {
                 Some(p) if p.2 == rep.test.verdict => {}
                 Some(p) => {
@@ -36,142 +155,182 @@ impl Controller {
                     changed.push(rep.clone());
                 }
                 None if rep.test.verdict != Verdict::Undecided => {
-                    rollout.verdicts.push((key.0, key.1, rep.test.verdict));
+                    rollout.verdicts.push((rep.gate.clone(), rep.scope.clone(), rep.test.verdict));
                     changed.push(rep.clone());
                 }
                 None => {}
             }
         }
-        rollout.last_reports = reports.clone();
+        if rollout.plan.strata.decide_each {
+            for rep in reports.iter().filter(|rep| rep.test.verdict == Verdict::Pass) {
+                if !rollout.latched.iter().any(|(g, s)| *g == rep.gate && *s == rep.scope) {
+                    rollout.latched.push((rep.gate.clone(), rep.scope.clone()));
+                }
+            }
+        }
+        rollout.last_reports = reports.to_vec();
         let id = rollout.id.clone();
         for report in changed {
             self.outputs.push_back(Output::Gate { rollout: id.clone(), wave, report });
         }
-        if let Some(fail) = reports.iter().find(|rep| rep.test.verdict == Verdict::Fail) {
-            let t = &fail.test;
-            let gate = self.rollouts[r].plan.gates.iter().find(|g| g.name() == fail.gate).expect("reported gate");
-            let what = match &gate.kind {
-                GateKind::CrashRate { max_ratio, .. } => format!(
-                    "{} of {} crashes were on the new release ({:.1}%), above the {:.1}% share that {max_ratio}x the baseline rate allows",
-                    t.failures,
-                    t.trials,
-                    100.0 * t.failures / t.trials,
-                    100.0 * t.threshold
-                ),
-                _ => format!(
-                    "{} of {} failed ({:.1}%), above the {}% threshold",
-                    t.failures,
-                    t.trials,
-                    100.0 * t.failures / t.trials,
-                    100.0 * t.threshold
-                ),
-            };
-            let scope = fail.scope.describe();
-            let reason = format!(
-                "gate {} failed for {scope} in wave {wave}: {what}, at {}% confidence",
-                fail.gate,
-                100.0 * gate.confidence
-            );
-            let action = self.rollouts[r].plan.on_failure;
-            self.halt(r, reason, action);
-            return;
-        }
+    }
+
+    /// The sentence a halt gives: what failed, where, by how much.
+    fn failure_reason(&self, r: usize, fail: &GateReport) -> String {
         let rollout = &self.rollouts[r];
-        let soak_end = rollout.soak_end();
-        if self.now < soak_end {
-            return;
-        }
-        let all_pass = rollout.plan.gates.iter().all(|g| {
-            reports.iter().any(|rep| rep.gate == g.name() && rep.scope.is_all() && rep.test.verdict == Verdict::Pass)
-        });
-        if all_pass {
-            self.advance(r);
-            return;
-        }
-        if self.now >= soak_end.plus(rollout.plan.max_wait) {
-            match rollout.plan.on_inconclusive {
-                OnInconclusive::Advance => self.advance(r),
-                OnInconclusive::Pause => {
-                    let pending: Vec<String> = rollout
-                        .plan
-                        .gates
-                        .iter()
-                        .filter(|g| {
-                            !reports.iter().any(|rep| {
-                                rep.gate == g.name() && rep.scope.is_all() && rep.test.verdict == Verdict::Pass
-                            })
-                        })
-                        .map(|g| {
-                            let t = reports
-                                .iter()
-                                .find(|rep| rep.gate == g.name() && rep.scope.is_all())
-                                .map(|rep| rep.test);
-                            match t {
-                                Some(t) => format!("{} ({} of {} failed)", g.name(), t.failures, t.trials),
-                                None => g.name(),
-                            }
-                        })
-                        .collect();
-                    let reason = format!(
-                        "wave {wave} inconclusive: too few reports to show {} healthy; advance by hand or add devices",
-                        pending.join(", ")
-                    );
-                    self.set_state(r, RolloutState::Paused { reason });
+        let t = &fail.test;
+        let gate = rollout.plan.gates.iter().find(|g| g.name() == fail.gate).expect("reported gate");
+        let what = match &gate.kind {
+            GateKind::CrashRate { max_ratio, .. } => format!(
+                "{} of {} crashes were on the new release ({:.1}%), above the {:.1}% share that {max_ratio}x the baseline rate allows",
+                t.failures,
+                t.trials,
+                100.0 * t.failures / t.trials,
+                100.0 * t.threshold
+            ),
+            _ => format!(
+                "{} of {} failed ({:.1}%), above the {}% threshold",
+                t.failures,
+                t.trials,
+                100.0 * t.failures / t.trials,
+                100.0 * t.threshold
+            ),
+        };
+        format!(
+            "gate {} failed for {} in wave {}: {what}, at {}% confidence",
+            fail.gate,
+            fail.scope.describe(),
+            rollout.wave + 1,
+            100.0 * gate.confidence
+        )
+    }
+
+    fn inconclusive_reason(&self, r: usize, tested: &[Tested], reports: &[GateReport], holding: &[usize]) -> String {
+        let rollout = &self.rollouts[r];
+        let pending: Vec<String> = rollout
+            .plan
+            .gates
+            .iter()
+            .filter_map(|g| {
+                let rep = reports.iter().find(|rep| rep.gate == g.name() && rep.scope.is_all());
+                match rep {
+                    Some(rep) if rep.test.verdict == Verdict::Pass => None,
+                    Some(rep) => Some(format!("{} ({} of {} failed)", g.name(), rep.test.failures, rep.test.trials)),
+                    None => Some(g.name()),
                 }
-            }
+            })
+            .collect();
+        let strata: Vec<String> = holding.iter().map(|&i| tested[i].scope.to_string()).collect();
+        let wave = rollout.wave + 1;
+        match (pending.is_empty(), strata.is_empty()) {
+            (false, true) => format!(
+                "wave {wave} inconclusive: too few reports to show {} healthy; advance by hand or add devices",
+                pending.join(", ")
+            ),
+            (true, false) => format!(
+                "wave {wave} inconclusive: strata {} undecided (too few reports, over-sampling at its cap); \
+                 advance by hand, raise strata.oversample_max or set strata.min_evidence",
+                strata.join(", ")
+            ),
+            _ => format!(
+                "wave {wave} inconclusive: too few reports to show {} healthy, and strata {} undecided; \
+                 advance by hand or add devices",
+                pending.join(", "),
+                strata.join(", ")
+            ),
         }
     }
 
-    /// Every gate's test over the whole rollout and per hardware revision
-    /// and region (halting tests share α by Bonferroni).
-    pub(super) fn gate_reports(&self, r: usize) -> Vec<GateReport> {
+    /// The scopes the gates test: all devices (of the cells not halted),
+    /// then each value of each dimension of `strata.by` that has more
+    /// than one value among the rollout's devices.
+    pub(super) fn tested(&self, r: usize) -> Vec<Tested> {
         let rollout = &self.rollouts[r];
-        let mut scopes: Vec<(Scope, Counts)> = Vec::new();
-        let mut all = Counts::default();
-        let mut by_hw: Vec<(Sym, Counts)> = Vec::new();
-        let mut by_region: Vec<(Sym, Counts)> = Vec::new();
-        for s in &rollout.strata {
-            all.add(&s.counts);
-            for (list, key) in [(&mut by_hw, s.hardware), (&mut by_region, s.region)] {
-                match list.iter_mut().find(|(k, _)| *k == key) {
-                    Some((_, c)) => c.add(&s.counts),
-                    None => {
-                        let mut c = Counts::default();
-                        c.add(&s.counts);
-                        list.push((key, c));
-                    }
-                }
+        let mut all = Tested { scope: Scope::All, dim: None, cells: Vec::new(), counts: Counts::default(), halted: false };
+        for (c, cell) in rollout.strata.iter().enumerate() {
+            if cell.halted.is_none() {
+                all.cells.push(c as u16);
+                all.counts.add(&cell.counts);
             }
         }
-        by_hw.sort_by(|a, b| self.syms.name(a.0).cmp(self.syms.name(b.0)));
-        by_region.sort_by(|a, b| self.syms.name(a.0).cmp(self.syms.name(b.0)));
-        scopes.push((Scope::All, all));
-        if by_hw.len() > 1 {
-            scopes.extend(by_hw.into_iter().map(|(k, c)| (Scope::Hardware(self.syms.name(k).to_owned()), c)));
+        let mut out = vec![all];
+        let mut attr = 0;
+        for (d, dim) in rollout.plan.strata.by.iter().enumerate() {
+            let value = |cell: &Stratum| match dim {
+                Dimension::Hardware => cell.hardware,
+                Dimension::Region => cell.region,
+                Dimension::Attribute(_) => cell.attrs[attr],
+            };
+            let mut values: Vec<(Sym, Vec<u16>)> = Vec::new();
+            for (c, cell) in rollout.strata.iter().enumerate() {
+                let v = value(cell);
+                match values.iter_mut().find(|(x, _)| *x == v) {
+                    Some((_, cells)) => cells.push(c as u16),
+                    None => values.push((v, vec![c as u16])),
+                }
+            }
+            if matches!(dim, Dimension::Attribute(_)) {
+                attr += 1;
+            }
+            if values.len() < 2 {
+                continue;
+            }
+            let mut group: Vec<Tested> = values
+                .into_iter()
+                .map(|(v, cells)| {
+                    let name = self.syms.name(v);
+                    let scope = match dim {
+                        Dimension::Hardware => Scope::Hardware(name.to_owned()),
+                        Dimension::Region => Scope::Region(name.to_owned()),
+                        Dimension::Attribute(key) => Scope::Attribute {
+                            key: key.clone(),
+                            value: name.strip_prefix(key.as_str()).and_then(|s| s.strip_prefix('=')).unwrap_or(name).to_owned(),
+                        },
+                    };
+                    let halted = cells.iter().all(|&c| rollout.strata[c as usize].halted.is_some());
+                    let mut counts = Counts::default();
+                    for &c in &cells {
+                        let cell = &rollout.strata[c as usize];
+                        // A halted stratum keeps its own evidence; the
+                        // others count only cells that still run.
+                        if halted || cell.halted.is_none() {
+                            counts.add(&cell.counts);
+                        }
+                    }
+                    Tested { scope, dim: Some(d), cells, counts, halted }
+                })
+                .collect();
+            group.sort_by(|a, b| a.scope.cmp(&b.scope));
+            out.extend(group);
         }
-        if by_region.len() > 1 {
-            scopes.extend(by_region.into_iter().map(|(k, c)| (Scope::Region(self.syms.name(k).to_owned()), c)));
-        }
-        let m = scopes.len() as f64;
+        out
+    }
+
+    /// Every gate's test over every tested scope. Halting tests at α/m
+    /// (m scopes); passing tests at α, over all devices and, when each
+    /// stratum must decide, over each stratum.
+    pub(super) fn gate_reports(&self, r: usize, tested: &[Tested]) -> Vec<GateReport> {
+        let rollout = &self.rollouts[r];
+        let each = rollout.plan.strata.decide_each;
+        let m = tested.len() as f64;
         let mut out = Vec::new();
         let mut metric_bit = 0;
         for g in &rollout.plan.gates {
             let alpha = 1.0 - g.confidence;
-            for (i, (scope, c)) in scopes.iter().enumerate() {
-                let overall = i == 0;
-                // Halting tests at α/m; the pass test (overall only) at α.
+            for (i, t) in tested.iter().enumerate() {
+                let c = &t.counts;
+                let passes = i == 0 || each;
                 let test = |p: Proportion, theta: f64| -> ProportionTest {
-                    let (failures, trials) = (p.failures, p.trials);
-                    let halt =
-                        stats::test_proportion(failures as f64, trials as f64, theta, alpha / m, g.min_sample as f64);
-                    if halt.verdict == Verdict::Fail || !overall {
+                    let (failures, trials) = (p.failures as f64, p.trials as f64);
+                    let halt = stats::test_proportion(failures, trials, theta, alpha / m, g.min_sample as f64);
+                    if halt.verdict == Verdict::Fail || !passes {
                         let mut t = halt;
                         if t.verdict == Verdict::Pass {
                             t.verdict = Verdict::Undecided;
                         }
                         return t;
                     }
-                    stats::test_proportion(failures as f64, trials as f64, theta, alpha, g.min_sample as f64)
+                    stats::test_proportion(failures, trials, theta, alpha, g.min_sample as f64)
                 };
                 let t = match &g.kind {
                     GateKind::Install { max_failure_rate } => test(c.install, *max_failure_rate),
@@ -181,37 +340,10 @@ impl Controller {
                         test(c.metric.get(metric_bit).copied().unwrap_or_default(), *max_failure_rate)
                     }
                     GateKind::CrashRate { max_ratio, min_exposure_hours } => {
-                        let Exposure { crashes: xc, seconds: ec } = c.crash_canary;
-                        let Exposure { crashes: xb, seconds: eb } = c.crash_baseline;
-                        let hours = ec as f64 / 3600.0;
-                        if eb == 0 || ec == 0 {
-                            ProportionTest {
-                                trials: 0.0,
-                                failures: 0.0,
-                                threshold: 0.0,
-                                evidence_fail: 0.0,
-                                evidence_pass: 0.0,
-                                bound: (m / alpha).ln(),
-                                verdict: Verdict::Undecided,
-                            }
-                        } else {
-                            let q0 = stats::share_for_ratio(*max_ratio, ec as f64, eb as f64);
-                            let mut t = stats::test_proportion(xc as f64, (xc + xb) as f64, q0, alpha / m, 0.0);
-                            // Crashes are rare, so proving a rate *below* the
-                            // tolerance takes very long: enough exposure, no
-                            // evidence of harm and an observed ratio within the
-                            // tolerance pass.
-                            let within = (xc as f64) <= q0 * (xc + xb) as f64;
-                            t.verdict = match t.verdict {
-                                Verdict::Fail => Verdict::Fail,
-                                _ if overall && hours >= *min_exposure_hours && within => Verdict::Pass,
-                                _ => Verdict::Undecided,
-                            };
-                            t
-                        }
+                        crash_test(c, *max_ratio, *min_exposure_hours, alpha, m, passes)
                     }
                 };
-                out.push(GateReport { gate: g.name(), scope: scope.clone(), limit: g.limit(), test: t });
+                out.push(GateReport { gate: g.name(), scope: tested[i].scope.clone(), limit: g.limit(), test: t });
             }
             if matches!(g.kind, GateKind::Metric { .. }) {
                 metric_bit += 1;
@@ -219,4 +351,231 @@ impl Controller {
         }
         out
     }
+
+    /// Where each tested scope stands (index as `tested`; all devices are
+    /// never a stratum, so they stand `Passed` here: their verdict decides
+    /// on its own).
+    pub(super) fn standings(&self, r: usize, tested: &[Tested], reports: &[GateReport]) -> Vec<Standing> {
+        let rollout = &self.rollouts[r];
+        let strata = &rollout.plan.strata;
+        // reports are gate-major: gate g, scope i at g * len + i.
+        let rep = |g: usize, i: usize| &reports[g * tested.len() + i];
+        let mut out = vec![Standing::Passed; tested.len()];
+        if !strata.decide_each {
+            for (i, t) in tested.iter().enumerate() {
+                if t.halted {
+                    out[i] = Standing::Halted;
+                }
+            }
+            return out;
+        }
+        for (i, t) in tested.iter().enumerate().skip(1) {
+            if t.halted {
+                out[i] = Standing::Halted;
+                continue;
+            }
+            if t.cells.iter().all(|&c| rollout.strata[c as usize].given == 0) {
+                out[i] = Standing::NoDevices;
+                continue;
+            }
+            let mut standing = Standing::Passed;
+            for (g, gate) in rollout.plan.gates.iter().enumerate() {
+                let test = &rep(g, i).test;
+                if rollout.passed(rep(g, i)) {
+                    continue;
+                }
+                let evidence = match gate.kind {
+                    GateKind::CrashRate { .. } => (t.counts.crash_canary.seconds / 3600) as f64,
+                    _ => test.trials,
+                };
+                if strata.min_evidence > 0 && evidence >= strata.min_evidence as f64 {
+                    standing = standing.max_hold(Standing::Enough);
+                    continue;
+                }
+                if strata.pool && test.trials >= gate.min_sample as f64 && crossing_passed(rollout, tested, i, g, &rep) {
+                    standing = standing.max_hold(Standing::Pooled);
+                    continue;
+                }
+                standing = Standing::Undecided;
+            }
+            out[i] = standing;
+        }
+        out
+    }
+
+    /// Cells behind the rollout's wave whose strata have all decided take
+    /// the rollout's wave again.
+    fn catch_up(&mut self, r: usize, held_cells: &[u16]) {
+        let rollout = &mut self.rollouts[r];
+        let wave = rollout.wave;
+        let mut moved = false;
+        for (c, cell) in rollout.strata.iter_mut().enumerate() {
+            if cell.wave < wave && !held_cells.contains(&(c as u16)) {
+                cell.wave = wave;
+                moved = true;
+            }
+        }
+        if moved {
+            self.set_thresholds(r);
+        }
+    }
+
+    /// Admits more devices of each undecided stratum that its share of the
+    /// wave cannot decide, within its own population: up to
+    /// `min(needed, settled + max(step, settled / (1 + k)))` devices, where
+    /// `needed` is the outcomes its undecided gates need to pass if every
+    /// further one succeeds (capped by `min_evidence`) and k is the most
+    /// failures any gate saw in it. With no failures the stratum doubles per
+    /// round; with failures each round adds about one expected failure at
+    /// the observed rate. At most `oversample_max` of the stratum.
+    fn oversample(&mut self, r: usize, tested: &[Tested], reports: &[GateReport], holding: &[usize]) {
+        let rollout = &self.rollouts[r];
+        let step = rollout.plan.strata.oversample_step;
+        if step == 0 || holding.is_empty() {
+            return;
+        }
+        let max_share = rollout.plan.strata.oversample_max;
+        let n_tested = tested.len();
+        let proportion_gates: Vec<usize> = (0..rollout.plan.gates.len())
+            .filter(|&g| !matches!(rollout.plan.gates[g].kind, GateKind::CrashRate { .. }))
+            .collect();
+        let mut raised = false;
+        let min_evidence = rollout.plan.strata.min_evidence;
+        for &i in holding {
+            let t = &tested[i];
+            let rollout = &self.rollouts[r];
+            // The outcomes the stratum needs to pass every gate that more
+            // devices can decide (not exposure time): if all went well.
+            let mut needed = 0u64;
+            let mut k = 0u64;
+            for &g in &proportion_gates {
+                let rep = &reports[g * n_tested + i];
+                k = k.max(rep.test.failures as u64);
+                if rollout.passed(rep) {
+                    continue;
+                }
+                let gate = &rollout.plan.gates[g];
+                let mut n = stats::trials_to_pass(
+                    rep.test.failures as u64,
+                    rep.test.threshold,
+                    1.0 - gate.confidence,
+                    gate.min_sample,
+                );
+                if min_evidence > 0 {
+                    n = n.min(min_evidence);
+                }
+                needed = needed.max(n);
+            }
+            let cells: Vec<u16> =
+                t.cells.iter().copied().filter(|&c| rollout.strata[c as usize].halted.is_none()).collect();
+            let n: u64 = cells.iter().map(|&c| rollout.strata[c as usize].hashes.len() as u64).sum();
+            let admitted: u64 = cells.iter().map(|&c| rollout.strata[c as usize].admitted()).sum();
+            let settled: u64 = cells.iter().map(|&c| rollout.strata[c as usize].settled()).sum();
+            let seen: u64 = cells.iter().map(|&c| rollout.strata[c as usize].seen).sum();
+            // The share of the stratum that answers at all (offline devices
+            // are admitted but never take the release).
+            let live = (seen as f64 / n.max(1) as f64).clamp(0.05, 1.0);
+            let cap = ((max_share * n as f64).ceil() as u64).min(n);
+            let want = (settled + step.max(settled / (1 + k))).min(needed);
+            let expected = (admitted as f64 * live).floor() as u64;
+            if want <= expected || admitted >= cap {
+                continue;
+            }
+            // Spread the new devices over the cells by the room each has left.
+            let delta = (((want - expected) as f64 / live).ceil() as u64).min(cap - admitted);
+            let room: Vec<u64> = cells
+                .iter()
+                .map(|&c| {
+                    let cell = &rollout.strata[c as usize];
+                    cell.hashes.len() as u64 - cell.admitted()
+                })
+                .collect();
+            let total_room: u64 = room.iter().sum();
+            if total_room == 0 {
+                continue;
+            }
+            let rollout = &mut self.rollouts[r];
+            for (&c, &room) in cells.iter().zip(&room) {
+                let add = (delta * room).div_ceil(total_room).min(room);
+                let cell = &mut rollout.strata[c as usize];
+                let floor = cell.admitted() + add;
+                if floor > cell.floor {
+                    cell.floor = floor;
+                    raised = true;
+                }
+            }
+        }
+        if raised {
+            self.set_thresholds(r);
+        }
+    }
+}
+
+impl Standing {
+    /// The weaker of two reasons a stratum no longer holds its wave.
+    fn max_hold(self, other: Standing) -> Standing {
+        match (self, other) {
+            (Standing::Undecided, _) | (_, Standing::Undecided) => Standing::Undecided,
+            (Standing::Pooled, _) | (_, Standing::Pooled) => Standing::Pooled,
+            (Standing::Enough, _) | (_, Standing::Enough) => Standing::Enough,
+            _ => Standing::Passed,
+        }
+    }
+}
+
+/// The crash-rate gate on one scope: the canary's share of crashes against
+/// the share the tolerated ratio allows. Crashes are rare, so proving a rate
+/// *below* the tolerance takes very long: enough exposure, no evidence of
+/// harm and an observed ratio within the tolerance pass.
+fn crash_test(c: &Counts, max_ratio: f64, min_exposure_hours: f64, alpha: f64, m: f64, passes: bool) -> ProportionTest {
+    let Exposure { crashes: xc, seconds: ec } = c.crash_canary;
+    let Exposure { crashes: xb, seconds: eb } = c.crash_baseline;
+    let hours = ec as f64 / 3600.0;
+    if eb == 0 || ec == 0 {
+        return ProportionTest {
+            trials: 0.0,
+            failures: 0.0,
+            threshold: 0.0,
+            evidence_fail: 0.0,
+            evidence_pass: 0.0,
+            bound: (m / alpha).ln(),
+            verdict: Verdict::Undecided,
+        };
+    }
+    let q0 = stats::share_for_ratio(max_ratio, ec as f64, eb as f64);
+    let mut t = stats::test_proportion(xc as f64, (xc + xb) as f64, q0, alpha / m, 0.0);
+    let within = (xc as f64) <= q0 * (xc + xb) as f64;
+    t.verdict = match t.verdict {
+        Verdict::Fail => Verdict::Fail,
+        _ if passes && hours >= min_exposure_hours && within => Verdict::Pass,
+        _ => Verdict::Undecided,
+    };
+    t
+}
+
+/// Whether every stratum of the other dimensions that shares cells with
+/// `tested[i]` has passed gate `g` (all devices standing in when no other
+/// dimension is tested).
+fn crossing_passed<'a>(
+    rollout: &Rollout,
+    tested: &[Tested],
+    i: usize,
+    g: usize,
+    rep: &dyn Fn(usize, usize) -> &'a GateReport,
+) -> bool {
+    let t = &tested[i];
+    let mut any = false;
+    for (j, other) in tested.iter().enumerate() {
+        if j == i || other.dim.is_none() || other.dim == t.dim || other.halted {
+            continue;
+        }
+        if !other.cells.iter().any(|c| t.cells.contains(c)) {
+            continue;
+        }
+        any = true;
+        if !rollout.passed(rep(g, j)) {
+            return false;
+        }
+    }
+    any || rollout.passed(rep(g, 0))
 }

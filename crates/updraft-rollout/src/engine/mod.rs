@@ -20,10 +20,10 @@ mod reports;
 mod rollouts;
 mod status;
 
-pub use status::{HeldBackDevice, RolloutStatus, StatusCounts, MAX_HELD_BACK_LISTED};
+pub use status::{HeldBackDevice, RolloutStatus, StatusCounts, StratumStatus, MAX_HELD_BACK_LISTED};
 
 use crate::model::*;
-use crate::plan::{GateKind, OnFailure, OnInconclusive, Plan, WaveSize};
+use crate::plan::{Dimension, FailureScope, GateKind, OnFailure, OnInconclusive, Others, Plan, WaveSize};
 use crate::stats::{self, ProportionTest, Verdict};
 
 /// How often (at most) a rollout's gates are evaluated while reports arrive.
@@ -113,6 +113,9 @@ impl Symbols {
         self.map.get(s).copied()
     }
     fn name(&self, x: Sym) -> &str {
+        if x == UNSET {
+            return UNSET_NAME;
+        }
         &self.names[x as usize]
     }
 }
@@ -160,6 +163,8 @@ struct Release {
     requires: Vec<(Sym, semver::VersionReq)>,
     provides: Vec<(Sym, semver::Version)>,
     quarantined: bool,
+    /// Strata the release is quarantined for (a stratum-scoped halt).
+    blocked: Vec<Scope>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -225,8 +230,6 @@ impl Member {
     }
 }
 
-/// Outcome counters of one stratum. Integers only, so that sums do not
-/// depend on the order of addition.
 /// Outcomes of one kind (installs, trial boots, health checks, a metric):
 /// how many devices reported one, and how many of those failed.
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
@@ -263,6 +266,8 @@ impl Exposure {
     }
 }
 
+/// Outcome counters of one cell. Integers only, so that sums do not
+/// depend on the order of addition.
 #[derive(Clone, Default, Debug)]
 struct Counts {
     install: Proportion,
@@ -291,15 +296,72 @@ impl Counts {
     }
 }
 
+/// The value of an attribute dimension on a device without that attribute.
+const UNSET: Sym = Sym::MAX;
+/// How [`UNSET`] is written in a scope (`site=(unset)`).
+pub const UNSET_NAME: &str = "(unset)";
+
+/// A cell: the rollout's devices of one hardware revision, region and
+/// value of each attribute the plan's `strata.by` names. Admission and
+/// counting happen per cell; a stratum (what a gate tests) is a union of cells.
 struct Stratum {
     hardware: Sym,
     region: Sym,
+    /// One value per attribute dimension of `strata.by`, in its order.
+    attrs: Box<[Sym]>,
     /// Cohort hashes of the selected devices, sorted.
     hashes: Vec<u64>,
-    /// Devices with a hash at most this are in the current wave.
+    /// Devices with a hash at most this are admitted.
     threshold: Option<u64>,
+    /// The wave whose share applies: the rollout's, or an earlier one while
+    /// a stratum of this cell is undecided (`others = "advance"`).
+    wave: usize,
+    /// Devices admitted at the least (raised by over-sampling).
+    floor: u64,
+    /// Devices given the release (or a stepping stone) by this rollout.
+    given: u64,
+    /// Of those, updates in progress.
+    in_flight: u64,
+    /// Devices of the cell heard from since the rollout was created (the
+    /// rest may be offline for good: over-sampling allows for them).
+    seen: u64,
+    /// A stratum-scoped halt: no more assignments here, and a rollback of
+    /// the cell's devices if the plan says so.
+    halted: Option<OnFailure>,
     counts: Counts,
 }
+
+impl Stratum {
+    fn new(key: &CellKey, metric_gates: usize, wave: usize) -> Stratum {
+        Stratum {
+            hardware: key.0,
+            region: key.1,
+            attrs: key.2.clone(),
+            hashes: Vec::new(),
+            threshold: None,
+            wave,
+            floor: 0,
+            given: 0,
+            in_flight: 0,
+            seen: 0,
+            halted: None,
+            counts: Counts { metric: vec![Proportion::default(); metric_gates], ..Counts::default() },
+        }
+    }
+
+    /// Devices admitted now.
+    fn admitted(&self) -> u64 {
+        self.threshold.map_or(0, |t| self.hashes.partition_point(|&h| h <= t) as u64)
+    }
+
+    /// Devices given the release whose update is over (committed, reverted, failed, silent).
+    fn settled(&self) -> u64 {
+        self.given.saturating_sub(self.in_flight)
+    }
+}
+
+/// A cell's key: hardware, region, attribute values.
+type CellKey = (Sym, Sym, Box<[Sym]>);
 
 struct Rollout {
     id: RolloutId,
@@ -311,14 +373,19 @@ struct Rollout {
     /// Indexed by device: 24 bytes per device of the fleet.
     members: Vec<Option<Member>>,
     selected: u64,
+    /// The cells (see [`Stratum`]).
     strata: Vec<Stratum>,
-    stratum_of: FxMap<(Sym, Sym), u16>,
+    stratum_of: FxMap<CellKey, u16>,
     in_flight: u64,
     tokens: f64,
     tokens_at: UnixMs,
     dirty: bool,
     next_eval: UnixMs,
     verdicts: Vec<(String, Scope, Verdict)>,
+    /// (gate, scope) that passed at some evaluation of the current wave
+    /// (with `strata.decide_each`): an anytime-valid test may stop at its
+    /// first crossing, so a pass holds for the wave unless the gate fails.
+    latched: Vec<(String, Scope)>,
     last_reports: Vec<GateReport>,
     /// Devices of an admitted cohort held back by a requirement: device
     /// index → (wave, id, requirement). Few, so a side map (members stay 24 bytes).
@@ -330,6 +397,16 @@ impl Rollout {
         self.members.get(idx as usize).and_then(Option::as_ref)
     }
 
+    /// Whether a gate report counts as passed: it passes now, or it passed
+    /// earlier in the wave (see `latched`) and has not failed since.
+    fn passed(&self, rep: &GateReport) -> bool {
+        match rep.test.verdict {
+            Verdict::Pass => true,
+            Verdict::Fail => false,
+            Verdict::Undecided => self.latched.iter().any(|(g, s)| *g == rep.gate && *s == rep.scope),
+        }
+    }
+
     /// When the current wave's soak ends (its gates can pass from then on).
     fn soak_end(&self) -> UnixMs {
         self.wave_started.plus(self.plan.waves[self.wave].soak)
@@ -337,6 +414,29 @@ impl Rollout {
 
     fn member_mut(&mut self, idx: u32) -> Option<&mut Member> {
         self.members.get_mut(idx as usize).and_then(Option::as_mut)
+    }
+
+    /// Moves member `idx` to `to`, keeping the rollout's and its cell's
+    /// in-flight counts (what pacing and over-sampling count).
+    fn set_status(&mut self, idx: u32, to: MemberStatus) {
+        let Some(m) = self.members.get_mut(idx as usize).and_then(Option::as_mut) else { return };
+        let cell = &mut self.strata[m.stratum as usize];
+        if m.status == MemberStatus::Selected && to.in_progress() {
+            cell.given += 1;
+        }
+        let mut in_flight = cell.in_flight;
+        m.set_status(to, &mut in_flight);
+        self.in_flight = (self.in_flight + in_flight).saturating_sub(cell.in_flight);
+        cell.in_flight = in_flight;
+    }
+
+    /// Notes that member `idx` was heard from at `now_s`.
+    fn touch(&mut self, idx: u32, now_s: u32) {
+        let Some(m) = self.members.get_mut(idx as usize).and_then(Option::as_mut) else { return };
+        if m.last_seen_s == 0 {
+            self.strata[m.stratum as usize].seen += 1;
+        }
+        m.last_seen_s = now_s.max(1);
     }
 
     fn insert_member(&mut self, idx: u32, m: Member) {
@@ -412,7 +512,11 @@ impl Controller {
             Input::CreateRollout { id, release, plan } => self.create_rollout(id, release, plan),
             Input::Command { rollout, command } => self.command(&rollout, command),
             Input::LiftQuarantine { release } => match self.release_index.get(&release) {
-                Some(&r) => self.releases[r as usize].quarantined = false,
+                Some(&r) => {
+                    let release = &mut self.releases[r as usize];
+                    release.quarantined = false;
+                    release.blocked.clear();
+                }
                 None => self.reject(format!("unknown release {release}")),
             },
             Input::CheckIn { device, release } => self.check_in(&device, release),

@@ -37,17 +37,17 @@ impl Controller {
         }
         for r in 0..self.rollouts.len() {
             let rollout = &mut self.rollouts[r];
+            rollout.touch(idx, now_s);
             let Some(m) = rollout.members.get_mut(idx as usize).and_then(Option::as_mut) else { continue };
-            m.last_seen_s = now_s;
             if m.status == MemberStatus::SteppingStone {
                 if rel != rollout.release && event == InstallEvent::Committed {
-                    m.set_status(MemberStatus::Selected, &mut rollout.in_flight);
+                    rollout.set_status(idx, MemberStatus::Selected);
                 } else if matches!(
                     event,
                     InstallEvent::Failed | InstallEvent::RevertedBoot | InstallEvent::RevertedHealth
                 ) && rel != rollout.release
                 {
-                    m.set_status(MemberStatus::Failed, &mut rollout.in_flight);
+                    rollout.set_status(idx, MemberStatus::Failed);
                 }
                 continue;
             }
@@ -98,7 +98,7 @@ impl Controller {
                     MemberStatus::Failed
                 }
             };
-            m.set_status(after, &mut rollout.in_flight);
+            rollout.set_status(idx, after);
             rollout.dirty = true;
         }
     }
@@ -114,8 +114,8 @@ impl Controller {
             if !matches!(rollout.state, RolloutState::Running | RolloutState::Completed | RolloutState::Paused { .. }) {
                 continue;
             }
+            rollout.touch(idx, now_s);
             let Some(m) = rollout.members.get_mut(idx as usize).and_then(Option::as_mut) else { continue };
-            m.last_seen_s = now_s;
             let c = &mut rollout.strata[m.stratum as usize].counts;
             if current == Some(rollout.release) && m.status == MemberStatus::Committed {
                 c.crash_canary
@@ -172,7 +172,7 @@ impl Controller {
             } else if m.status != MemberStatus::SteppingStone {
                 c.install.fail();
             }
-            m.set_status(MemberStatus::Silent, &mut rollout.in_flight);
+            rollout.set_status(idx, MemberStatus::Silent);
             rollout.dirty = true;
         }
     }

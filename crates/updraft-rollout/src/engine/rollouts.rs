@@ -34,6 +34,7 @@ impl Controller {
             dirty: false,
             next_eval: self.now,
             verdicts: Vec::new(),
+            latched: Vec::new(),
             last_reports: Vec::new(),
             held_back: Default::default(),
         });
@@ -45,24 +46,11 @@ impl Controller {
                 selected.push(idx);
             }
         }
-        let metric_gates =
-            self.rollouts[r].plan.gates.iter().filter(|g| matches!(g.kind, GateKind::Metric { .. })).count();
         let salt = fnv1a(id.as_str());
         for idx in selected {
-            let d = &self.devices[idx as usize];
-            let hash = cohort_hash_of(salt, d.id_hash);
-            let key = (d.hardware, d.region);
+            let hash = cohort_hash_of(salt, self.devices[idx as usize].id_hash);
+            let s = self.cell_of(r, idx);
             let rollout = &mut self.rollouts[r];
-            let s = *rollout.stratum_of.entry(key).or_insert_with(|| {
-                rollout.strata.push(Stratum {
-                    hardware: key.0,
-                    region: key.1,
-                    hashes: Vec::new(),
-                    threshold: None,
-                    counts: Counts { metric: vec![Proportion::default(); metric_gates], ..Counts::default() },
-                });
-                (rollout.strata.len() - 1) as u16
-            });
             rollout.strata[s as usize].hashes.push(hash);
             rollout.insert_member(idx, Member::selected(hash, s));
         }
@@ -81,11 +69,19 @@ impl Controller {
         self.outputs.push_back(Output::StateChanged { rollout: self.rollouts[r].id.clone(), state });
     }
 
-    pub(super) fn start_wave(&mut self, r: usize, wave: usize) {
+    /// Starts wave `wave` (from 0) for every cell but those in `keep`,
+    /// which stay at their wave until their strata decide.
+    pub(super) fn start_wave(&mut self, r: usize, wave: usize, keep: &[u16]) {
         let rollout = &mut self.rollouts[r];
+        for (c, cell) in rollout.strata.iter_mut().enumerate() {
+            if !keep.contains(&(c as u16)) {
+                cell.wave = wave;
+            }
+        }
         rollout.wave = wave;
         rollout.wave_started = self.now;
         rollout.verdicts.clear();
+        rollout.latched.clear();
         rollout.dirty = true;
         self.set_thresholds(r);
         let rollout = &self.rollouts[r];
@@ -112,7 +108,7 @@ impl Controller {
                 RolloutState::Created if quarantined => refuse(self, "the release is quarantined"),
                 RolloutState::Created => {
                     self.set_state(r, RolloutState::Running);
-                    self.start_wave(r, 0);
+                    self.start_wave(r, 0, &[]);
                 }
                 _ => refuse(self, "it has already started"),
             },
@@ -137,7 +133,7 @@ impl Controller {
             Command::AdvanceNow => match state {
                 RolloutState::Running | RolloutState::Paused { .. } if !quarantined => {
                     self.set_state(r, RolloutState::Running);
-                    self.advance(r);
+                    self.advance(r, &[]);
                 }
                 _ => refuse(self, "only a running or paused rollout of a release that is not quarantined can advance"),
             },
@@ -152,12 +148,49 @@ impl Controller {
         }
     }
 
-    pub(super) fn advance(&mut self, r: usize) {
+    /// Moves to the next wave (or completes), leaving the cells in `keep` where they are.
+    pub(super) fn advance(&mut self, r: usize, keep: &[u16]) {
         let next = self.rollouts[r].wave + 1;
         if next < self.rollouts[r].plan.waves.len() {
-            self.start_wave(r, next);
+            self.start_wave(r, next, keep);
         } else {
+            // An operator's advance at the last wave: lagging cells catch up.
+            let last = self.rollouts[r].wave;
+            for cell in &mut self.rollouts[r].strata {
+                cell.wave = last;
+            }
+            self.set_thresholds(r);
             self.set_state(r, RolloutState::Completed);
+        }
+    }
+
+    /// Halts one stratum (`on_failure_scope = "stratum"`): its cells admit
+    /// no one new, the release is quarantined for it, its devices go back
+    /// to their last known good release if the plan rolls back. When no
+    /// cell is left running, the whole rollout halts.
+    pub(super) fn halt_stratum(&mut self, r: usize, scope: Scope, cells: &[u16], reason: String) {
+        let action = self.rollouts[r].plan.on_failure;
+        let rollout = &mut self.rollouts[r];
+        for &c in cells {
+            rollout.strata[c as usize].halted.get_or_insert(action);
+        }
+        rollout.dirty = true;
+        let left = rollout.strata.iter().any(|c| c.halted.is_none());
+        let rel = rollout.release;
+        let id = rollout.id.clone();
+        let blocked = &mut self.releases[rel as usize].blocked;
+        if !blocked.contains(&scope) {
+            blocked.push(scope.clone());
+        }
+        self.outputs.push_back(Output::StratumHalted {
+            rollout: id,
+            release: self.releases[rel as usize].info.id.clone(),
+            scope,
+            reason: reason.clone(),
+            rolled_back: action == OnFailure::Rollback,
+        });
+        if !left {
+            self.halt(r, format!("every stratum halted; the last: {reason}"), action);
         }
     }
 

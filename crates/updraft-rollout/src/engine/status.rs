@@ -47,7 +47,44 @@ impl Controller {
             })
             .collect();
         strata.sort_by(|a, b| a.0.cmp(&b.0));
+        let tested = self.tested(r);
+        let reports = self.gate_reports(r, &tested);
+        let standings = self.standings(r, &tested, &reports);
+        let total: u64 = rollout.strata.iter().map(|s| s.hashes.len() as u64).sum();
+        let stratum_status = tested
+            .iter()
+            .zip(&standings)
+            .skip(1)
+            .map(|(t, standing)| {
+                let cells = t.cells.iter().map(|&c| &rollout.strata[c as usize]);
+                let mut s = StratumStatus {
+                    scope: t.scope.clone(),
+                    standing: standing.name().to_owned(),
+                    wave: cells.clone().map(|c| c.wave.min(rollout.wave)).min().unwrap_or(rollout.wave) + 1,
+                    devices: 0,
+                    admitted: 0,
+                    oversampled: 0,
+                    given: 0,
+                    halted: None,
+                };
+                for c in cells {
+                    let admitted = c.admitted();
+                    s.devices += c.hashes.len() as u64;
+                    s.admitted += admitted;
+                    s.oversampled += admitted.saturating_sub(fleet::share(&rollout.plan, rollout.wave, c, total));
+                    s.given += c.given;
+                    if let Some(h) = c.halted {
+                        s.halted = Some(h);
+                    }
+                }
+                if !t.halted {
+                    s.halted = None;
+                }
+                s
+            })
+            .collect();
         Some(RolloutStatus {
+            strata: stratum_status,
             held_back,
             rollout: rollout.id.clone(),
             release: self.releases[rollout.release as usize].info.id.clone(),
@@ -121,6 +158,29 @@ pub struct RolloutStatus {
     pub gates: Vec<GateReport>,
     /// Devices held back by a requirement (at most [`MAX_HELD_BACK_LISTED`]), with why.
     pub held_back: Vec<HeldBackDevice>,
+    /// Each stratum the gates test: where it stands, its wave, its devices.
+    pub strata: Vec<StratumStatus>,
+}
+
+/// A stratum (one hardware revision, region or attribute value) of a rollout.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StratumStatus {
+    pub scope: Scope,
+    /// `passed`, `enough_evidence` (the plan's `strata.min_evidence`),
+    /// `pooled`, `undecided` (it holds the wave) or `halted`.
+    pub standing: String,
+    /// The wave whose share it gets, from 1 (behind the rollout's while undecided).
+    pub wave: usize,
+    pub devices: u64,
+    pub admitted: u64,
+    /// Admitted beyond its wave's share (over-sampling).
+    pub oversampled: u64,
+    /// Given the release (or a stepping stone) so far.
+    pub given: u64,
+    /// Halted on its own (`on_failure_scope = "stratum"`): `pause` or `rollback`.
+    pub halted: Option<OnFailure>,
 }
 
 /// Held-back devices a status lists.

@@ -84,13 +84,15 @@ pub struct RolloutDef {
     pub start_at: Option<String>,
 }
 
-/// How devices of a hardware revision fare with a release.
+/// How devices of a hardware revision (or a region, or both) fare with a release.
 #[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct Behaviour {
     pub release: String,
     #[serde(default)]
     pub hardware: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
     #[serde(default)]
     pub install_fail: f64,
     #[serde(default)]
@@ -104,6 +106,21 @@ pub struct Behaviour {
     pub crash_rate: Option<f64>,
     #[serde(default)]
     pub metric: Option<(String, f64)>,
+}
+
+impl Behaviour {
+    fn fits(&self, d: &DeviceInfo) -> bool {
+        self.hardware.as_ref().is_none_or(|h| *h == d.hardware) && self.region.as_ref().is_none_or(|g| *g == d.region)
+    }
+}
+
+fn in_scope(scope: &Scope, d: &DeviceInfo) -> bool {
+    match scope {
+        Scope::All => true,
+        Scope::Hardware(h) => *h == d.hardware,
+        Scope::Region(g) => *g == d.region,
+        Scope::Attribute { key, value } => d.tags.iter().any(|t| *t == format!("{key}={value}")),
+    }
 }
 
 #[derive(Deserialize)]
@@ -222,6 +239,7 @@ pub fn run(fixture: &Fixture) -> String {
     let mut next_rollout = 0;
     let mut next_script = 0;
     let mut quarantined_at: HashMap<String, u64> = HashMap::new();
+    let mut halted_strata: Vec<(ReleaseId, Scope, u64)> = Vec::new();
     // Decisions summarised per 6-hour window.
     let window_ms = 6 * 3600 * 1000;
     let mut window_start = T0;
@@ -309,11 +327,12 @@ pub fn run(fixture: &Fixture) -> String {
                 fixture
                     .behaviour
                     .iter()
-                    .find(|b| b.release == rel.as_str() && b.hardware.as_ref().is_none_or(|h| *h == dev.info.hardware))
+                    .find(|b| b.release == rel.as_str() && b.fits(&dev.info))
                     .cloned()
                     .unwrap_or(Behaviour {
                         release: rel.to_string(),
                         hardware: None,
+                        region: None,
                         install_fail: 0.0,
                         boot_fail: 0.0,
                         health_fail: 0.0,
@@ -388,13 +407,24 @@ pub fn run(fixture: &Fixture) -> String {
                                     }
                                 }
                                 let d = dev.expect("decision for a check-in");
+                                if matches!(reason, InstallReason::Rollout) {
+                                    for (rel, scope, t) in &halted_strata {
+                                        if rel == release && in_scope(scope, &devs[d].info) {
+                                            violations.push(format!(
+                                                "{} assigned {release} to {} in {scope}, halted at {}",
+                                                fmt_t(now),
+                                                devs[d].info.id,
+                                                fmt_t(*t)
+                                            ));
+                                        }
+                                    }
+                                }
                                 let devm = &mut devs[d];
                                 let b = fixture
                                     .behaviour
                                     .iter()
                                     .find(|b| {
-                                        b.release == release.as_str()
-                                            && b.hardware.as_ref().is_none_or(|h| *h == devm.info.hardware)
+                                        b.release == release.as_str() && b.fits(&devm.info)
                                     })
                                     .map(|b| b.silent)
                                     .unwrap_or(0.0);
@@ -425,6 +455,11 @@ pub fn run(fixture: &Fixture) -> String {
                             },
                         };
                         *tally.entry(key).or_default() += 1;
+                    }
+                    Output::StratumHalted { rollout, release, scope, reason, rolled_back } => {
+                        let what = if rolled_back { "rolled back" } else { "paused" };
+                        writeln!(log, "{} {rollout}: stratum {scope} {what} ({reason})", fmt_t(now)).unwrap();
+                        halted_strata.push((release, scope, now));
                     }
                     Output::Quarantined { release, rollout } => {
                         quarantined_at.entry(release.to_string()).or_insert(now);
@@ -467,6 +502,14 @@ pub fn run(fixture: &Fixture) -> String {
     for r in &fixture.rollouts {
         let s = c.status(&RolloutId::new(&r.id)).unwrap();
         writeln!(log, "{}: {} in wave {}/{}, {} selected", r.id, s.state.name(), s.wave, s.waves, s.selected).unwrap();
+        for st in &s.strata {
+            writeln!(
+                log,
+                "  stratum {}: {}, wave {}, {} devices, {} admitted ({} over-sampled), {} given",
+                st.scope, st.standing, st.wave, st.devices, st.admitted, st.oversampled, st.given
+            )
+            .unwrap();
+        }
         for (i, w) in s.per_wave.iter().enumerate() {
             if w.assigned > 0 {
                 writeln!(
