@@ -49,6 +49,16 @@ pub struct SimulateArgs {
     /// apply them, and print the three side by side.
     #[arg(long)]
     compare: bool,
+    /// Calibrate: run the scenario once per seed of FIRST..LAST (both
+    /// included, e.g. 1..200) on every core and report percentiles of the
+    /// devices of each bad stratum given the release before the halt, their
+    /// failures, the time to halt, the time to 100% and the share of runs
+    /// halted (for a good release: false halts).
+    #[arg(long, value_name = "FIRST..LAST", conflicts_with_all = ["compare", "report", "against"])]
+    sweep: Option<String>,
+    /// With --sweep: threads to use (default: every core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
     /// Print the result as JSON (camelCase keys).
     #[arg(long)]
     json: bool,
@@ -94,6 +104,29 @@ pub fn run(a: SimulateArgs, client: &ClientArgs, ctx: &Ctx) -> anyhow::Result<Ex
     }
     let plan_path = a.plan.as_ref().context("--plan is required")?;
     let plan = Plan::from_toml(&read(plan_path, "rollout plan")?).with_context(|| plan_path.display().to_string())?;
+    if let Some(seeds) = &a.sweep {
+        let (first, last) = updraft_sim::sweep::parse_seeds(seeds).map_err(anyhow::Error::msg)?;
+        let bar = progress_enabled(ctx.quiet, a.json).then(|| {
+            let b = ProgressBar::new(last - first + 1);
+            b.set_style(
+                ProgressStyle::with_template("sweeping [{bar:30}] {pos}/{len} runs, {elapsed} (eta {eta})")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            b
+        });
+        let tick = |done: u64, _total: u64| {
+            if let Some(b) = &bar {
+                b.set_position(done);
+            }
+        };
+        let s = updraft_sim::sweep(Policy::Updraft, &fleet, &release, &plan, first, last, a.threads, &tick)?;
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        emit(a.json, &s, |out| sweep_human(&s, out))?;
+        return Ok(if s.runs_with_violations == 0 { ExitCode::SUCCESS } else { ExitCode::from(3) });
+    }
     let bar = progress_enabled(ctx.quiet, a.json).then(|| {
         let b = ProgressBar::new(fleet.duration.as_secs());
         b.set_style(
@@ -215,6 +248,54 @@ fn human(r: &Report, out: &mut String) {
         let _ = writeln!(out, "invariants BROKEN:");
         for v in &r.violations {
             let _ = writeln!(out, "  {v}");
+        }
+    }
+}
+
+fn sweep_human(s: &updraft_sim::SweepReport, out: &mut String) {
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        out,
+        "sweep: {} over {} devices, seeds {}..{} ({} runs on {} threads)",
+        s.release, s.devices, s.first_seed, s.last_seed, s.runs, s.threads
+    );
+    let _ = writeln!(out, "  halted in {} of {} runs ({:.1}%)", s.halted_runs, s.runs, 100.0 * s.halted_share);
+    let row = |out: &mut String, label: &str, p: &updraft_sim::sweep::Percentiles, t: bool| {
+        let f = |v: u64| if t { hms(v) } else { v.to_string() };
+        let _ = writeln!(
+            out,
+            "  {label:<44}{:>10}{:>10}{:>10}{:>10}   ({} runs)",
+            f(p.p50),
+            f(p.p90),
+            f(p.p99),
+            f(p.max),
+            p.runs
+        );
+    };
+    let _ = writeln!(out, "  {:<44}{:>10}{:>10}{:>10}{:>10}", "", "p50", "p90", "p99", "max");
+    for b in &s.bad_strata {
+        let _ = writeln!(out, "  bad stratum {} (never halted in {} runs):", b.scope, b.never_halted);
+        row(out, "  devices given the release before the halt", &b.given, false);
+        row(out, "  of them failed", &b.failed, false);
+        row(out, "  time to halt", &b.time_to_halt_s, true);
+    }
+    row(out, "devices given the release (all)", &s.exposed, false);
+    if s.time_to_halt_s.runs > 0 {
+        row(out, "time to the first halt", &s.time_to_halt_s, true);
+    }
+    if s.time_to_full_s.runs > 0 {
+        row(out, "time to 100% (runs that got there)", &s.time_to_full_s, true);
+    }
+    if !s.halted_seeds.is_empty() && s.bad_strata.is_empty() {
+        let seeds: Vec<String> = s.halted_seeds.iter().take(10).map(u64::to_string).collect();
+        let _ = writeln!(out, "  halted seeds (replay with --seed): {}", seeds.join(", "));
+    }
+    match &s.first_violation {
+        None => {
+            let _ = writeln!(out, "invariants: all held in every run");
+        }
+        Some(v) => {
+            let _ = writeln!(out, "invariants BROKEN in {} runs; first: {v}", s.runs_with_violations);
         }
     }
 }

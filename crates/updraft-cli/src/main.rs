@@ -135,6 +135,7 @@ updraft serve --check --data-dir updraft-data\n  updraft serve admin-token --res
     #[command(
         after_help = "Examples:\n  updraft simulate --fleet examples/sim/fleet.toml --plan examples/sim/plan.toml --seed 1\n  \
 updraft simulate --fleet examples/sim/fleet.toml --plan examples/sim/plan.toml --release examples/sim/release-bad.toml --seed 2 --compare\n  \
+updraft simulate --fleet examples/sim/meters.toml --plan examples/sim/meters-plan.toml --release examples/sim/meters-rare-bad.toml --sweep 1..50\n  \
 updraft simulate --against http://127.0.0.1:8080 --fleet examples/sim/fleet.toml"
     )]
     Simulate(Box<WithServer<cmd_simulate::SimulateArgs>>),

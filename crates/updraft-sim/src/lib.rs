@@ -14,6 +14,8 @@ pub mod baseline;
 pub mod load;
 pub mod model;
 mod sim;
+pub mod sweep;
 
 pub use model::{Behaviour, Connectivity, Fleet, Group, Outage, Release};
-pub use sim::{run, run_with, Downtime, Policy, Progress, Report, Sample, SimError, TimelineEntry};
+pub use sim::{run, run_with, Downtime, Policy, Progress, Report, Sample, SimError, StratumOutcome, TimelineEntry};
+pub use sweep::{sweep, SweepReport};

@@ -422,9 +422,9 @@ impl Controller {
 
     /// Admits more devices of each undecided stratum that its share of the
     /// wave cannot decide, within its own population: up to
-    /// `min(needed, settled + max(step, settled / (1 + k)))` devices, where
-    /// `needed` is the outcomes its undecided gates need to pass if every
-    /// further one succeeds (capped by `min_evidence`) and k is the most
+    /// `settled + min(missing, max(step, settled / (1 + k)))` devices, where
+    /// `missing` is the outcomes its undecided gates still need to pass if
+    /// every further one succeeds (up to `min_evidence`) and k is the most
     /// failures any gate saw in it. With no failures the stratum doubles per
     /// round; with failures each round adds about one expected failure at
     /// the observed rate. At most `oversample_max` of the stratum.
@@ -446,6 +446,7 @@ impl Controller {
             let rollout = &self.rollouts[r];
             // The outcomes the stratum needs to pass every gate that more
             // devices can decide (not exposure time): if all went well.
+            // (`needed`: outcomes still missing for that.)
             let mut needed = 0u64;
             let mut k = 0u64;
             for &g in &proportion_gates {
@@ -464,7 +465,7 @@ impl Controller {
                 if min_evidence > 0 {
                     n = n.min(min_evidence);
                 }
-                needed = needed.max(n);
+                needed = needed.max(n.saturating_sub(rep.test.trials as u64));
             }
             let cells: Vec<u16> =
                 t.cells.iter().copied().filter(|&c| rollout.strata[c as usize].halted.is_none()).collect();
@@ -474,9 +475,9 @@ impl Controller {
             let seen: u64 = cells.iter().map(|&c| rollout.strata[c as usize].seen).sum();
             // The share of the stratum that answers at all (offline devices
             // are admitted but never take the release).
-            let live = (seen as f64 / n.max(1) as f64).clamp(0.05, 1.0);
+            let live = rollout.live_share(seen, n, self.now);
             let cap = ((max_share * n as f64).ceil() as u64).min(n);
-            let want = (settled + step.max(settled / (1 + k))).min(needed);
+            let want = settled + step.max(settled / (1 + k)).min(needed);
             let expected = (admitted as f64 * live).floor() as u64;
             if want <= expected || admitted >= cap {
                 continue;
