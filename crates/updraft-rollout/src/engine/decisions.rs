@@ -16,7 +16,7 @@ impl Controller {
 
     pub(super) fn decide(&mut self, idx: u32, id: &DeviceId, now_s: u32) -> Decision {
         for r in 0..self.rollouts.len() {
-            self.rollouts[r].touch(idx, now_s, true);
+            self.rollouts[r].touch(idx, now_s);
         }
         let (r, target, reason) = match self.decide_readonly(idx, self.now) {
             Step::Done(d) => return d,
@@ -38,7 +38,7 @@ impl Controller {
         let to = if target == rel { MemberStatus::Assigned } else { MemberStatus::SteppingStone };
         rollout.set_status(idx, to);
         let wave = rollout.wave as u8;
-        rollout.touch(idx, now_s, false);
+        rollout.touch(idx, now_s);
         if let Some(m) = rollout.member_mut(idx) {
             m.wave = wave;
         }

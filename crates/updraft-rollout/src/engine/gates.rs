@@ -32,6 +32,9 @@ pub(super) enum Standing {
     /// Undecided, but every stratum it shares devices with has passed (`pool`).
     Pooled,
     Undecided,
+    /// Undecided, but over-sampling reached `strata.oversample_max` and every
+    /// admitted device has reported: this wave can learn nothing more of it.
+    AtCap,
     /// None of its devices has taken the release (all held back by a
     /// requirement, offline or outside their window): nothing to wait for.
     NoDevices,
@@ -46,6 +49,7 @@ impl Standing {
             Standing::Pooled => "pooled",
             Standing::Undecided => "undecided",
             Standing::NoDevices => "no_devices",
+            Standing::AtCap => "at_cap",
             Standing::Halted => "halted",
         }
     }
@@ -93,7 +97,14 @@ impl Controller {
                 }
                 continue;
             }
-            let any_fail = reports.iter().find(|rep| tested.iter().any(|t| t.scope == rep.scope && failed(t, rep)));
+            // Under stratum-scoped halts, strata cover every device: a
+            // release bad everywhere halts every stratum (and so the
+            // rollout), and one bad stratum does not halt the rest through
+            // the sum over all devices.
+            let strata_tested = tested.len() > 1;
+            let any_fail = reports.iter().find(|rep| {
+                tested.iter().any(|t| t.scope == rep.scope && failed(t, rep) && !(per_scope && strata_tested && t.dim.is_none()))
+            });
             if let Some(rep) = any_fail {
                 let reason = self.failure_reason(r, rep);
                 let action = self.rollouts[r].plan.on_failure;
@@ -398,6 +409,16 @@ impl Controller {
                 }
                 standing = Standing::Undecided;
             }
+            if standing == Standing::Undecided {
+                let cells = t.cells.iter().map(|&c| &rollout.strata[c as usize]);
+                let n: u64 = cells.clone().map(|c| c.hashes.len() as u64).sum();
+                let admitted: u64 = cells.clone().map(Stratum::admitted).sum();
+                let in_flight: u64 = cells.map(|c| c.in_flight).sum();
+                let cap = ((strata.oversample_max * n as f64).ceil() as u64).min(n);
+                if strata.oversample_step > 0 && admitted >= cap && in_flight == 0 {
+                    standing = Standing::AtCap;
+                }
+            }
             out[i] = standing;
         }
         out
@@ -472,18 +493,25 @@ impl Controller {
             let n: u64 = cells.iter().map(|&c| rollout.strata[c as usize].hashes.len() as u64).sum();
             let admitted: u64 = cells.iter().map(|&c| rollout.strata[c as usize].admitted()).sum();
             let settled: u64 = cells.iter().map(|&c| rollout.strata[c as usize].settled()).sum();
-            let seen: u64 = cells.iter().map(|&c| rollout.strata[c as usize].seen).sum();
-            // The share of the stratum that answers at all (offline devices
-            // are admitted but never take the release).
-            let live = rollout.live_share(seen, n, self.now);
             let cap = ((max_share * n as f64).ceil() as u64).min(n);
             let want = settled + step.max(settled / (1 + k)).min(needed);
-            let expected = (admitted as f64 * live).floor() as u64;
+            // Devices admitted but not given the release count as coming
+            // until a quarter of the silence timeout after their admission;
+            // then they are taken to be offline and others admitted instead.
+            let patience = rollout.plan.silence_timeout / 4;
+            let expected: u64 = cells
+                .iter()
+                .map(|&c| {
+                    let cell = &rollout.strata[c as usize];
+                    let pending = cell.admitted().saturating_sub(cell.given);
+                    cell.given + if self.now < cell.raised_at.plus(patience) { pending } else { 0 }
+                })
+                .sum();
             if want <= expected || admitted >= cap {
                 continue;
             }
             // Spread the new devices over the cells by the room each has left.
-            let delta = (((want - expected) as f64 / live).ceil() as u64).min(cap - admitted);
+            let delta = (want - expected).min(cap - admitted);
             let room: Vec<u64> = cells
                 .iter()
                 .map(|&c| {
@@ -502,6 +530,7 @@ impl Controller {
                 let floor = cell.admitted() + add;
                 if floor > cell.floor {
                     cell.floor = floor;
+                    cell.raised_at = self.now;
                     raised = true;
                 }
             }

@@ -322,9 +322,8 @@ struct Stratum {
     given: u64,
     /// Of those, updates in progress.
     in_flight: u64,
-    /// Devices of the cell heard from since the rollout was created (the
-    /// rest may be offline for good: over-sampling allows for them).
-    seen: u64,
+    /// When over-sampling last raised `floor`.
+    raised_at: UnixMs,
     /// A stratum-scoped halt: no more assignments here, and a rollback of
     /// the cell's devices if the plan says so.
     halted: Option<OnFailure>,
@@ -343,7 +342,7 @@ impl Stratum {
             floor: 0,
             given: 0,
             in_flight: 0,
-            seen: 0,
+            raised_at: UnixMs(0),
             halted: None,
             counts: Counts { metric: vec![Proportion::default(); metric_gates], ..Counts::default() },
         }
@@ -387,10 +386,6 @@ struct Rollout {
     /// first crossing, so a pass holds for the wave unless the gate fails.
     latched: Vec<(String, Scope)>,
     last_reports: Vec<GateReport>,
-    created: UnixMs,
-    /// The longest gap between two check-ins of one device, and how many gaps were seen.
-    max_gap_s: u32,
-    gaps: u32,
     /// Devices of an admitted cohort held back by a requirement: device
     /// index → (wave, id, requirement). Few, so a side map (members stay 24 bytes).
     held_back: std::collections::BTreeMap<u32, (u8, DeviceId, String)>,
@@ -434,29 +429,11 @@ impl Rollout {
         cell.in_flight = in_flight;
     }
 
-    /// Notes that member `idx` was heard from at `now_s` (by an idle
-    /// device's check-in: the gap since it was last heard from counts
-    /// toward `max_gap_s`, the poll interval as the rollout sees it).
-    fn touch(&mut self, idx: u32, now_s: u32, check_in: bool) {
-        let Some(m) = self.members.get_mut(idx as usize).and_then(Option::as_mut) else { return };
-        if m.last_seen_s == 0 {
-            self.strata[m.stratum as usize].seen += 1;
-        } else if check_in && m.status == MemberStatus::Selected && now_s > m.last_seen_s {
-            self.max_gap_s = self.max_gap_s.max(now_s - m.last_seen_s);
-            self.gaps = self.gaps.saturating_add(1);
+    /// Notes that member `idx` was heard from at `now_s`.
+    fn touch(&mut self, idx: u32, now_s: u32) {
+        if let Some(m) = self.members.get_mut(idx as usize).and_then(Option::as_mut) {
+            m.last_seen_s = now_s;
         }
-        m.last_seen_s = now_s.max(1);
-    }
-
-    /// The share of a cell's devices that answer at all, once the rollout
-    /// has run for two of the longest check-in gaps seen (before that,
-    /// every device is taken to answer).
-    fn live_share(&self, seen: u64, devices: u64, now: UnixMs) -> f64 {
-        let age_s = now.since(self.created).as_secs();
-        if self.gaps < 20 || age_s < 2 * u64::from(self.max_gap_s) {
-            return 1.0;
-        }
-        (seen as f64 / devices.max(1) as f64).clamp(0.05, 1.0)
     }
 
     fn insert_member(&mut self, idx: u32, m: Member) {

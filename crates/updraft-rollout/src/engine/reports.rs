@@ -37,7 +37,7 @@ impl Controller {
         }
         for r in 0..self.rollouts.len() {
             let rollout = &mut self.rollouts[r];
-            rollout.touch(idx, now_s, false);
+            rollout.touch(idx, now_s);
             let Some(m) = rollout.members.get_mut(idx as usize).and_then(Option::as_mut) else { continue };
             if m.status == MemberStatus::SteppingStone {
                 if rel != rollout.release && event == InstallEvent::Committed {
@@ -114,7 +114,7 @@ impl Controller {
             if !matches!(rollout.state, RolloutState::Running | RolloutState::Completed | RolloutState::Paused { .. }) {
                 continue;
             }
-            rollout.touch(idx, now_s, false);
+            rollout.touch(idx, now_s);
             let Some(m) = rollout.members.get_mut(idx as usize).and_then(Option::as_mut) else { continue };
             let c = &mut rollout.strata[m.stratum as usize].counts;
             if current == Some(rollout.release) && m.status == MemberStatus::Committed {

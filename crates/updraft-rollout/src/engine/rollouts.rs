@@ -35,9 +35,6 @@ impl Controller {
             next_eval: self.now,
             verdicts: Vec::new(),
             latched: Vec::new(),
-            created: self.now,
-            max_gap_s: 0,
-            gaps: 0,
             last_reports: Vec::new(),
             held_back: Default::default(),
         });

@@ -169,7 +169,9 @@ pub struct RolloutStatus {
 pub struct StratumStatus {
     pub scope: Scope,
     /// `passed`, `enough_evidence` (the plan's `strata.min_evidence`),
-    /// `pooled`, `undecided` (it holds the wave) or `halted`.
+    /// `pooled`, `at_cap` (over-sampled to `strata.oversample_max`, all
+    /// reported), `no_devices` (none took the release), `undecided` (it
+    /// holds the wave) or `halted`.
     pub standing: String,
     /// The wave whose share it gets, from 1 (behind the rollout's while undecided).
     pub wave: usize,
