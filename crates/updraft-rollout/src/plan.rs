@@ -302,7 +302,9 @@ impl Dimension {
         match s {
             "hardware" => Ok(Dimension::Hardware),
             "region" => Ok(Dimension::Region),
-            "" | "all" => Err(format!("strata.by: {s:?} is not a dimension; hint: hardware, region or an attribute name")),
+            "" | "all" => {
+                Err(format!("strata.by: {s:?} is not a dimension; hint: hardware, region or an attribute name"))
+            }
             a if a.contains(['=', ' ']) => Err(format!("strata.by: {a:?}: an attribute name has no '=' or spaces")),
             a => Ok(Dimension::Attribute(a.to_owned())),
         }
@@ -371,7 +373,7 @@ impl Default for Strata {
         Strata {
             by: vec![Dimension::Hardware, Dimension::Region],
             decide_each: true,
-            min_evidence: 100,
+            min_evidence: 0,
             oversample_step: 10,
             oversample_max: 0.5,
             others: Others::Wait,

@@ -130,7 +130,8 @@ pub fn test_proportion(failures: f64, trials: f64, theta: f64, alpha: f64, min_s
 /// `theta` and `alpha` (every further trial a success), at least
 /// `min_sample`; `u64::MAX` if none up to ten million does.
 pub fn trials_to_pass(failures: u64, theta: f64, alpha: f64, min_sample: u64) -> u64 {
-    let passes = |n: u64| test_proportion(failures as f64, n as f64, theta, alpha, min_sample as f64).verdict == Verdict::Pass;
+    let passes =
+        |n: u64| test_proportion(failures as f64, n as f64, theta, alpha, min_sample as f64).verdict == Verdict::Pass;
     let mut lo = failures.max(min_sample).max(1);
     if passes(lo) {
         return lo;

@@ -328,11 +328,7 @@ fn system_audits(outputs: &[Output], at_ms: i64) -> Vec<AuditEntry> {
             Output::StratumHalted { rollout, release, scope, reason, rolled_back } => {
                 let what = if *rolled_back { "rolled back" } else { "paused" };
                 out.push(entry("rollout.stratum_halt", rollout.as_str(), format!("{scope} {what}: {reason}")));
-                out.push(entry(
-                    "release.quarantine",
-                    release.as_str(),
-                    format!("for {scope} by rollout {rollout}"),
-                ));
+                out.push(entry("release.quarantine", release.as_str(), format!("for {scope} by rollout {rollout}")));
             }
             Output::Decision { .. } | Output::Rejected { .. } => {}
         }

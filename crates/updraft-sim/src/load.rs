@@ -134,7 +134,8 @@ pub fn check_ins(
                             continue;
                         };
                         count(2);
-                        let healthy = release.is_none_or(|r| r.id() != target || r.on(&d.hardware, &d.region).health_fail < 0.5);
+                        let healthy =
+                            release.is_none_or(|r| r.id() != target || r.on(&d.hardware, &d.region).health_fail < 0.5);
                         let last = if healthy { "committed" } else { "reverted_health" };
                         for kind in ["downloaded", "installed", "trial_boot", last] {
                             let ok = a

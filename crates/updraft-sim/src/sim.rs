@@ -1397,10 +1397,9 @@ impl<'a> Sim<'a> {
         };
         let exposed = self.devs.iter().filter(|d| d.flags & EXPOSED != 0).count() as u64;
         let mut strata = Vec::new();
-        for (dim, names, halted) in [
-            ("hardware", &self.cfg.hw_names, &self.halted_hw),
-            ("region", &self.cfg.region_names, &self.halted_region),
-        ] {
+        for (dim, names, halted) in
+            [("hardware", &self.cfg.hw_names, &self.halted_hw), ("region", &self.cfg.region_names, &self.halted_region)]
+        {
             for (i, name) in names.iter().enumerate() {
                 let mut o = StratumOutcome {
                     scope: format!("{dim}={name}"),
@@ -1413,7 +1412,9 @@ impl<'a> Sim<'a> {
                 for d in self.devs.iter().filter(|d| d.online) {
                     let g = &self.groups[d.group as usize];
                     let at = if dim == "hardware" { g.hw } else { g.region };
-                    if at as usize != i || self.cfg.fleet.groups[d.group as usize].family(self.cfg.fleet) != self.cfg.fleet.family {
+                    if at as usize != i
+                        || self.cfg.fleet.groups[d.group as usize].family(self.cfg.fleet) != self.cfg.fleet.family
+                    {
                         continue;
                     }
                     o.devices += 1;

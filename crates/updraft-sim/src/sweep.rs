@@ -36,7 +36,14 @@ impl Percentiles {
             return Percentiles::default();
         }
         let rank = |p: f64| values[((p * n as f64).ceil() as usize).clamp(1, n) - 1];
-        Percentiles { runs: n as u64, p50: rank(0.5), p90: rank(0.9), p99: rank(0.99), min: values[0], max: values[n - 1] }
+        Percentiles {
+            runs: n as u64,
+            p50: rank(0.5),
+            p90: rank(0.9),
+            p99: rank(0.99),
+            min: values[0],
+            max: values[n - 1],
+        }
     }
 }
 

@@ -83,9 +83,9 @@ impl Controller {
             // the other scopes' counts, which may then pass.
             let stratum_fail = per_scope
                 .then(|| {
-                    reports.iter().find(|rep| {
-                        tested.iter().any(|t| t.dim.is_some() && t.scope == rep.scope && failed(t, rep))
-                    })
+                    reports
+                        .iter()
+                        .find(|rep| tested.iter().any(|t| t.dim.is_some() && t.scope == rep.scope && failed(t, rep)))
                 })
                 .flatten();
             if let Some(rep) = stratum_fail {
@@ -103,7 +103,9 @@ impl Controller {
             // the sum over all devices.
             let strata_tested = tested.len() > 1;
             let any_fail = reports.iter().find(|rep| {
-                tested.iter().any(|t| t.scope == rep.scope && failed(t, rep) && !(per_scope && strata_tested && t.dim.is_none()))
+                tested
+                    .iter()
+                    .any(|t| t.scope == rep.scope && failed(t, rep) && !(per_scope && strata_tested && t.dim.is_none()))
             });
             if let Some(rep) = any_fail {
                 let reason = self.failure_reason(r, rep);
@@ -257,7 +259,8 @@ impl Controller {
     /// than one value among the rollout's devices.
     pub(super) fn tested(&self, r: usize) -> Vec<Tested> {
         let rollout = &self.rollouts[r];
-        let mut all = Tested { scope: Scope::All, dim: None, cells: Vec::new(), counts: Counts::default(), halted: false };
+        let mut all =
+            Tested { scope: Scope::All, dim: None, cells: Vec::new(), counts: Counts::default(), halted: false };
         for (c, cell) in rollout.strata.iter().enumerate() {
             if cell.halted.is_none() {
                 all.cells.push(c as u16);
@@ -295,7 +298,11 @@ impl Controller {
                         Dimension::Region => Scope::Region(name.to_owned()),
                         Dimension::Attribute(key) => Scope::Attribute {
                             key: key.clone(),
-                            value: name.strip_prefix(key.as_str()).and_then(|s| s.strip_prefix('=')).unwrap_or(name).to_owned(),
+                            value: name
+                                .strip_prefix(key.as_str())
+                                .and_then(|s| s.strip_prefix('='))
+                                .unwrap_or(name)
+                                .to_owned(),
                         },
                     };
                     let halted = cells.iter().all(|&c| rollout.strata[c as usize].halted.is_some());
@@ -403,7 +410,8 @@ impl Controller {
                     standing = standing.max_hold(Standing::Enough);
                     continue;
                 }
-                if strata.pool && test.trials >= gate.min_sample as f64 && crossing_passed(rollout, tested, i, g, &rep) {
+                if strata.pool && test.trials >= gate.min_sample as f64 && crossing_passed(rollout, tested, i, g, &rep)
+                {
                     standing = standing.max_hold(Standing::Pooled);
                     continue;
                 }

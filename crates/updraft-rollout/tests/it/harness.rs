@@ -324,12 +324,8 @@ pub fn run(fixture: &Fixture) -> String {
                 continue;
             }
             let beh = |dev: &Dev, rel: &ReleaseId| -> Behaviour {
-                fixture
-                    .behaviour
-                    .iter()
-                    .find(|b| b.release == rel.as_str() && b.fits(&dev.info))
-                    .cloned()
-                    .unwrap_or(Behaviour {
+                fixture.behaviour.iter().find(|b| b.release == rel.as_str() && b.fits(&dev.info)).cloned().unwrap_or(
+                    Behaviour {
                         release: rel.to_string(),
                         hardware: None,
                         region: None,
@@ -339,7 +335,8 @@ pub fn run(fixture: &Fixture) -> String {
                         silent: 0.0,
                         crash_rate: None,
                         metric: None,
-                    })
+                    },
+                )
             };
             match step {
                 Step2::CheckIn => {
@@ -423,9 +420,7 @@ pub fn run(fixture: &Fixture) -> String {
                                 let b = fixture
                                     .behaviour
                                     .iter()
-                                    .find(|b| {
-                                        b.release == release.as_str() && b.fits(&devm.info)
-                                    })
+                                    .find(|b| b.release == release.as_str() && b.fits(&devm.info))
                                     .map(|b| b.silent)
                                     .unwrap_or(0.0);
                                 devm.installing = Some(release.clone());
