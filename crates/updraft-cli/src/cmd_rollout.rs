@@ -152,6 +152,19 @@ fn status_text(v: &serde_json::Value, s: &mut String) {
             ));
         }
     }
+    for st in v["strata"].as_array().into_iter().flatten() {
+        let halted = st["halted"].as_str().map(|h| format!(", halted ({h})")).unwrap_or_default();
+        s.push_str(&format!(
+            "  stratum {:<24} {:<16} wave {}: {} devices, {} admitted ({} over-sampled), {} given{halted}\n",
+            st["scope"].as_str().unwrap_or("?"),
+            st["standing"].as_str().unwrap_or("?"),
+            st["wave"],
+            st["devices"],
+            st["admitted"],
+            st["oversampled"],
+            st["given"]
+        ));
+    }
     for g in v["gates"].as_array().into_iter().flatten() {
         let t = &g["test"];
         s.push_str(&format!(
