@@ -794,7 +794,6 @@ impl<'a> Sim<'a> {
             }
             Output::StratumHalted { scope, reason, rolled_back, .. } => {
                 kind = "stratum";
-                let at = Some(self.now);
                 match &scope {
                     updraft_rollout::Scope::Hardware(h) => {
                         if let Some(i) = self.cfg.hw_names.iter().position(|x| x == h) {
@@ -808,7 +807,6 @@ impl<'a> Sim<'a> {
                     }
                     _ => {}
                 }
-                let _ = at;
                 format!("stratum {scope} {}: {reason}", if rolled_back { "rolled back" } else { "paused" })
             }
             Output::Quarantined { release, .. } => {
