@@ -361,6 +361,10 @@ pub struct Strata {
     pub oversample_step: u64,
     /// Over-sampling admits at most this share of a stratum's devices.
     pub oversample_max: f64,
+    /// Until a cell's strata have passed, its share of a wave is admitted in
+    /// rounds, starting with this many devices and growing by the
+    /// over-sampling rule as outcomes come back (0: the whole share at once).
+    pub ramp_start: u64,
     pub others: Others,
     /// An undecided stratum counts as decided once every stratum of the other
     /// dimensions that shares its devices has passed and it has the gate's
@@ -376,6 +380,7 @@ impl Default for Strata {
             min_evidence: 0,
             oversample_step: 10,
             oversample_max: 0.5,
+            ramp_start: 0,
             others: Others::Wait,
             pool: false,
         }
@@ -395,6 +400,8 @@ struct WireStrata {
     oversample_step: Option<u64>,
     #[serde(default)]
     oversample_max: Option<f64>,
+    #[serde(default)]
+    ramp_start: Option<u64>,
     #[serde(default)]
     others: Option<Others>,
     #[serde(default)]
@@ -433,6 +440,7 @@ impl WireStrata {
             min_evidence: self.min_evidence.unwrap_or(d.min_evidence),
             oversample_step: self.oversample_step.unwrap_or(d.oversample_step),
             oversample_max,
+            ramp_start: self.ramp_start.unwrap_or(d.ramp_start),
             others: self.others.unwrap_or(d.others),
             pool: self.pool.unwrap_or(d.pool),
         })

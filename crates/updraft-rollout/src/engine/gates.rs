@@ -121,6 +121,7 @@ impl Controller {
         held_cells.sort_unstable();
         held_cells.dedup();
         self.catch_up(r, &held_cells);
+        self.ramp(r, &tested, &reports, &standing);
         self.oversample(r, &tested, &reports, &holding);
         let rollout = &self.rollouts[r];
         let soak_end = rollout.soak_end();
@@ -445,6 +446,51 @@ impl Controller {
             }
         }
         if moved {
+            self.set_thresholds(r);
+        }
+    }
+
+    /// Raises each ramping cell's cap as its outcomes come back, by the
+    /// over-sampling rule: `settled + max(ramp_start, settled / (1 + k))`
+    /// devices given, k the cell's most failures in any gate. A cell whose
+    /// every scope has passed (all devices: every gate; a stratum: passed,
+    /// enough evidence or pooled) stops ramping for the rest of the rollout.
+    fn ramp(&mut self, r: usize, tested: &[Tested], reports: &[GateReport], standing: &[Standing]) {
+        let now = self.now;
+        let rollout = &mut self.rollouts[r];
+        let start = rollout.plan.strata.ramp_start;
+        let patience = rollout.plan.silence_timeout / 4;
+        let n_tested = tested.len();
+        let all_passed = (0..rollout.plan.gates.len()).all(|g| rollout.passed(&reports[g * n_tested]));
+        let decided = |i: usize| {
+            if tested[i].dim.is_none() {
+                all_passed
+            } else {
+                matches!(standing[i], Standing::Passed | Standing::Enough | Standing::Pooled)
+            }
+        };
+        let mut changed = false;
+        for c in 0..rollout.strata.len() {
+            let Some(cap) = rollout.strata[c].ramp else { continue };
+            let proven = tested.iter().enumerate().all(|(i, t)| !t.cells.contains(&(c as u16)) || decided(i));
+            let cell = &mut rollout.strata[c];
+            if proven {
+                cell.ramp = None;
+                changed = true;
+                continue;
+            }
+            let settled = cell.settled();
+            let want = settled + start.max(settled / (1 + cell.failures()));
+            let admitted = cell.admitted();
+            let pending = admitted.saturating_sub(cell.given);
+            let expected = cell.given + if now < cell.raised_at.plus(patience) { pending } else { 0 };
+            if want > expected && admitted + (want - expected) > cap {
+                cell.ramp = Some(admitted + (want - expected));
+                cell.raised_at = now;
+                changed = true;
+            }
+        }
+        if changed {
             self.set_thresholds(r);
         }
     }

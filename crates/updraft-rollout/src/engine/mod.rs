@@ -318,6 +318,11 @@ struct Stratum {
     wave: usize,
     /// Devices admitted at the least (raised by over-sampling).
     floor: u64,
+    /// Devices admitted at the most while the cell ramps up: until every
+    /// scope it belongs to has passed, its share comes in rounds
+    /// (`strata.ramp_start`, then the over-sampling rule). `None`: proven
+    /// (or the plan does not ramp); the share applies whole.
+    ramp: Option<u64>,
     /// Devices given the release (or a stepping stone) by this rollout.
     given: u64,
     /// Of those, updates in progress.
@@ -331,7 +336,7 @@ struct Stratum {
 }
 
 impl Stratum {
-    fn new(key: &CellKey, metric_gates: usize, wave: usize) -> Stratum {
+    fn new(key: &CellKey, metric_gates: usize, wave: usize, ramp: Option<u64>) -> Stratum {
         Stratum {
             hardware: key.0,
             region: key.1,
@@ -340,6 +345,7 @@ impl Stratum {
             threshold: None,
             wave,
             floor: 0,
+            ramp,
             given: 0,
             in_flight: 0,
             raised_at: UnixMs(0),
@@ -356,6 +362,13 @@ impl Stratum {
     /// Devices given the release whose update is over (committed, reverted, failed, silent).
     fn settled(&self) -> u64 {
         self.given.saturating_sub(self.in_flight)
+    }
+
+    /// The most failures any proportion gate's counter saw in the cell.
+    fn failures(&self) -> u64 {
+        let c = &self.counts;
+        let most = c.metric.iter().map(|p| p.failures).fold(c.install.failures.max(c.boot.failures), u64::max);
+        most.max(c.health.failures)
     }
 }
 

@@ -57,6 +57,12 @@ impl Controller {
             let before = m.status;
             let c = &mut rollout.strata[m.stratum as usize].counts;
             let installed = before >= MemberStatus::Installed;
+            // A trial boot passes when the device runs the new slot (not
+            // when it commits, ten minutes of health checks later): a
+            // failure and a success of the same stage must be counted at the
+            // same point, or early in a wave the failures, which come
+            // first, would outweigh successes not yet reported.
+            let booted = before >= MemberStatus::TrialBoot;
             let after = match event {
                 InstallEvent::Downloaded => MemberStatus::Downloaded.max(before),
                 InstallEvent::Installed | InstallEvent::TrialBoot => {
@@ -64,6 +70,9 @@ impl Controller {
                         c.install.pass();
                     }
                     if event == InstallEvent::TrialBoot {
+                        if !booted {
+                            c.boot.pass();
+                        }
                         MemberStatus::TrialBoot
                     } else {
                         MemberStatus::Installed.max(before)
@@ -73,7 +82,9 @@ impl Controller {
                     if !installed {
                         c.install.pass();
                     }
-                    c.boot.pass();
+                    if !booted {
+                        c.boot.pass();
+                    }
                     c.health.pass();
                     MemberStatus::Committed
                 }
@@ -82,7 +93,13 @@ impl Controller {
                         c.install.pass();
                     }
                     if event == InstallEvent::RevertedHealth {
-                        c.boot.pass();
+                        if !booted {
+                            c.boot.pass();
+                        }
+                        c.health.fail();
+                    } else if booted {
+                        // Reverted by the bootloader after a trial boot that
+                        // ran: the health of the new slot failed.
                         c.health.fail();
                     } else {
                         c.boot.fail();
@@ -90,7 +107,9 @@ impl Controller {
                     MemberStatus::Reverted
                 }
                 InstallEvent::Failed => {
-                    if installed {
+                    if booted {
+                        c.health.fail();
+                    } else if installed {
                         c.boot.fail();
                     } else {
                         c.install.fail();
@@ -167,7 +186,10 @@ impl Controller {
                 continue;
             }
             let c = &mut rollout.strata[m.stratum as usize].counts;
-            if m.status >= MemberStatus::Installed {
+            if m.status == MemberStatus::TrialBoot {
+                // Its trial boot counted as passed: the silence is the health check's.
+                c.health.fail();
+            } else if m.status >= MemberStatus::Installed {
                 c.boot.fail();
             } else if m.status != MemberStatus::SteppingStone {
                 c.install.fail();

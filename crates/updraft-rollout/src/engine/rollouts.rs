@@ -156,8 +156,10 @@ impl Controller {
         } else {
             // An operator's advance at the last wave: lagging cells catch up.
             let last = self.rollouts[r].wave;
+            // Completed rollouts are no longer evaluated: ramps end here.
             for cell in &mut self.rollouts[r].strata {
                 cell.wave = last;
+                cell.ramp = None;
             }
             self.set_thresholds(r);
             self.set_state(r, RolloutState::Completed);
