@@ -283,6 +283,9 @@ fn sweep_human(s: &updraft_sim::SweepReport, out: &mut String) {
     if s.time_to_halt_s.runs > 0 {
         row(out, "time to the first halt", &s.time_to_halt_s, true);
     }
+    if s.time_to_complete_s.runs > 0 {
+        row(out, "time to the last wave (rollout completed)", &s.time_to_complete_s, true);
+    }
     if s.time_to_full_s.runs > 0 {
         row(out, "time to 100% (runs that got there)", &s.time_to_full_s, true);
     }

@@ -138,7 +138,8 @@ pub enum StayReason {
         cohort_permille: u16,
         admits_permille: u16,
     },
-    /// A pacing limit (concurrent installs or installs per minute).
+    /// A pacing limit (concurrent installs, installs per minute, or the
+    /// round of a ramping stratum: `strata.ramp_start`).
     Paced,
     OutsideWindow {
         opens_in_min: u16,

@@ -29,7 +29,10 @@ impl Controller {
             Step::Assign { r, target, reason } => (r, target, reason),
         };
         self.rollouts[r].held_back.remove(&idx);
-        // Pacing.
+        // A ramping cell's round, then pacing.
+        if !matches!(reason, InstallReason::Rollback { .. }) && self.ramp_full(r, idx) {
+            return Decision::Stay { reason: StayReason::Paced };
+        }
         if !self.take_pacing_slot(r) {
             return Decision::Stay { reason: StayReason::Paced };
         }
@@ -203,6 +206,17 @@ impl Controller {
             rollout: self.rollouts[r].id.clone(),
             reason,
         }
+    }
+
+    /// Whether device `idx`'s cell is ramping and its round is full.
+    fn ramp_full(&self, r: usize, idx: u32) -> bool {
+        let rollout = &self.rollouts[r];
+        let start = rollout.plan.strata.ramp_start;
+        rollout
+            .members
+            .get(idx as usize)
+            .and_then(Option::as_ref)
+            .is_some_and(|m| rollout.strata[m.stratum as usize].ramp_full(start))
     }
 
     pub(super) fn take_pacing_slot(&mut self, r: usize) -> bool {

@@ -164,8 +164,8 @@ impl Controller {
         let strata = &rollout.plan.strata;
         // Without gates nothing would ever prove a cell: no ramp.
         let gated = !rollout.plan.gates.is_empty();
-        let ramp = (gated && strata.decide_each && strata.ramp_start > 0).then_some(strata.ramp_start);
-        rollout.strata.push(Stratum::new(&key, metric_gates, rollout.wave, ramp));
+        let ramping = gated && strata.decide_each && strata.ramp_start > 0;
+        rollout.strata.push(Stratum::new(&key, metric_gates, rollout.wave, ramping));
         rollout.stratum_of.insert(key, s);
         s
     }
@@ -186,8 +186,7 @@ impl Controller {
             if s.halted.is_some() {
                 continue;
             }
-            let quota =
-                share(plan, wave, s, total).min(s.ramp.unwrap_or(u64::MAX)).max(s.floor).min(s.hashes.len() as u64);
+            let quota = share(plan, wave, s, total).max(s.floor).min(s.hashes.len() as u64);
             s.threshold = if quota == 0 { None } else { Some(s.hashes[quota as usize - 1]) };
         }
     }

@@ -450,17 +450,29 @@ impl Controller {
         }
     }
 
-    /// Raises each ramping cell's cap as its outcomes come back, by the
-    /// over-sampling rule: `settled + max(ramp_start, settled / (1 + k))`
-    /// devices given, k the cell's most failures in any gate. A cell whose
-    /// every scope has passed (all devices: every gate; a stratum: passed,
-    /// enough evidence or pooled) stops ramping for the rest of the rollout.
+    /// Ends the ramp of each cell whose every scope has passed (all
+    /// devices: every gate; a stratum: passed, enough evidence or pooled),
+    /// or that has as many outcomes as a clean pass of the strictest gate
+    /// needs (by then its halting tests have seen what a round could
+    /// show), for the rest of the rollout. While a cell ramps, check-ins
+    /// hold its updates in progress to a round ([`Stratum::ramp_full`]).
     fn ramp(&mut self, r: usize, tested: &[Tested], reports: &[GateReport], standing: &[Standing]) {
-        let now = self.now;
         let rollout = &mut self.rollouts[r];
-        let start = rollout.plan.strata.ramp_start;
-        let patience = rollout.plan.silence_timeout / 4;
         let n_tested = tested.len();
+        let enough = rollout
+            .plan
+            .gates
+            .iter()
+            .filter_map(|gate| match gate.kind {
+                GateKind::Install { max_failure_rate }
+                | GateKind::Boot { max_failure_rate }
+                | GateKind::Health { max_failure_rate }
+                | GateKind::Metric { max_failure_rate, .. } => Some((gate, max_failure_rate)),
+                GateKind::CrashRate { .. } => None,
+            })
+            .map(|(gate, threshold)| stats::trials_to_pass(0, threshold, 1.0 - gate.confidence, gate.min_sample))
+            .max()
+            .unwrap_or(0);
         let all_passed = (0..rollout.plan.gates.len()).all(|g| rollout.passed(&reports[g * n_tested]));
         let decided = |i: usize| {
             if tested[i].dim.is_none() {
@@ -469,29 +481,14 @@ impl Controller {
                 matches!(standing[i], Standing::Passed | Standing::Enough | Standing::Pooled)
             }
         };
-        let mut changed = false;
         for c in 0..rollout.strata.len() {
-            let Some(cap) = rollout.strata[c].ramp else { continue };
-            let proven = tested.iter().enumerate().all(|(i, t)| !t.cells.contains(&(c as u16)) || decided(i));
-            let cell = &mut rollout.strata[c];
-            if proven {
-                cell.ramp = None;
-                changed = true;
-                continue;
+            let cell = &rollout.strata[c];
+            if cell.ramping
+                && (cell.settled() >= enough
+                    || tested.iter().enumerate().all(|(i, t)| !t.cells.contains(&(c as u16)) || decided(i)))
+            {
+                rollout.strata[c].ramping = false;
             }
-            let settled = cell.settled();
-            let want = settled + start.max(settled / (1 + cell.failures()));
-            let admitted = cell.admitted();
-            let pending = admitted.saturating_sub(cell.given);
-            let expected = cell.given + if now < cell.raised_at.plus(patience) { pending } else { 0 };
-            if want > expected && admitted + (want - expected) > cap {
-                cell.ramp = Some(admitted + (want - expected));
-                cell.raised_at = now;
-                changed = true;
-            }
-        }
-        if changed {
-            self.set_thresholds(r);
         }
     }
 

@@ -318,11 +318,11 @@ struct Stratum {
     wave: usize,
     /// Devices admitted at the least (raised by over-sampling).
     floor: u64,
-    /// Devices admitted at the most while the cell ramps up: until every
-    /// scope it belongs to has passed, its share comes in rounds
-    /// (`strata.ramp_start`, then the over-sampling rule). `None`: proven
-    /// (or the plan does not ramp); the share applies whole.
-    ramp: Option<u64>,
+    /// The cell ramps up: until every scope it belongs to has passed, its
+    /// updates in progress are at most `max(strata.ramp_start, settled /
+    /// (1 + failures))` (see [`Stratum::ramp_full`]). Cleared for good
+    /// once proven; never set if the plan does not ramp.
+    ramping: bool,
     /// Devices given the release (or a stepping stone) by this rollout.
     given: u64,
     /// Of those, updates in progress.
@@ -336,7 +336,7 @@ struct Stratum {
 }
 
 impl Stratum {
-    fn new(key: &CellKey, metric_gates: usize, wave: usize, ramp: Option<u64>) -> Stratum {
+    fn new(key: &CellKey, metric_gates: usize, wave: usize, ramping: bool) -> Stratum {
         Stratum {
             hardware: key.0,
             region: key.1,
@@ -345,7 +345,7 @@ impl Stratum {
             threshold: None,
             wave,
             floor: 0,
-            ramp,
+            ramping,
             given: 0,
             in_flight: 0,
             raised_at: UnixMs(0),
@@ -362,6 +362,16 @@ impl Stratum {
     /// Devices given the release whose update is over (committed, reverted, failed, silent).
     fn settled(&self) -> u64 {
         self.given.saturating_sub(self.in_flight)
+    }
+
+    /// Whether a ramping cell has as many updates in progress as its round
+    /// allows: `max(start, settled / (1 + k))`, k its most failures. With
+    /// no failures the cell doubles per round; with failures each round
+    /// adds about one expected failure at the observed rate. Devices that
+    /// never check in take no place (the limit counts updates, not
+    /// admissions).
+    fn ramp_full(&self, start: u64) -> bool {
+        self.ramping && self.in_flight >= start.max(self.settled() / (1 + self.failures()))
     }
 
     /// The most failures any proportion gate's counter saw in the cell.

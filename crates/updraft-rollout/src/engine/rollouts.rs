@@ -159,7 +159,7 @@ impl Controller {
             // Completed rollouts are no longer evaluated: ramps end here.
             for cell in &mut self.rollouts[r].strata {
                 cell.wave = last;
-                cell.ramp = None;
+                cell.ramping = false;
             }
             self.set_thresholds(r);
             self.set_state(r, RolloutState::Completed);
