@@ -198,7 +198,12 @@ fn devices_of_another_family_are_left_alone() {
     );
     let fleet: Fleet = toml::from_str(&fleet).unwrap();
     // What this checks is the family boundary, not the gates: a wave whose
-    // crash-rate gate stays undecided moves on after max_wait.
+    // crash-rate gate stays undecided moves on after max_wait. (With seed 9
+    // the devices on the release happen to crash 1.4x as often as the rest:
+    // 59 crashes in 19,889 device-hours where the model's 0.002 per hour
+    // gives 40, against 127 in 60,367 on the old release; seeds 10 to 13
+    // show no such excess. The gate, whose tolerance is 1.5x, rightly does
+    // not pass it.)
     let plan = Plan::from_toml(
         &PLAN.replace("on_failure = \"rollback\"", "on_failure = \"rollback\"\non_inconclusive = \"advance\""),
     )
