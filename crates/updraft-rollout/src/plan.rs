@@ -361,9 +361,9 @@ pub struct Strata {
     pub oversample_step: u64,
     /// Over-sampling admits at most this share of a stratum's devices.
     pub oversample_max: f64,
-    /// Until a cell's strata have passed, its share of a wave is admitted in
-    /// rounds, starting with this many devices and growing by the
-    /// over-sampling rule as outcomes come back (0: the whole share at once).
+    /// Until a cell's strata have passed, at most this many of its updates
+    /// are in progress at once, more as outcomes come back (the
+    /// over-sampling rule); 0: the whole share of a wave at once.
     pub ramp_start: u64,
     pub others: Others,
     /// An undecided stratum counts as decided once every stratum of the other

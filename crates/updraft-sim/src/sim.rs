@@ -120,6 +120,8 @@ pub struct Report {
     pub timeline: Vec<TimelineEntry>,
     /// When the rollout first halted (paused, rolled back or aborted).
     pub halted_at_s: Option<u64>,
+    /// When the rollout completed (its last wave opened to every device).
+    pub completed_at_s: Option<u64>,
     /// Devices that were given the release before the halt (or in all, without one).
     pub exposed: u64,
     /// Of those, devices whose install failed or reverted.
@@ -410,6 +412,7 @@ struct Sim<'a> {
     timeline: Vec<TimelineEntry>,
     state: RolloutState,
     halted_at: Option<u64>,
+    completed_at: Option<u64>,
     /// When each hardware revision and region was halted on its own
     /// (`on_failure_scope = "stratum"`), by index.
     halted_hw: Vec<Option<u64>>,
@@ -630,6 +633,7 @@ impl<'a> Sim<'a> {
             timeline: Vec::new(),
             state: RolloutState::Created,
             halted_at: None,
+            completed_at: None,
             halted_hw: Vec::new(),
             halted_region: Vec::new(),
             stop_at: None,
@@ -771,6 +775,9 @@ impl<'a> Sim<'a> {
                     RolloutState::Paused { .. } | RolloutState::RolledBack { .. } | RolloutState::Aborted
                 ) {
                     self.halted_at.get_or_insert(self.now);
+                }
+                if state == RolloutState::Completed {
+                    self.completed_at.get_or_insert(self.now);
                 }
                 self.stop_at = match state {
                     RolloutState::Running | RolloutState::Created => None,
@@ -1443,6 +1450,7 @@ impl<'a> Sim<'a> {
             final_reason,
             timeline: self.timeline,
             halted_at_s: self.halted_at.map(|t| t / 1000),
+            completed_at_s: self.completed_at.map(|t| t / 1000),
             exposed,
             exposed_failed,
             time_to_full_s: self.time_to_full.map(|t| t / 1000),

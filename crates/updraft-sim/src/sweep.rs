@@ -146,11 +146,6 @@ fn first_halt(r: &Report) -> Option<u64> {
     r.halted_at_s.into_iter().chain(own).min()
 }
 
-/// When the rollout completed, if it did.
-fn completed_at(r: &Report) -> Option<u64> {
-    r.timeline.iter().find(|e| e.kind == "state" && e.what.starts_with("completed")).map(|e| e.t_s)
-}
-
 /// The summary of finished runs (in seed order).
 pub fn summarise(
     policy: Policy,
@@ -194,7 +189,7 @@ pub fn summarise(
         halted_share: halted.len() as f64 / reports.len().max(1) as f64,
         time_to_halt_s: Percentiles::of(reports.iter().filter_map(first_halt).collect()),
         time_to_full_s: Percentiles::of(reports.iter().filter_map(|r| r.time_to_full_s).collect()),
-        time_to_complete_s: Percentiles::of(reports.iter().filter_map(completed_at).collect()),
+        time_to_complete_s: Percentiles::of(reports.iter().filter_map(|r| r.completed_at_s).collect()),
         exposed: Percentiles::of(reports.iter().map(|r| r.exposed).collect()),
         bad_strata,
         runs_with_violations: violating.len() as u64,

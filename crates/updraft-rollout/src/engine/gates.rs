@@ -458,6 +458,9 @@ impl Controller {
     /// hold its updates in progress to a round ([`Stratum::ramp_full`]).
     fn ramp(&mut self, r: usize, tested: &[Tested], reports: &[GateReport], standing: &[Standing]) {
         let rollout = &mut self.rollouts[r];
+        if !rollout.strata.iter().any(|c| c.ramping) {
+            return;
+        }
         let n_tested = tested.len();
         let enough = rollout
             .plan

@@ -377,8 +377,7 @@ impl Stratum {
     /// The most failures any proportion gate's counter saw in the cell.
     fn failures(&self) -> u64 {
         let c = &self.counts;
-        let most = c.metric.iter().map(|p| p.failures).fold(c.install.failures.max(c.boot.failures), u64::max);
-        most.max(c.health.failures)
+        [c.install, c.boot, c.health].iter().chain(&c.metric).map(|p| p.failures).max().unwrap_or(0)
     }
 }
 
