@@ -177,6 +177,13 @@ fn status_text(v: &serde_json::Value, s: &mut String) {
             g["limit"].as_str().unwrap_or("?")
         ));
     }
+    let f = &v["followUp"];
+    if f["waiting"].as_u64().unwrap_or(0) > 0 {
+        s.push_str(&format!(
+            "  {} outcomes wait for their follow-up (install {} s, trial boot {} s, health {} s after the stage began)\n",
+            f["waiting"], f["installS"], f["bootS"], f["healthS"]
+        ));
+    }
 }
 
 /// A one-line summary of a rollout's progress (what `--watch` prints per

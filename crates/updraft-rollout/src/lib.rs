@@ -14,7 +14,7 @@ pub mod plan;
 pub mod stats;
 
 pub use engine::{
-    cohort_hash, Controller, HeldBackDevice, MemberStatus, RolloutStatus, StatusCounts, StratumStatus,
+    cohort_hash, Controller, FollowUpStatus, HeldBackDevice, MemberStatus, RolloutStatus, StatusCounts, StratumStatus,
     MAX_HELD_BACK_LISTED,
 };
 pub use model::*;

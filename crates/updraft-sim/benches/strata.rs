@@ -3,7 +3,7 @@
 //! good releases, each swept over seeds under three engines in the same
 //! run: today's rule (`strata.decide_each = false`, the reference: strata
 //! can only halt), strata deciding (the default) and strata deciding with
-//! the ramp (`strata.ramp_start = 5`).
+//! the ramp (`strata.ramp_start = 2`).
 //!
 //! `cargo bench -p updraft-sim --bench strata`. Narrow it with
 //! `UPDRAFT_BENCH_SIZES=10000,100000` and `UPDRAFT_BENCH_SEEDS=20` (seeds
@@ -93,7 +93,7 @@ fn plan(strata: &str) -> Plan {
 }
 
 const ENGINES: [(&str, &str); 3] =
-    [("today", "decide_each = false"), ("strata", ""), ("strata+ramp", "ramp_start = 5")];
+    [("today", "decide_each = false"), ("strata", ""), ("strata+ramp", "ramp_start = 2")];
 
 /// Seeds per scenario: `base` at 10,000 devices, fewer for larger fleets.
 fn seeds(base: u64, n: u64) -> u64 {

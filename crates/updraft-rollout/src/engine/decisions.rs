@@ -40,6 +40,9 @@ impl Controller {
         let rel = rollout.release;
         let to = if target == rel { MemberStatus::Assigned } else { MemberStatus::SteppingStone };
         rollout.set_status(idx, to);
+        if to == MemberStatus::Assigned {
+            rollout.follow_up.begin(idx, now_s);
+        }
         let wave = rollout.wave as u8;
         rollout.touch(idx, now_s);
         if let Some(m) = rollout.member_mut(idx) {

@@ -57,11 +57,13 @@ impl Standing {
 
 impl Controller {
     pub(super) fn evaluate_due(&mut self) {
+        let now_s = self.secs(self.now);
         for r in 0..self.rollouts.len() {
-            let rollout = &self.rollouts[r];
-            if rollout.state != RolloutState::Running {
+            if self.rollouts[r].state != RolloutState::Running {
                 continue;
             }
+            self.rollouts[r].count_due(now_s);
+            let rollout = &self.rollouts[r];
             let soak_end = rollout.soak_end();
             let due = (rollout.dirty && self.now >= rollout.next_eval) || self.now >= soak_end;
             if due {

@@ -15,12 +15,13 @@ use updraft_types::{DeviceId, ReleaseId, RolloutId, UnixMs};
 
 mod decisions;
 mod fleet;
+mod followup;
 mod gates;
 mod reports;
 mod rollouts;
 mod status;
 
-pub use status::{HeldBackDevice, RolloutStatus, StatusCounts, StratumStatus, MAX_HELD_BACK_LISTED};
+pub use status::{FollowUpStatus, HeldBackDevice, RolloutStatus, StatusCounts, StratumStatus, MAX_HELD_BACK_LISTED};
 
 use crate::model::*;
 use crate::plan::{Dimension, FailureScope, GateKind, OnFailure, OnInconclusive, Others, Plan, WaveSize};
@@ -365,19 +366,30 @@ impl Stratum {
     }
 
     /// Whether a ramping cell has as many updates in progress as its round
-    /// allows: `max(start, settled / (1 + k))`, k its most failures. With
-    /// no failures the cell doubles per round; with failures each round
-    /// adds about one expected failure at the observed rate. Devices that
-    /// never check in take no place (the limit counts updates, not
-    /// admissions).
+    /// allows: `max(start, n / (1 + k))` for the counter (install, trial
+    /// boot, health, metric) where that is least, with n its counted
+    /// outcomes and k its failures; a counter without failures allows the
+    /// cell's settled updates. With no failures the cell doubles per round;
+    /// with failures each round adds about one expected failure at the
+    /// observed rate. Counted outcomes, not settled updates, once failures
+    /// show: outcomes wait for the follow-up (see `followup`), and a round
+    /// must not grow on successes whose siblings' failures are still due.
+    /// Devices that never check in take no place (the limit counts
+    /// updates, not admissions).
     fn ramp_full(&self, start: u64) -> bool {
-        self.ramping && self.in_flight >= start.max(self.settled() / (1 + self.failures()))
+        self.ramping && self.in_flight >= start.max(self.round())
     }
 
-    /// The most failures any proportion gate's counter saw in the cell.
-    fn failures(&self) -> u64 {
+    /// The ramp's round before `ramp_start` (see [`Stratum::ramp_full`]).
+    fn round(&self) -> u64 {
         let c = &self.counts;
-        [c.install, c.boot, c.health].iter().chain(&c.metric).map(|p| p.failures).max().unwrap_or(0)
+        let settled = self.settled();
+        [c.install, c.boot, c.health]
+            .iter()
+            .chain(&c.metric)
+            .map(|p| if p.failures == 0 { settled } else { p.trials / (1 + p.failures) })
+            .min()
+            .unwrap_or(settled)
     }
 }
 
@@ -411,6 +423,8 @@ struct Rollout {
     /// Devices of an admitted cohort held back by a requirement: device
     /// index → (wave, id, requirement). Few, so a side map (members stay 24 bytes).
     held_back: std::collections::BTreeMap<u32, (u8, DeviceId, String)>,
+    /// Outcomes held until their stage's follow-up (see [`followup`]).
+    follow_up: followup::FollowUp,
 }
 
 impl Rollout {
@@ -563,6 +577,9 @@ impl Controller {
             }
             if r.dirty {
                 min(r.next_eval.max(self.now));
+            }
+            if let Some(s) = r.follow_up.next_due() {
+                min(self.epoch.plus(Duration::from_secs(u64::from(s))).max(self.now));
             }
             let soak_end = r.soak_end();
             if soak_end > self.now {

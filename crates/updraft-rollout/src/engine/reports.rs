@@ -1,5 +1,6 @@
 //! What devices report: install events, health samples, silence.
 
+use super::followup::Stage;
 use super::*;
 
 impl Controller {
@@ -55,23 +56,30 @@ impl Controller {
                 continue;
             }
             let before = m.status;
-            let c = &mut rollout.strata[m.stratum as usize].counts;
             let installed = before >= MemberStatus::Installed;
             // A trial boot passes when the device runs the new slot (not
             // when it commits, ten minutes of health checks later): a
             // failure and a success of the same stage must be counted at the
             // same point, or early in a wave the failures, which come
-            // first, would outweigh successes not yet reported.
+            // first, would outweigh successes not yet reported. Where
+            // failures come later than successes, the follow-up evens it
+            // out (see `followup`).
             let booted = before >= MemberStatus::TrialBoot;
+            // Outcomes in stage order. Install and trial boot are timed from
+            // the assignment (agents report the install when they are back
+            // from the reboot that tries it); health from the trial boot.
+            let mut outcomes: [Option<(Stage, bool)>; 3] = [None; 3];
+            let mut next_stage = false;
             let after = match event {
                 InstallEvent::Downloaded => MemberStatus::Downloaded.max(before),
                 InstallEvent::Installed | InstallEvent::TrialBoot => {
                     if !installed {
-                        c.install.pass();
+                        outcomes[0] = Some((Stage::Install, false));
                     }
                     if event == InstallEvent::TrialBoot {
                         if !booted {
-                            c.boot.pass();
+                            outcomes[1] = Some((Stage::Boot, false));
+                            next_stage = true;
                         }
                         MemberStatus::TrialBoot
                     } else {
@@ -80,43 +88,52 @@ impl Controller {
                 }
                 InstallEvent::Committed => {
                     if !installed {
-                        c.install.pass();
+                        outcomes[0] = Some((Stage::Install, false));
                     }
                     if !booted {
-                        c.boot.pass();
+                        outcomes[1] = Some((Stage::Boot, false));
                     }
-                    c.health.pass();
+                    outcomes[2] = Some((Stage::Health, false));
                     MemberStatus::Committed
                 }
                 InstallEvent::RevertedBoot | InstallEvent::RevertedHealth => {
                     if !installed {
-                        c.install.pass();
+                        outcomes[0] = Some((Stage::Install, false));
                     }
                     if event == InstallEvent::RevertedHealth {
                         if !booted {
-                            c.boot.pass();
+                            outcomes[1] = Some((Stage::Boot, false));
                         }
-                        c.health.fail();
+                        outcomes[2] = Some((Stage::Health, true));
                     } else if booted {
                         // Reverted by the bootloader after a trial boot that
                         // ran: the health of the new slot failed.
-                        c.health.fail();
+                        outcomes[2] = Some((Stage::Health, true));
                     } else {
-                        c.boot.fail();
+                        outcomes[1] = Some((Stage::Boot, true));
                     }
                     MemberStatus::Reverted
                 }
                 InstallEvent::Failed => {
-                    if booted {
-                        c.health.fail();
+                    let stage = if booted {
+                        Stage::Health
                     } else if installed {
-                        c.boot.fail();
+                        Stage::Boot
                     } else {
-                        c.install.fail();
-                    }
+                        Stage::Install
+                    };
+                    outcomes[stage as usize] = Some((stage, true));
                     MemberStatus::Failed
                 }
             };
+            for (stage, failed) in outcomes.into_iter().flatten() {
+                rollout.outcome(idx, stage, failed, now_s);
+            }
+            if !after.in_progress() {
+                rollout.follow_up.end(idx);
+            } else if next_stage {
+                rollout.follow_up.begin(idx, now_s);
+            }
             rollout.set_status(idx, after);
             rollout.dirty = true;
         }
@@ -195,6 +212,7 @@ impl Controller {
                 c.install.fail();
             }
             rollout.set_status(idx, MemberStatus::Silent);
+            rollout.follow_up.end(idx);
             rollout.dirty = true;
         }
     }

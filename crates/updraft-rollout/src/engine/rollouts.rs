@@ -37,6 +37,7 @@ impl Controller {
             latched: Vec::new(),
             last_reports: Vec::new(),
             held_back: Default::default(),
+            follow_up: Default::default(),
         });
         self.rollout_index.insert(id.clone(), r);
         // Bulk selection: sort each stratum once.

@@ -96,6 +96,7 @@ impl Controller {
             per_wave: waves,
             per_stratum: strata,
             gates: rollout.last_reports.clone(),
+            follow_up: rollout.follow_up.status(),
         })
     }
 
@@ -160,6 +161,21 @@ pub struct RolloutStatus {
     pub held_back: Vec<HeldBackDevice>,
     /// Each stratum the gates test: where it stands, its wave, its devices.
     pub strata: Vec<StratumStatus>,
+    /// How long after a stage began its outcomes count, and how many wait.
+    pub follow_up: FollowUpStatus,
+}
+
+/// Each stage's follow-up (the median latency of its failures so far;
+/// outcomes count once their stage began this long ago) and the outcomes
+/// reported but not yet counted.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FollowUpStatus {
+    pub install_s: u32,
+    pub boot_s: u32,
+    pub health_s: u32,
+    pub waiting: u64,
 }
 
 /// A stratum (one hardware revision, region or attribute value) of a rollout.

@@ -99,6 +99,10 @@ pub struct Behaviour {
     pub boot_fail: f64,
     #[serde(default)]
     pub health_fail: f64,
+    /// A failed trial boot's revert is reported this many seconds after
+    /// the trial boot would have (the bootloader's attempts); 0: at once.
+    #[serde(default)]
+    pub revert_after_s: u64,
     /// Goes silent for good after being assigned.
     #[serde(default)]
     pub silent: f64,
@@ -161,6 +165,8 @@ enum Step2 {
     Downloaded,
     Installed,
     Booted,
+    /// The bootloader gave up on a trial boot that hung.
+    Reverted,
     Checked,
     Health,
 }
@@ -332,6 +338,7 @@ pub fn run(fixture: &Fixture) -> String {
                         install_fail: 0.0,
                         boot_fail: 0.0,
                         health_fail: 0.0,
+                        revert_after_s: 0,
                         silent: 0.0,
                         crash_rate: None,
                         metric: None,
@@ -356,14 +363,21 @@ pub fn run(fixture: &Fixture) -> String {
                     device_of_input.push(None);
                     queue.push(Reverse((now + 3_600_000, d, Step2::Health)));
                 }
-                Step2::Downloaded | Step2::Installed | Step2::Booted | Step2::Checked => {
+                Step2::Downloaded | Step2::Installed | Step2::Booted | Step2::Reverted | Step2::Checked => {
                     let rel = dev.installing.clone().expect("installing");
                     let b = beh(dev, &rel);
                     let (event, next) = match step {
                         Step2::Downloaded => (InstallEvent::Downloaded, Some((Step2::Installed, 300_000))),
                         Step2::Installed if rng.chance(b.install_fail) => (InstallEvent::Failed, None),
                         Step2::Installed => (InstallEvent::Installed, Some((Step2::Booted, 60_000))),
-                        Step2::Booted if rng.chance(b.boot_fail) => (InstallEvent::RevertedBoot, None),
+                        Step2::Booted if rng.chance(b.boot_fail) => {
+                            if b.revert_after_s > 0 {
+                                queue.push(Reverse((now + b.revert_after_s * 1000, d, Step2::Reverted)));
+                                continue;
+                            }
+                            (InstallEvent::RevertedBoot, None)
+                        }
+                        Step2::Reverted => (InstallEvent::RevertedBoot, None),
                         Step2::Booted => (InstallEvent::TrialBoot, Some((Step2::Checked, 600_000))),
                         Step2::Checked if rng.chance(b.health_fail) => (InstallEvent::RevertedHealth, None),
                         _ => (InstallEvent::Committed, None),
