@@ -405,6 +405,7 @@ fn run_demo(a: DemoArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         eprintln!("the server keeps running (Ctrl-C to stop):");
         eprintln!("  export UPDRAFT_SERVER={} UPDRAFT_TOKEN={}", l.url, l.admin);
         eprintln!("  updraft rollout list; updraft rollout status bad; updraft devices list");
+        eprintln!("  dashboard: {}/rollouts/bad (sign in with the UPDRAFT_TOKEN above)", l.url);
         // Until SIGINT or SIGTERM (exit_on_signal ends the process).
         loop {
             std::thread::park();

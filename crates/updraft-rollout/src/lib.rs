@@ -14,8 +14,8 @@ pub mod plan;
 pub mod stats;
 
 pub use engine::{
-    cohort_hash, Controller, FollowUpStatus, HeldBackDevice, MemberStatus, RolloutStatus, StatusCounts, StratumStatus,
-    MAX_HELD_BACK_LISTED,
+    cohort_hash, Controller, FleetCounts, FollowUpStatus, HeldBackDevice, MemberStatus, RolloutStatus, StatusCounts,
+    StratumStatus, MAX_HELD_BACK_LISTED,
 };
 pub use model::*;
 pub use plan::{

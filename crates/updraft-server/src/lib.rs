@@ -8,6 +8,7 @@
 
 mod api;
 mod core;
+mod dashboard;
 mod devices;
 mod error;
 mod fault;

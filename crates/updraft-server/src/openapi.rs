@@ -18,6 +18,7 @@ fn content(payload: Payload, generator: &mut schemars::SchemaGenerator) -> Optio
             json!({ "application/octet-stream": { "schema": { "type": "string", "contentMediaType": "application/octet-stream" } } })
         }
         Payload::Text => json!({ "text/plain": { "schema": { "type": "string" } } }),
+        Payload::Html | Payload::Form => return None,
     })
 }
 
@@ -29,7 +30,7 @@ pub fn document() -> Value {
     let error_response =
         |what: &str| json!({ "description": what, "content": { "application/json": { "schema": error.clone() } } });
     let mut paths = Map::new();
-    for r in ROUTES {
+    for r in ROUTES.iter().filter(|r| !r.is_page()) {
         let entry = paths.entry(r.path.to_owned()).or_insert_with(|| json!({}));
         let (security, access) = match r.access {
             Access::Public => (json!([]), "public".to_owned()),
@@ -42,6 +43,7 @@ pub fn document() -> Value {
                 json!([{ "apiToken": [role.as_str()] }]),
                 format!("API token with role {} (or a higher one)", role.as_str()),
             ),
+            Access::Page(_) => unreachable!("pages are left out of the document"),
         };
         let params: Vec<Value> = r
             .path

@@ -164,10 +164,12 @@ async fn connection(
 ) {
     // The caller's address reaches handlers as `ConnectInfo` (set on each
     // request: `Router::layer` per connection would rebuild every route).
+    let secure = crate::dashboard::Secure(acceptor.is_some());
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         served.store(true, Ordering::Relaxed);
         let mut req = req.map(axum::body::Body::new);
         req.extensions_mut().insert(axum::extract::ConnectInfo(remote));
+        req.extensions_mut().insert(secure);
         tower::ServiceExt::oneshot(router.clone(), req)
     });
     let mut http = hyper::server::conn::http1::Builder::new();

@@ -96,10 +96,25 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/0005_enrolled_with.sql"),
         postgres: include_str!("../migrations/0005_enrolled_with.sql"),
     },
+    Migration {
+        version: 6,
+        sqlite: include_str!("../migrations/0006_sessions.sql"),
+        postgres: include_str!("../migrations/0006_sessions.sql"),
+    },
 ];
 
+/// A session [`Store::create_session`] opened.
+#[derive(Clone, Debug)]
+pub struct NewSession {
+    /// The session secret (the cookie's value; only its hash is stored).
+    pub secret: String,
+    /// The secret every state-changing form carries.
+    pub csrf: String,
+    pub token: TokenInfo,
+}
+
 /// A new random secret with a prefix naming its kind (`upa_` API token,
-/// `upd_` device token, `upe_` enrollment token).
+/// `upd_` device token, `upe_` enrollment token, `ses_` dashboard session).
 pub fn new_secret(prefix: &str) -> String {
     let mut bytes = [0u8; 32];
     rand_core::OsRng.fill_bytes(&mut bytes);
@@ -481,6 +496,57 @@ impl Store {
         let out = tx.revoke_api_token(id).await?;
         tx.commit().await?;
         Ok(out)
+    }
+
+    // ------------------------------------------------------------ sessions
+
+    /// Opens a dashboard session for the live token with secret `token`,
+    /// valid until `expires_ms`; returns the session secret (the cookie) and
+    /// its CSRF secret, or None if the token is unknown or revoked.
+    pub async fn create_session(&self, token: &str, now_ms: i64, expires_ms: i64) -> Result<Option<NewSession>> {
+        let Some(info) = self.find_api_token(token).await? else { return Ok(None) };
+        let secret = new_secret("ses_");
+        let csrf = new_secret("csrf_");
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM sessions WHERE expires_ms <= $1").bind(now_ms).execute(&mut *tx.tx).await?;
+        sqlx::query("INSERT INTO sessions (hash, token_id, csrf, created_ms, expires_ms) VALUES ($1, $2, $3, $4, $5)")
+            .bind(hash_secret(&secret))
+            .bind(info.id)
+            .bind(&csrf)
+            .bind(now_ms)
+            .bind(expires_ms)
+            .execute(&mut *tx.tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(NewSession { secret, csrf, token: info }))
+    }
+
+    /// The live session with this secret: its token (not revoked) and CSRF secret.
+    pub async fn session(&self, secret: &str, now_ms: i64) -> Result<Option<(TokenInfo, String)>> {
+        let row = sqlx::query(
+            "SELECT t.id, t.name, t.role, t.created_ms, t.revoked, s.csrf FROM sessions s \
+             JOIN api_tokens t ON t.id = s.token_id WHERE s.hash = $1 AND s.expires_ms > $2 AND t.revoked = 0",
+        )
+        .bind(hash_secret(secret))
+        .bind(now_ms)
+        .fetch_optional(&self.reads)
+        .await?;
+        match row {
+            Some(row) => Ok(Some((Self::token_info(&row)?, row.try_get("csrf")?))),
+            None => Ok(None),
+        }
+    }
+
+    /// Ends a session (signing out); false if there was none.
+    pub async fn end_session(&self, secret: &str) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let n = sqlx::query("DELETE FROM sessions WHERE hash = $1")
+            .bind(hash_secret(secret))
+            .execute(&mut *tx.tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(n > 0)
     }
 
     // ---------------------------------------------------------- enrollment
@@ -1024,20 +1090,47 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.reads)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AuditEntry {
-                    id: r.try_get("id")?,
-                    at_ms: r.try_get("at_ms")?,
-                    actor: r.try_get("actor")?,
-                    action: r.try_get("action")?,
-                    subject: r.try_get("subject")?,
-                    detail: r.try_get("detail")?,
-                    remote: r.try_get("remote")?,
-                })
-            })
-            .collect()
+        rows.iter().map(audit_entry).collect()
     }
+
+    /// Audit entries newest first, filtered (every field exact; absent: any),
+    /// older than `before_id` if given.
+    pub async fn audit_newest(&self, f: &AuditFilter, limit: i64) -> Result<Vec<AuditEntry>> {
+        let rows = sqlx::query(
+            "SELECT id, at_ms, actor, action, subject, detail, remote FROM audit \
+             WHERE id < $1 AND ($2 = '' OR actor = $2) AND ($3 = '' OR action = $3) AND ($4 = '' OR subject = $4) \
+             ORDER BY id DESC LIMIT $5",
+        )
+        .bind(f.before_id.unwrap_or(i64::MAX))
+        .bind(f.actor.as_deref().unwrap_or(""))
+        .bind(f.action.as_deref().unwrap_or(""))
+        .bind(f.subject.as_deref().unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&self.reads)
+        .await?;
+        rows.iter().map(audit_entry).collect()
+    }
+}
+
+/// What [`Store::audit_newest`] keeps.
+#[derive(Clone, Debug, Default)]
+pub struct AuditFilter {
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub subject: Option<String>,
+    pub before_id: Option<i64>,
+}
+
+fn audit_entry(r: &AnyRow) -> Result<AuditEntry> {
+    Ok(AuditEntry {
+        id: r.try_get("id")?,
+        at_ms: r.try_get("at_ms")?,
+        actor: r.try_get("actor")?,
+        action: r.try_get("action")?,
+        subject: r.try_get("subject")?,
+        detail: r.try_get("detail")?,
+        remote: r.try_get("remote")?,
+    })
 }
 
 /// Advisory lock key of the journal (PostgreSQL).

@@ -4,6 +4,7 @@
 //! OpenSSL.
 
 mod bundle;
+mod dashboard;
 mod demo;
 mod keys;
 mod pipeline;

@@ -21,7 +21,9 @@ mod reports;
 mod rollouts;
 mod status;
 
-pub use status::{FollowUpStatus, HeldBackDevice, RolloutStatus, StatusCounts, StratumStatus, MAX_HELD_BACK_LISTED};
+pub use status::{
+    FleetCounts, FollowUpStatus, HeldBackDevice, RolloutStatus, StatusCounts, StratumStatus, MAX_HELD_BACK_LISTED,
+};
 
 use crate::model::*;
 use crate::plan::{Dimension, FailureScope, GateKind, OnFailure, OnInconclusive, Others, Plan, WaveSize};

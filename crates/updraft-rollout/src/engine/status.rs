@@ -1,5 +1,7 @@
 //! What a rollout looks like from outside: its status and the device counts behind it.
 
+use std::collections::BTreeMap;
+
 use super::*;
 
 impl Controller {
@@ -109,6 +111,60 @@ impl Controller {
     pub fn device_count(&self) -> usize {
         self.devices.len()
     }
+
+    /// Devices by release, hardware revision and region (retired devices
+    /// left out), each sorted by name.
+    pub fn fleet_counts(&self) -> FleetCounts {
+        let mut release: BTreeMap<String, u64> = BTreeMap::new();
+        let mut hardware: FxMap<Sym, u64> = FxMap::default();
+        let mut region: FxMap<Sym, u64> = FxMap::default();
+        let mut by_rel: Vec<u64> = vec![0; self.releases.len() + 1];
+        for d in self.devices.iter().filter(|d| !d.retired) {
+            *hardware.entry(d.hardware).or_default() += 1;
+            *region.entry(d.region).or_default() += 1;
+            by_rel[d.release.map_or(self.releases.len(), |r| r as usize)] += 1;
+        }
+        for (i, n) in by_rel.into_iter().enumerate().filter(|(_, n)| *n > 0) {
+            let name = self.releases.get(i).map_or_else(|| "(none)".to_owned(), |r| r.info.id.to_string());
+            release.insert(name, n);
+        }
+        let named = |m: FxMap<Sym, u64>| -> Vec<(String, u64)> {
+            let mut v: Vec<(String, u64)> = m.into_iter().map(|(s, n)| (self.syms.name(s).to_owned(), n)).collect();
+            v.sort();
+            v
+        };
+        FleetCounts { release: release.into_iter().collect(), hardware: named(hardware), region: named(region) }
+    }
+
+    /// Up to `limit` devices of a rollout whose update ended badly
+    /// (reverted, failed, silent), with how, sorted by id.
+    pub fn failed_devices(&self, id: &RolloutId, limit: usize) -> Vec<(DeviceId, MemberStatus)> {
+        let Some(&r) = self.rollout_index.get(id) else { return Vec::new() };
+        let rollout = &self.rollouts[r];
+        let bad = |s: MemberStatus| matches!(s, MemberStatus::Reverted | MemberStatus::Failed | MemberStatus::Silent);
+        if !rollout.members.iter().flatten().any(|m| bad(m.status)) {
+            return Vec::new();
+        }
+        let mut out: Vec<(DeviceId, MemberStatus)> = self
+            .device_index
+            .iter()
+            .filter_map(|(id, &idx)| {
+                rollout.member(idx).filter(|m| bad(m.status)).map(|m| (DeviceId::new(&**id), m.status))
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.truncate(limit);
+        out
+    }
+}
+
+/// What [`Controller::fleet_counts`] returns: (name, devices) pairs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FleetCounts {
+    pub release: Vec<(String, u64)>,
+    pub hardware: Vec<(String, u64)>,
+    pub region: Vec<(String, u64)>,
 }
 
 /// The devices of a wave or stratum, by where they are.

@@ -17,6 +17,7 @@ use device::*;
 use pipelines::*;
 pub(crate) use releases::release_entry;
 use releases::*;
+pub(crate) use rollouts::run_rollout_command;
 use rollouts::*;
 
 use std::net::SocketAddr;
@@ -56,6 +57,9 @@ pub enum Access {
     Any,
     /// An API token with this role (or admin).
     Role(Role),
+    /// A dashboard page: a browser session of a token with this role (or
+    /// admin); POSTs carry the session's CSRF secret (`crate::dashboard`).
+    Page(Role),
 }
 
 /// One route of the API.
@@ -89,6 +93,19 @@ pub enum Payload {
     Binary,
     /// Text (Prometheus metrics, the liveness answer).
     Text,
+    /// A dashboard page (not in the OpenAPI document).
+    Html,
+    /// A dashboard form (`application/x-www-form-urlencoded`).
+    Form,
+}
+
+impl RouteSpec {
+    /// Whether the route is part of the dashboard rather than the API.
+    pub fn is_page(&self) -> bool {
+        matches!(self.access, Access::Page(_))
+            || matches!(self.response, Payload::Html)
+            || self.path.starts_with("/assets/")
+    }
 }
 
 /// The schema of `T` (a reference into the document's components).
@@ -111,9 +128,19 @@ macro_rules! routes {
     };
 }
 
-use Payload::{AnyJson, Binary, Json as J, Object, Text};
+use Payload::{AnyJson, Binary, Form, Html, Json as J, Object, Text};
 
 routes! {
+    "GET" "/" Access::Page(Role::Viewer), "Dashboard: the fleet overview.", Payload::None => Html, get(crate::dashboard::overview);
+    "GET" "/sign-in" Access::Public, "Dashboard: the sign-in form.", Payload::None => Html, get(crate::dashboard::sign_in_form);
+    "POST" "/sign-in" Access::Public, "Dashboard: sign in with an API token (form); sets the session cookie.", Form => Html, post(crate::dashboard::sign_in);
+    "POST" "/sign-out" Access::Page(Role::Viewer), "Dashboard: end the session.", Form => Html, post(crate::dashboard::sign_out);
+    "GET" "/assets/{file}" Access::Public, "Dashboard: the stylesheet and the script.", Payload::None => Text, get(crate::dashboard::asset);
+    "GET" "/rollouts" Access::Page(Role::Viewer), "Dashboard: rollouts.", Payload::None => Html, get(crate::dashboard::rollouts_page);
+    "GET" "/rollouts/{id}" Access::Page(Role::Viewer), "Dashboard: a rollout, updated live.", Payload::None => Html, get(crate::dashboard::rollout_page);
+    "GET" "/rollouts/{id}/live" Access::Page(Role::Viewer), "Dashboard: a rollout page's live part, as server-sent events.", Payload::None => Text, get(crate::dashboard::rollout_stream);
+    "POST" "/rollouts/{id}/{command}" Access::Page(Role::Operator), "Dashboard: pause, resume, advance, abort or roll back (form).", Form => Html, post(crate::dashboard::rollout_action);
+    "GET" "/audit" Access::Page(Role::Viewer), "Dashboard: the audit log, filtered.", Payload::None => Html, get(crate::dashboard::audit_page);
     "GET" "/healthz" Access::Public, "Liveness: 200 when the server answers.", Payload::None => Text, get(healthz);
     "GET" "/metrics" Access::Public, "Prometheus metrics in the text format.", Payload::None => Text, get(metrics);
     "GET" "/api/openapi.json" Access::Public, "This API, as an OpenAPI 3.1 document.", Payload::None => AnyJson, get(openapi);
@@ -255,7 +282,7 @@ async fn json_errors(res: Response) -> Response {
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
     if status.as_u16() < 400 || is_json {
         return res;
     }
@@ -380,6 +407,9 @@ async fn enforce(State((app, access)): State<(Arc<App>, Access)>, mut req: Reque
     if access == Access::Public {
         return next.run(req).await;
     }
+    if let Access::Page(needed) = access {
+        return crate::dashboard::enforce_page(app, needed, req, next).await;
+    }
     match caller(&app, req.headers(), access).await {
         Ok(actor) => {
             req.extensions_mut().insert(actor);
@@ -391,8 +421,8 @@ async fn enforce(State((app, access)): State<(Arc<App>, Access)>, mut req: Reque
 
 async fn caller(app: &App, headers: &HeaderMap, access: Access) -> ApiResult<Actor> {
     let actor = authenticate(app, headers).await?;
+    note_actor(&actor);
     let label = actor.label();
-    let _ = ACTOR.try_with(|a| *a.borrow_mut() = Some(label.clone()));
     let r = app.rates;
     match &actor {
         Actor::Device { .. } => app.limit(
@@ -412,6 +442,7 @@ async fn caller(app: &App, headers: &HeaderMap, access: Access) -> ApiResult<Act
         (Access::Device, Actor::Token { .. }) => {
             Err(ApiError::forbidden("this route is for devices; use a device token"))
         }
+        (Access::Page(_), _) => unreachable!("pages are checked by dashboard::enforce_page"),
         (Access::Role(_), Actor::Device { .. }) => Err(ApiError::forbidden("devices may not use the operator API")),
         (Access::Role(needed), Actor::Token { role, .. }) => {
             if role.allows(needed) {
@@ -425,6 +456,11 @@ async fn caller(app: &App, headers: &HeaderMap, access: Access) -> ApiResult<Act
             }
         }
     }
+}
+
+/// Names the caller in the request log.
+pub(crate) fn note_actor(actor: &Actor) {
+    let _ = ACTOR.try_with(|a| *a.borrow_mut() = Some(actor.label()));
 }
 
 fn device_of(actor: &Actor) -> &DeviceId {

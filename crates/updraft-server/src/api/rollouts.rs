@@ -77,14 +77,27 @@ pub(super) async fn rollout_command(
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     Path((id, command)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    check_id("rollout id", &id)?;
-    let Some(parsed) = journal::parse_command(&command) else {
+    let status = run_rollout_command(&app, &actor, remote, &id, &command).await?;
+    Ok(Json(status).into_response())
+}
+
+/// Runs an operator command on a rollout and audits it (the API and the
+/// dashboard both come here).
+pub(crate) async fn run_rollout_command(
+    app: &Arc<App>,
+    actor: &Actor,
+    remote: SocketAddr,
+    id: &str,
+    command: &str,
+) -> ApiResult<Option<updraft_rollout::RolloutStatus>> {
+    check_id("rollout id", id)?;
+    let Some(parsed) = journal::parse_command(command) else {
         return Err(ApiError::not_found(format!(
             "no command {command:?}; hint: start, pause, resume, advance, abort or rollback"
         )));
     };
-    let rollout = RolloutId::new(&id);
-    let mut change = Change::begin(&app).await?;
+    let rollout = RolloutId::new(id);
+    let mut change = Change::begin(app).await?;
     if change.controller().status(&rollout).is_none() {
         return Err(ApiError::not_found(format!("no rollout {id}")));
     }
@@ -92,8 +105,8 @@ pub(super) async fn rollout_command(
     if let Some(reason) = rejection(&outputs) {
         return Err(ApiError::conflict(reason));
     }
-    change.audit(&actor.label(), &format!("rollout.{command}"), &id, String::new(), remote);
+    change.audit(&actor.label(), &format!("rollout.{command}"), id, String::new(), remote);
     let status = change.controller().status(&rollout);
     change.commit().await?;
-    Ok(Json(status).into_response())
+    Ok(status)
 }

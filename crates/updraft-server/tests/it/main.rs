@@ -190,7 +190,7 @@ impl Env {
 
 /// A blocking HTTP client that returns 4xx and 5xx as responses.
 pub fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder().http_status_as_error(false).build().new_agent()
+    ureq::Agent::config_builder().http_status_as_error(false).max_redirects(0).build().new_agent()
 }
 
 pub struct Resp {
@@ -251,6 +251,24 @@ impl TestServer {
             Some(serde_json::to_vec(&body).unwrap()),
             &[("Content-Type", "application/json")],
         )
+    }
+
+    /// Signs in to the dashboard with `token`: the session cookie's value
+    /// and the CSRF secret its forms carry.
+    pub fn session(&self, token: &str) -> (String, String) {
+        let r = self.call(
+            "POST",
+            "/sign-in",
+            None,
+            Some(format!("token={token}&next=/").into_bytes()),
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+        );
+        assert_eq!(r.status, 303, "sign-in: {}", r.body);
+        let cookie = r.header("set-cookie").expect("a session cookie");
+        let secret = cookie.split(';').next().unwrap().strip_prefix("updraft_session=").unwrap().to_owned();
+        let page = self.call("GET", "/", None, None, &[("Cookie", &format!("updraft_session={secret}"))]);
+        let csrf = page.body.split("name=\"csrf\" value=\"").nth(1).expect("a form").split('"').next().unwrap();
+        (secret, csrf.to_owned())
     }
 
     /// Creates an API token with `role`.

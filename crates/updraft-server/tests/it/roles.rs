@@ -9,10 +9,20 @@ use updraft_proto::Role;
 use updraft_server::{Access, ROUTES};
 
 /// What `caller` (None: no token; "device"; a role) must get from a route
-/// with `access`: "ok " (past the access check), "401" or "403".
+/// with `access`: "ok " (past the access check), "401" or "403"; for
+/// dashboard pages, "in " (sent to sign in: no session) too. Pages are
+/// called with the role's session cookie and CSRF secret.
 fn expected(access: Access, caller: &str) -> &'static str {
     match (access, caller) {
         (Access::Public, _) => "ok ",
+        (Access::Page(_), "none" | "device") => "in ",
+        (Access::Page(needed), role) => {
+            if Role::parse(role).expect("a role").allows(needed) {
+                "ok "
+            } else {
+                "403"
+            }
+        }
         (_, "none") => "401",
         (Access::Any, _) => "ok ",
         (Access::Device, "device") => "ok ",
@@ -51,10 +61,27 @@ fn every_route_checks_its_role() {
                 .replace("{command}", "pause");
             let mut line = format!("{:6} {:40}", route.method, route.path);
             for (name, token) in &callers {
-                let body = if route.method == "POST" { Some(b"{}".to_vec()) } else { None };
-                let r =
-                    server.call(route.method, &path, token.as_deref(), body, &[("Content-Type", "application/json")]);
+                let r = if matches!(route.access, Access::Page(_)) {
+                    // A page: the browser's session, never the token itself.
+                    let session = token.as_deref().filter(|_| *name != "device").map(|t| server.session(t));
+                    let cookie = session.as_ref().map(|(c, _)| format!("updraft_session={c}")).unwrap_or_default();
+                    let body = session.as_ref().map(|(_, csrf)| format!("csrf={csrf}").into_bytes());
+                    let body = if route.method == "POST" { Some(body.unwrap_or_default()) } else { None };
+                    server.call(
+                        route.method,
+                        &path,
+                        None,
+                        body,
+                        &[("Cookie", &cookie), ("Content-Type", "application/x-www-form-urlencoded")],
+                    )
+                } else {
+                    let body = if route.method == "POST" { Some(b"{}".to_vec()) } else { None };
+                    server.call(route.method, &path, token.as_deref(), body, &[("Content-Type", "application/json")])
+                };
+                let to_sign_in =
+                    r.status == 303 && r.header("location").is_some_and(|l| l.starts_with("/sign-in?next="));
                 let verdict = match r.status {
+                    _ if to_sign_in => "in ",
                     401 => "401",
                     403 => "403",
                     _ => "ok ",
@@ -67,7 +94,7 @@ fn every_route_checks_its_role() {
                     route.path,
                     r.body
                 );
-                if matches!(r.status, 401 | 403) {
+                if matches!(r.status, 401 | 403) && !matches!(route.access, Access::Page(_)) {
                     let v = r.json();
                     assert!(v["error"].is_string() && v["message"].is_string(), "{}: {}", route.path, r.body);
                 }

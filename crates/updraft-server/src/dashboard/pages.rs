@@ -1,0 +1,424 @@
+//! The pages: fleet overview, rollouts, a rollout (live), the audit log.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::Path;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::Extension;
+use futures_util::stream::{self, Stream};
+use maud::{html, Markup};
+use updraft_rollout::{GateReport, RolloutState, RolloutStatus, Verdict};
+use updraft_types::RolloutId;
+
+use super::charts;
+use super::*;
+use crate::api::{catch_up, check_id};
+
+/// Failed devices a rollout page lists.
+const FAILED_LISTED: usize = 50;
+/// Audit entries per page.
+const AUDIT_PAGE: i64 = 100;
+/// How often an open rollout page's stream looks for a change.
+const LIVE_EVERY: Duration = Duration::from_secs(1);
+
+fn when(ms: i64) -> String {
+    updraft_types::Timestamp((ms.max(0) / 1000) as u64).to_string()
+}
+
+fn state_badge(state: &RolloutState) -> Markup {
+    let name = state.name();
+    html! { span class={"state state-" (name)} { (name.replace('_', " ")) } }
+}
+
+fn state_reason(state: &RolloutState) -> Option<&str> {
+    match state {
+        RolloutState::Paused { reason } | RolloutState::RolledBack { reason } => Some(reason),
+        _ => None,
+    }
+}
+
+/// A gate's verdict in plain words, as the demo prints it.
+pub fn gate_sentence(g: &GateReport) -> String {
+    let t = &g.test;
+    let rate = if t.trials > 0.0 { format!(" ({:.1}%)", 100.0 * t.failures / t.trials) } else { String::new() };
+    let what = if g.gate == "crash_rate" {
+        format!("{} of {} crashes were on the new release{rate}", t.failures, t.trials)
+    } else {
+        format!("{} of {} failed{rate}", t.failures, t.trials)
+    };
+    let scope = g.scope.describe();
+    match t.verdict {
+        Verdict::Pass => format!("{} passed for {scope}: {what}, within the limit ({})", g.gate, g.limit),
+        Verdict::Fail => format!("{} failed for {scope}: {what}, over the limit ({})", g.gate, g.limit),
+        Verdict::Undecided => format!("{} is undecided for {scope}: {what} so far; it needs more outcomes", g.gate),
+    }
+}
+
+/// `GET /`: the fleet at a glance.
+pub(crate) async fn overview(State(app): State<Arc<App>>, Extension(session): Extension<Session>) -> PageResult {
+    catch_up(&app).await?;
+    let rows = app.store.rollouts().await?;
+    let (counts, statuses) = {
+        let core = app.lock_core().await;
+        let c = &core.controller;
+        let statuses: Vec<RolloutStatus> = rows.iter().filter_map(|r| c.status(&RolloutId::new(&r.id))).collect();
+        (c.fleet_counts(), statuses)
+    };
+    let builds = app.store.builds(None, 10).await?;
+    let active: Vec<&RolloutStatus> =
+        statuses.iter().filter(|s| matches!(s.state, RolloutState::Running | RolloutState::Paused { .. })).collect();
+    let body = html! {
+        h1 { "Fleet overview" }
+        section aria-labelledby="active" {
+            h2 id="active" { "Active rollouts" }
+            @if active.is_empty() {
+                p.empty { "No rollout is running or paused. " a href="/rollouts" { "All rollouts" } }
+            } @else {
+                (rollout_table(&active))
+            }
+        }
+        section.charts aria-labelledby="devices" {
+            h2 id="devices" { "Devices" }
+            (charts::bars("Devices by release", &counts.release))
+            (charts::bars("Devices by hardware revision", &counts.hardware))
+            (charts::bars("Devices by region", &counts.region))
+        }
+        section aria-labelledby="builds" {
+            h2 id="builds" { "Build health" }
+            @if builds.is_empty() {
+                p.empty { "No pipeline run recorded yet (" code { "updraft pipeline run --server URL" } " records one)." }
+            } @else {
+                table {
+                    caption { "The latest pipeline runs" }
+                    thead { tr { th scope="col" { "Project" } th scope="col" { "Commit" } th scope="col" { "Result" } th scope="col" { "When" } th scope="col" { "By" } } }
+                    tbody {
+                        @for b in &builds {
+                            tr {
+                                td { (b.project) }
+                                td { code { (b.commit.chars().take(12).collect::<String>()) } }
+                                td { @if b.passed { span.ok { "passed" } } @else { span.bad { "failed" } } }
+                                td { (when(b.at_ms)) }
+                                td { (b.actor) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    Ok(html_response(StatusCode::OK, layout("Overview", Some(&session), body)))
+}
+
+fn rollout_table(rows: &[&RolloutStatus]) -> Markup {
+    html! {
+        table {
+            thead { tr { th scope="col" { "Rollout" } th scope="col" { "Release" } th scope="col" { "State" } th scope="col" { "Wave" } th scope="col" { "Committed" } } }
+            tbody {
+                @for s in rows {
+                    @let committed: u64 = s.per_wave.iter().map(|w| w.committed).sum();
+                    tr {
+                        td { a href={"/rollouts/" (s.rollout)} { (s.rollout) } }
+                        td { (s.release) }
+                        td { (state_badge(&s.state)) }
+                        td { (s.wave) " of " (s.waves) }
+                        td { (charts::progress(&format!("{} committed", s.rollout), committed, s.selected)) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `GET /rollouts`.
+pub(crate) async fn rollouts_page(State(app): State<Arc<App>>, Extension(session): Extension<Session>) -> PageResult {
+    catch_up(&app).await?;
+    let rows = app.store.rollouts().await?;
+    let statuses: Vec<RolloutStatus> = {
+        let core = app.lock_core().await;
+        rows.iter().rev().filter_map(|r| core.controller.status(&RolloutId::new(&r.id))).collect()
+    };
+    let refs: Vec<&RolloutStatus> = statuses.iter().collect();
+    let body = html! {
+        h1 { "Rollouts" }
+        @if refs.is_empty() {
+            p.empty { "No rollout yet: " code { "updraft rollout create" } " starts one." }
+        } @else {
+            (rollout_table(&refs))
+        }
+    };
+    Ok(html_response(StatusCode::OK, layout("Rollouts", Some(&session), body)))
+}
+
+/// What each operator command does, for its button and confirmation.
+const COMMANDS: &[(&str, &str, &str)] = &[
+    ("pause", "Pause", "Pause: no device is given the release until the rollout is resumed; updates in progress finish."),
+    ("resume", "Resume", "Resume: the rollout goes on from its current wave."),
+    ("advance", "Advance", "Advance: open the next wave now, without waiting for the soak or the gates."),
+    ("abort", "Abort", "Abort: stop the rollout for good; devices keep what they run."),
+    (
+        "rollback",
+        "Roll back",
+        "Roll back: stop the rollout, quarantine the release and give every device that took it its last known good release.",
+    ),
+];
+
+/// Which commands the state allows.
+fn allowed(state: &RolloutState, command: &str) -> bool {
+    match state {
+        RolloutState::Created => matches!(command, "abort"),
+        RolloutState::Running => matches!(command, "pause" | "advance" | "abort" | "rollback"),
+        RolloutState::Paused { .. } => matches!(command, "resume" | "abort" | "rollback"),
+        RolloutState::Completed => matches!(command, "rollback"),
+        RolloutState::Aborted | RolloutState::RolledBack { .. } => false,
+    }
+}
+
+/// The part of a rollout page that live updates replace.
+fn rollout_live(s: &RolloutStatus, failed: &[(updraft_types::DeviceId, updraft_rollout::MemberStatus)]) -> Markup {
+    html! {
+        p.state-line { "State: " (state_badge(&s.state)) " in wave " (s.wave) " of " (s.waves) ", "
+            (s.selected) " devices selected, " (s.in_flight) " updates in progress." }
+        @if let Some(reason) = state_reason(&s.state) { p.reason role="status" { (reason) } }
+        section aria-labelledby="waves" {
+            h2 id="waves" { "Waves" }
+            table {
+                thead { tr { th scope="col" { "Wave" } th scope="col" { "Stage" } th scope="col" { "Committed" }
+                    th scope="col" { "In progress" } th scope="col" { "Reverted" } th scope="col" { "Failed" }
+                    th scope="col" { "Silent" } th scope="col" { "Held back" } } }
+                tbody {
+                    @for (i, w) in s.per_wave.iter().enumerate() {
+                        @let n = i + 1;
+                        @let stage = if n < s.wave { "passed" } else if n > s.wave { "waiting" } else {
+                            match s.state {
+                                RolloutState::Running => "soaking",
+                                RolloutState::Paused { .. } => "paused",
+                                RolloutState::Completed => "passed",
+                                RolloutState::RolledBack { .. } => "halted",
+                                RolloutState::Aborted => "aborted",
+                                RolloutState::Created => "waiting",
+                            }
+                        };
+                        tr {
+                            th scope="row" { (n) }
+                            td { span class={"stage stage-" (stage)} { (stage) } }
+                            td { (charts::progress(&format!("wave {n} committed"), w.committed, w.assigned)) }
+                            td.num { (w.in_progress) } td.num { (w.reverted) } td.num { (w.failed) }
+                            td.num { (w.silent) } td.num { (w.held_back) }
+                        }
+                    }
+                }
+            }
+        }
+        section aria-labelledby="gates" {
+            h2 id="gates" { "Gates" }
+            @if s.gates.is_empty() { p.empty { "No gate has been evaluated yet." } }
+            @else {
+                table {
+                    thead { tr { th scope="col" { "Gate" } th scope="col" { "Devices" } th scope="col" { "Verdict" }
+                        th scope="col" { "Failures" } th scope="col" { "Outcomes" } th scope="col" { "In words" } } }
+                    tbody {
+                        @for g in &s.gates {
+                            @let v = match g.test.verdict { Verdict::Pass => "pass", Verdict::Fail => "fail", Verdict::Undecided => "undecided" };
+                            tr {
+                                td { (g.gate) }
+                                td { (g.scope.describe()) }
+                                td { span class={"verdict verdict-" (v)} { (v) } }
+                                td.num { (g.test.failures) }
+                                td.num { (g.test.trials) }
+                                td { (gate_sentence(g)) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        section aria-labelledby="strata" {
+            h2 id="strata" { "By hardware revision and region" }
+            table {
+                thead { tr { th scope="col" { "Hardware / region" } th scope="col" { "Selected" } th scope="col" { "Committed" }
+                    th scope="col" { "In progress" } th scope="col" { "Reverted" } th scope="col" { "Failed" } } }
+                tbody {
+                    @for (key, c) in &s.per_stratum {
+                        tr { td { (key) } td.num { (c.selected) } td.num { (c.committed) } td.num { (c.in_progress) }
+                            td.num { (c.reverted) } td.num { (c.failed) } }
+                    }
+                }
+            }
+        }
+        @if !s.held_back.is_empty() {
+            section aria-labelledby="held" {
+                h2 id="held" { "Held back" }
+                ul { @for h in &s.held_back { li { (h.device) " (wave " (h.wave) "): " (h.reason) } } }
+            }
+        }
+        section aria-labelledby="failed" {
+            h2 id="failed" { "Failed devices" }
+            @if failed.is_empty() { p.empty { "None." } }
+            @else {
+                ul.failed {
+                    @for (d, how) in failed {
+                        li { code { (d) } " " (format!("{how:?}").to_lowercase()) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn load_rollout(
+    app: &App,
+    id: &str,
+) -> Result<(RolloutStatus, Vec<(updraft_types::DeviceId, updraft_rollout::MemberStatus)>), PageError> {
+    check_id("rollout id", id)?;
+    let rid = RolloutId::new(id);
+    let core = app.lock_core().await;
+    let s = core.controller.status(&rid).ok_or_else(|| ApiError::not_found(format!("no rollout {id}")))?;
+    Ok((s, core.controller.failed_devices(&rid, FAILED_LISTED)))
+}
+
+/// `GET /rollouts/{id}`.
+pub(crate) async fn rollout_page(
+    State(app): State<Arc<App>>,
+    Extension(session): Extension<Session>,
+    Path(id): Path<String>,
+) -> PageResult {
+    catch_up(&app).await?;
+    let (s, failed) = load_rollout(&app, &id).await?;
+    let live = rollout_live(&s, &failed);
+    let version = version_of(&live.0);
+    let body = html! {
+        h1 { "Rollout " (s.rollout) }
+        p { "Release " strong { (s.release) } "." }
+        div id="live" data-live={"/rollouts/" (s.rollout) "/live?v=" (version)} aria-live="polite" { (live) }
+        @if session.may(Role::Operator) {
+            section aria-labelledby="actions" {
+                h2 id="actions" { "Actions" }
+                div.actions {
+                    @for (command, label, what) in COMMANDS {
+                        @if allowed(&s.state, command) {
+                            form method="post" action={"/rollouts/" (s.rollout) "/" (command)} data-confirm=(what) {
+                                input type="hidden" name="csrf" value=(session.csrf);
+                                button type="submit" class={"cmd cmd-" (command)} title=(what) { (label) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    Ok(html_response(StatusCode::OK, layout(&format!("Rollout {}", s.rollout), Some(&session), body)))
+}
+
+/// `POST /rollouts/{id}/{command}`: runs the command, back to the page.
+pub(crate) async fn rollout_action(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Path((id, command)): Path<(String, String)>,
+) -> PageResult {
+    crate::api::run_rollout_command(&app, &actor, remote, &id, &command).await?;
+    let mut res = StatusCode::SEE_OTHER.into_response();
+    let loc = format!("/rollouts/{}", form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>());
+    res.headers_mut().insert(header::LOCATION, HeaderValue::from_str(&loc).map_err(ApiError::internal)?);
+    Ok(res)
+}
+
+/// A version of a page part: what the page had, for the stream to send
+/// only changes (FNV-1a of the HTML, hex).
+fn version_of(html: &str) -> String {
+    let h = html.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    format!("{h:016x}")
+}
+
+#[derive(Deserialize)]
+pub(crate) struct LiveQuery {
+    /// The version of the live part the page shows.
+    v: Option<String>,
+}
+
+/// `GET /rollouts/{id}/live?v=VERSION`: server-sent events, each the new
+/// HTML of the page's live part when it differs from what the page shows
+/// (the script swaps it in).
+pub(crate) async fn rollout_stream(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Query(q): Query<LiveQuery>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, PageError> {
+    load_rollout(&app, &id).await?;
+    let shown = q.v.unwrap_or_default();
+    let stream = stream::unfold((app, id, shown), |(app, id, shown)| async move {
+        loop {
+            let _ = catch_up(&app).await;
+            let html = match load_rollout(&app, &id).await {
+                Ok((s, failed)) => rollout_live(&s, &failed).into_string(),
+                Err(_) => return None,
+            };
+            let version = version_of(&html);
+            if version != shown {
+                let event = Event::default().event("status").data(html);
+                return Some((Ok(event), (app, id, version)));
+            }
+            tokio::time::sleep(LIVE_EVERY).await;
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct AuditQuery {
+    actor: Option<String>,
+    action: Option<String>,
+    subject: Option<String>,
+    /// Entries older than this id (the next page).
+    before: Option<i64>,
+}
+
+/// `GET /audit`: newest first, filtered.
+pub(crate) async fn audit_page(
+    State(app): State<Arc<App>>,
+    Extension(session): Extension<Session>,
+    Query(q): Query<AuditQuery>,
+) -> PageResult {
+    let f = updraft_store::AuditFilter {
+        actor: q.actor.clone().filter(|s| !s.is_empty()),
+        action: q.action.clone().filter(|s| !s.is_empty()),
+        subject: q.subject.clone().filter(|s| !s.is_empty()),
+        before_id: q.before,
+    };
+    let rows = app.store.audit_newest(&f, AUDIT_PAGE).await?;
+    let next = (rows.len() as i64 == AUDIT_PAGE).then(|| rows.last().map(|e| e.id)).flatten();
+    let older = next.map(|before| {
+        let mut link = format!("/audit?before={before}");
+        for (k, v) in [("actor", &f.actor), ("action", &f.action), ("subject", &f.subject)] {
+            if let Some(v) = v {
+                link.push_str(&format!("&{k}={}", form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>()));
+            }
+        }
+        link
+    });
+    let body = html! {
+        h1 { "Audit log" }
+        form.filters method="get" action="/audit" {
+            label { "Actor " input name="actor" value=(q.actor.as_deref().unwrap_or("")) placeholder="token:alice"; }
+            label { "Action " input name="action" value=(q.action.as_deref().unwrap_or("")) placeholder="rollout.rollback"; }
+            label { "Subject " input name="subject" value=(q.subject.as_deref().unwrap_or("")); }
+            button type="submit" { "Filter" }
+        }
+        @if rows.is_empty() { p.empty { "No entry matches." } }
+        @else {
+            table {
+                thead { tr { th scope="col" { "When" } th scope="col" { "Actor" } th scope="col" { "Action" }
+                    th scope="col" { "Subject" } th scope="col" { "Detail" } th scope="col" { "From" } } }
+                tbody {
+                    @for e in &rows {
+                        tr { td { (when(e.at_ms)) } td { (e.actor) } td { code { (e.action) } } td { (e.subject) }
+                            td { (e.detail) } td { (e.remote) } }
+                    }
+                }
+            }
+            @if let Some(link) = &older { p { a href=(link) { "Older entries" } } }
+        }
+    };
+    Ok(html_response(StatusCode::OK, layout("Audit log", Some(&session), body)))
+}
