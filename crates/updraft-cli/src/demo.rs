@@ -82,7 +82,7 @@ fn sample_file(path: &Path, size: u64, seed: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-const SBOM: &str = r#"{
+pub(crate) const SBOM: &str = r#"{
   "bomFormat": "CycloneDX",
   "specVersion": "1.5",
   "version": 1,

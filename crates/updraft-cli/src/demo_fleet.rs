@@ -176,6 +176,7 @@ fn build(dir: &Path, version: &str, keys: &Keys) -> anyhow::Result<PathBuf> {
     let d = dir.join(format!("build-{version}"));
     std::fs::create_dir_all(&d)?;
     std::fs::write(d.join("rootfs.img"), image(version))?;
+    std::fs::write(d.join("sbom.cdx.json"), crate::demo::SBOM.replace("1.2.0", version))?;
     let out = dir.join(format!("demo-fw-{version}.bundle"));
     updraft_bundle::create(
         &CreateParams {
@@ -191,7 +192,7 @@ fn build(dir: &Path, version: &str, keys: &Keys) -> anyhow::Result<PathBuf> {
             },
             created: Timestamp(1_767_225_600),
             images: vec![ImageInput { name: "rootfs".into(), path: d.join("rootfs.img"), target: Target::Slot }],
-            sbom: None,
+            sbom: Some(d.join("sbom.cdx.json")),
             build: BuildContext { ci: "local".into(), ..BuildContext::default() },
             updraft_version: env!("CARGO_PKG_VERSION").to_owned(),
         },

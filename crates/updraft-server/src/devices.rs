@@ -474,27 +474,50 @@ fn default_limit() -> usize {
 
 /// `GET /api/v1/devices?filter=hardware=rev-c,online=false&after=ID&limit=N`.
 pub async fn list(State(app): State<Arc<App>>, Query(q): Query<ListQuery>) -> ApiResult<Json<DevicePage>> {
-    let filters = parse_filters(&q.filter)?;
-    flush(&app).await?;
-    let limit = q.limit.clamp(1, MAX_PAGE);
-    // The filter spans every field (inventory, online): scan in id order.
-    let seen = lock(&app).clone();
+    Ok(Json(page(&app, &q.filter, &q.after, q.limit).await?))
+}
+
+/// One page of devices after `after` (keyset: ids in order), those matching
+/// every term of `filter`. Without a filter the page is read by its key and
+/// the total counted by the database; a filter spans every field
+/// (inventory, online), so it scans in id order.
+pub(crate) async fn page(app: &App, filter: &str, after: &str, limit: usize) -> ApiResult<DevicePage> {
+    let filters = parse_filters(filter)?;
+    flush(app).await?;
+    let limit = limit.clamp(1, MAX_PAGE);
+    if filters.is_empty() {
+        let mut rows = app.store.devices(after, limit as i64 + 1).await?;
+        let total = app.store.device_count().await? as u64;
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        let seen = lock(app);
+        let devices: Vec<Device> = rows
+            .into_iter()
+            .map(|row| {
+                let s = seen.get(&row.id).cloned();
+                view(app, row, s.as_ref())
+            })
+            .collect();
+        let next = if more { devices.last().map(|d| d.id.to_string()) } else { None };
+        return Ok(DevicePage { devices, total, next });
+    }
+    let seen = lock(app).clone();
     let mut total = 0u64;
     let mut page = Vec::new();
     let mut next = None;
-    let mut after = String::new();
+    let mut cursor = String::new();
     loop {
-        let rows = app.store.devices(&after, 5000).await?;
+        let rows = app.store.devices(&cursor, 5000).await?;
         let Some(last) = rows.last() else { break };
-        after = last.id.clone();
+        cursor = last.id.clone();
         for row in rows {
             let id = row.id.clone();
-            let d = view(&app, row, seen.get(&id));
+            let d = view(app, row, seen.get(&id));
             if !matches(&d, &filters) {
                 continue;
             }
             total += 1;
-            if id.as_str() <= q.after.as_str() {
+            if id.as_str() <= after {
                 continue;
             }
             if page.len() < limit {
@@ -504,7 +527,7 @@ pub async fn list(State(app): State<Arc<App>>, Query(q): Query<ListQuery>) -> Ap
             }
         }
     }
-    Ok(Json(DevicePage { devices: page, total, next }))
+    Ok(DevicePage { devices: page, total, next })
 }
 
 /// `GET /api/v1/devices/{id}`: the device, its inventory and history.

@@ -624,6 +624,12 @@ impl Store {
         row.as_ref().map(Self::device_row).transpose()
     }
 
+    /// How many devices there are (every status).
+    pub async fn device_count(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM devices").fetch_one(&self.reads).await?;
+        Ok(row.try_get::<i64, _>("n")?)
+    }
+
     pub async fn device(&self, id: &str) -> Result<Option<DeviceRow>> {
         let row = sqlx::query(&format!("SELECT {} FROM devices WHERE id = $1", Self::DEVICE_COLUMNS))
             .bind(id)

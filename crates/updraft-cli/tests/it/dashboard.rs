@@ -133,20 +133,21 @@ async fn text(c: &Client, css: &str) -> String {
 
 async fn sign_in(c: &Client, demo: &Demo, path: &str, token: &str) {
     c.goto(&format!("{}{path}", demo.url)).await.unwrap();
-    assert!(c.current_url().await.unwrap().path().ends_with("/sign-in"), "signed out: to sign-in");
+    c.wait().for_element(Locator::Css("form.signin")).await.expect("signed out: to sign-in");
     c.find(Locator::Id("token")).await.unwrap().send_keys(token).await.unwrap();
     c.find(Locator::Css("form.signin button")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Css("form.signout")).await.expect("signed in");
     assert_eq!(c.current_url().await.unwrap().path(), path, "back where sign-in was asked");
 }
 
 /// Submits a confirmed action and accepts the confirmation, checking that
-/// it names what will happen.
-async fn act(c: &Client, command: &str, says: &str) {
+/// it names what will happen; waits until the page shows state `then`.
+async fn act(c: &Client, command: &str, says: &str, then: &str) {
     c.find(Locator::Css(&format!("button.cmd-{command}"))).await.unwrap().click().await.unwrap();
     let question = c.get_alert_text().await.expect("a confirmation");
     assert!(question.contains(says), "{question}");
     c.accept_alert().await.unwrap();
-    c.wait().for_element(Locator::Css("#live")).await.unwrap();
+    c.wait().for_element(Locator::Css(&format!("#live .state-{then}"))).await.expect("the new state shown");
 }
 
 /// A form POST with a session cookie, as a forger would send it.
@@ -210,6 +211,8 @@ fn the_dashboard_in_a_real_browser() {
         let live = text(&c, "#live").await;
         assert!(live.contains("gate health failed for hardware rev-c"), "{live}");
         assert!(text(&c, "ul.failed").await.contains("reverted"), "failed devices listed");
+        let first = c.find(Locator::Css("ul.failed a")).await.unwrap().attr("href").await.unwrap();
+        assert!(first.is_some_and(|h| h.starts_with("/devices/sensor-")), "failed devices link to their pages");
         shot(&c, "rollout-halted").await;
         c.goto(&format!("{}/", demo.url)).await.unwrap();
         assert!(text(&c, "main").await.contains("Devices by hardware revision"));
@@ -229,9 +232,9 @@ fn the_dashboard_in_a_real_browser() {
         c.wait().for_element(Locator::Css("#live[data-updated]")).await.expect("a live update");
         assert!(text(&c, "#live").await.contains("1 updates in progress"));
         shot(&c, "rollout-live").await;
-        act(&c, "pause", "no device is given the release").await;
+        act(&c, "pause", "no device is given the release", "paused").await;
         assert!(text(&c, "#live").await.contains("paused"));
-        act(&c, "rollback", "last known good release").await;
+        act(&c, "rollback", "last known good release", "rolled_back").await;
         assert!(text(&c, "#live").await.contains("rolled back"));
         assert!(c.find_all(Locator::Css("button.cmd-resume")).await.unwrap().is_empty());
         // The audit log names the operator.
@@ -246,8 +249,25 @@ fn the_dashboard_in_a_real_browser() {
         assert!(text(&c, "main table").await.contains(evil));
         assert!(c.get_alert_text().await.is_err(), "no script ran");
         assert!(c.find_all(Locator::Css("main table img")).await.unwrap().is_empty());
+        c.goto(&format!("{}/devices/live-0001", demo.url)).await.unwrap();
+        assert!(text(&c, "main").await.contains(evil), "the attribute, as text");
+        assert!(c.get_alert_text().await.is_err(), "no script ran");
+        assert!(c.find_all(Locator::Css("main img")).await.unwrap().is_empty());
+        shot(&c, "device").await;
+        // Devices: filters and keyset pages.
+        c.goto(&format!("{}/devices?hardware=rev-c", demo.url)).await.unwrap();
+        assert!(text(&c, "main").await.contains("20 devices match."));
+        shot(&c, "devices").await;
+        // Releases: the manifest, signatures and the SBOM, searchable.
+        c.goto(&format!("{}/releases", demo.url)).await.unwrap();
+        c.find(Locator::LinkText("demo-fw@1.2.0")).await.unwrap().click().await.unwrap();
+        c.wait().for_element(Locator::Css("table.sbom")).await.expect("the release page");
+        let release = text(&c, "main").await;
+        assert!(release.contains("rootfs") && release.contains("Signatures"), "{release}");
+        assert!(!c.find_all(Locator::Css("table.sbom tbody tr")).await.unwrap().is_empty(), "SBOM components: {release}");
+        shot(&c, "release").await;
         c.find(Locator::Css("form.signout button")).await.unwrap().click().await.unwrap();
-        assert!(c.current_url().await.unwrap().path().ends_with("/sign-in"));
+        c.wait().for_element(Locator::Css("form.signin")).await.expect("signed out");
         // A viewer sees no action.
         sign_in(&c, &demo, "/rollouts/bad", &viewer).await;
         assert!(c.find_all(Locator::Css(".actions")).await.unwrap().is_empty());

@@ -15,8 +15,8 @@ use admin::*;
 pub(crate) use device::device_entry;
 use device::*;
 use pipelines::*;
-pub(crate) use releases::release_entry;
 use releases::*;
+pub(crate) use releases::{release_entry, release_view, run_promote};
 pub(crate) use rollouts::run_rollout_command;
 use rollouts::*;
 
@@ -140,6 +140,11 @@ routes! {
     "GET" "/rollouts/{id}" Access::Page(Role::Viewer), "Dashboard: a rollout, updated live.", Payload::None => Html, get(crate::dashboard::rollout_page);
     "GET" "/rollouts/{id}/live" Access::Page(Role::Viewer), "Dashboard: a rollout page's live part, as server-sent events.", Payload::None => Text, get(crate::dashboard::rollout_stream);
     "POST" "/rollouts/{id}/{command}" Access::Page(Role::Operator), "Dashboard: pause, resume, advance, abort or roll back (form).", Form => Html, post(crate::dashboard::rollout_action);
+    "GET" "/releases" Access::Page(Role::Viewer), "Dashboard: releases with their channels.", Payload::None => Html, get(crate::dashboard::releases_page);
+    "GET" "/releases/{id}" Access::Page(Role::Viewer), "Dashboard: a release: manifest, signatures, provenance, SBOM.", Payload::None => Html, get(crate::dashboard::release_page);
+    "POST" "/releases/{id}/promote" Access::Page(Role::Releaser), "Dashboard: promote a release into a channel (form).", Form => Html, post(crate::dashboard::promote_action);
+    "GET" "/devices" Access::Page(Role::Viewer), "Dashboard: devices, filtered, a page at a time.", Payload::None => Html, get(crate::dashboard::devices_page);
+    "GET" "/devices/{id}" Access::Page(Role::Viewer), "Dashboard: a device: inventory, history, failures.", Payload::None => Html, get(crate::dashboard::device_page);
     "GET" "/audit" Access::Page(Role::Viewer), "Dashboard: the audit log, filtered.", Payload::None => Html, get(crate::dashboard::audit_page);
     "GET" "/healthz" Access::Public, "Liveness: 200 when the server answers.", Payload::None => Text, get(healthz);
     "GET" "/metrics" Access::Public, "Prometheus metrics in the text format.", Payload::None => Text, get(metrics);

@@ -32,7 +32,7 @@ pub(crate) fn release_entry(row: &ReleaseRow, manifest: &[u8]) -> Entry {
     }
 }
 
-pub(super) async fn release_view(app: &App, r: ReleaseRow) -> ApiResult<Release> {
+pub(crate) async fn release_view(app: &App, r: ReleaseRow) -> ApiResult<Release> {
     let channels = app.store.channels_of(&r.id).await?;
     Ok(Release {
         id: ReleaseId::new(&r.id),
@@ -202,18 +202,30 @@ pub(super) async fn promote(
     Path(channel): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<StatusCode> {
-    check_id("channel", &channel)?;
     let req: PromoteRequest = parse(&body)?;
-    if app.store.release(req.release.as_str()).await?.is_none() {
-        return Err(ApiError::not_found(format!("no release {}", req.release)));
+    let added = run_promote(&app, &actor, remote, &channel, req.release.as_str()).await?;
+    Ok(if added { StatusCode::CREATED } else { StatusCode::OK })
+}
+
+/// Promotes a release into a channel and audits it (the API and the
+/// dashboard both come here); false if it was there already.
+pub(crate) async fn run_promote(
+    app: &Arc<App>,
+    actor: &Actor,
+    remote: SocketAddr,
+    channel: &str,
+    release: &str,
+) -> ApiResult<bool> {
+    check_id("channel", channel)?;
+    check_id("release", release)?;
+    if app.store.release(release).await?.is_none() {
+        return Err(ApiError::not_found(format!("no release {release}")));
     }
-    let mut change = Change::begin(&app).await?;
-    let added = change.tx().promote(&channel, req.release.as_str(), &actor.label(), now_ms()).await?;
+    let mut change = Change::begin(app).await?;
+    let added = change.tx().promote(channel, release, &actor.label(), now_ms()).await?;
     if added {
-        change.audit(&actor.label(), "channel.promote", &channel, req.release.to_string(), remote);
+        change.audit(&actor.label(), "channel.promote", channel, release.to_owned(), remote);
         change.commit().await?;
-        Ok(StatusCode::CREATED)
-    } else {
-        Ok(StatusCode::OK)
     }
+    Ok(added)
 }

@@ -142,6 +142,8 @@ pub fn layout(title: &str, session: Option<&Session>, body: Markup) -> Markup {
                         nav aria-label="Main" {
                             a.brand href="/" { "Updraft" }
                             a href="/rollouts" { "Rollouts" }
+                            a href="/releases" { "Releases" }
+                            a href="/devices" { "Devices" }
                             a href="/audit" { "Audit log" }
                         }
                         form.signout method="post" action="/sign-out" {

@@ -258,7 +258,7 @@ fn rollout_live(s: &RolloutStatus, failed: &[(updraft_types::DeviceId, updraft_r
             @else {
                 ul.failed {
                     @for (d, how) in failed {
-                        li { code { (d) } " " (format!("{how:?}").to_lowercase()) }
+                        li { a href={"/devices/" (d)} { (d) } " " (format!("{how:?}").to_lowercase()) }
                     }
                 }
             }
@@ -421,4 +421,358 @@ pub(crate) async fn audit_page(
         }
     };
     Ok(html_response(StatusCode::OK, layout("Audit log", Some(&session), body)))
+}
+
+// ---------------------------------------------------------------- releases
+
+/// `GET /releases`: every release, newest first, with its channels.
+pub(crate) async fn releases_page(State(app): State<Arc<App>>, Extension(session): Extension<Session>) -> PageResult {
+    let mut rows = Vec::new();
+    for r in app.store.releases().await?.into_iter().rev() {
+        rows.push(crate::api::release_view(&app, r).await?);
+    }
+    let body = html! {
+        h1 { "Releases" }
+        @if rows.is_empty() { p.empty { "No release yet: " code { "updraft release publish BUNDLE" } " publishes one." } }
+        @else {
+            table {
+                thead { tr { th scope="col" { "Release" } th scope="col" { "Family" } th scope="col" { "Hardware" }
+                    th scope="col" { "Security version" } th scope="col" { "Channels" } th scope="col" { "Published" } } }
+                tbody {
+                    @for r in &rows {
+                        tr {
+                            td { a href={"/releases/" (r.id)} { (r.id) } }
+                            td { (r.family) } td { (r.hardware.join(", ")) } td.num { (r.security_version) }
+                            td { (r.channels.join(", ")) }
+                            td { (when(r.published_ms)) " by " (r.published_by) }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    Ok(html_response(StatusCode::OK, layout("Releases", Some(&session), body)))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct SbomQuery {
+    /// Components whose name, version or purl contains this.
+    q: Option<String>,
+}
+
+fn str_of<'a>(v: &'a serde_json::Value, key: &str) -> &'a str {
+    v[key].as_str().unwrap_or("")
+}
+
+/// `GET /releases/{id}`: manifest, signatures, provenance, SBOM; promotion for releasers.
+pub(crate) async fn release_page(
+    State(app): State<Arc<App>>,
+    Extension(session): Extension<Session>,
+    Path(id): Path<String>,
+    Query(q): Query<SbomQuery>,
+) -> PageResult {
+    check_id("release", &id)?;
+    let row = app.store.release(&id).await?.ok_or_else(|| ApiError::not_found(format!("no release {id}")))?;
+    let r = crate::api::release_view(&app, row).await?;
+    let meta = |kind: &'static str| {
+        let app = app.clone();
+        let id = id.clone();
+        async move {
+            let text = app.store.release_meta(&id, kind).await?;
+            Ok::<serde_json::Value, PageError>(text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default())
+        }
+    };
+    let manifest = meta("manifest").await?;
+    let sbom = meta("sbom").await?;
+    let provenance = meta("provenance").await?;
+    let needle = q.q.clone().unwrap_or_default().to_lowercase();
+    let components: Vec<&serde_json::Value> = sbom["components"]
+        .as_array()
+        .map(|a| a.iter().filter(|c| needle.is_empty() || c.to_string().to_lowercase().contains(&needle)).collect())
+        .unwrap_or_default();
+    let statement = provenance_statement(&provenance);
+    let body = html! {
+        h1 { "Release " (r.id) }
+        section aria-labelledby="manifest" {
+            h2 id="manifest" { "Manifest" }
+            dl {
+                dt { "Family" } dd { (r.family) }
+                dt { "Hardware" } dd { (r.hardware.join(", ")) }
+                dt { "Security version" } dd { (r.security_version) }
+                dt { "Bundle" } dd { (r.size) " bytes, sha256 " code { (r.sha256) } }
+                dt { "Requires" } dd {
+                    @let reqs = manifest["requires"].as_array().cloned().unwrap_or_default();
+                    @if reqs.is_empty() { "nothing" }
+                    @for (i, q) in reqs.iter().enumerate() {
+                        @if i > 0 { ", " }
+                        (str_of(q, "component")) " " (str_of(q, "version"))
+                    }
+                }
+            }
+            table {
+                caption { "Images" }
+                thead { tr { th scope="col" { "Image" } th scope="col" { "Target" } th scope="col" { "Size" } th scope="col" { "sha256" } } }
+                tbody {
+                    @for img in manifest["images"].as_array().into_iter().flatten() {
+                        tr {
+                            td { (str_of(img, "name")) }
+                            td { code { (img["target"].to_string()) } }
+                            td.num { (img["size"].as_u64().unwrap_or(0)) }
+                            td { code { (str_of(&img["digests"], "sha256")) } }
+                        }
+                    }
+                }
+            }
+        }
+        section aria-labelledby="signatures" {
+            h2 id="signatures" { "Signatures" }
+            p { (r.signers.len()) " release signatures, by key ids accepted by the server's trust root:" }
+            ul { @for k in &r.signers { li { code { (k) } } } }
+        }
+        section aria-labelledby="provenance" {
+            h2 id="provenance" { "Provenance" }
+            dl {
+                dt { "Builder" } dd { (r.builder_id) }
+                dt { "Source" } dd { (str_of(&manifest["source"], "uri")) " at " code { (str_of(&manifest["source"], "commit")) } }
+                @if let Some(s) = &statement {
+                    dt { "Build type" } dd { (str_of(&s["predicate"]["buildDefinition"], "buildType")) }
+                    dt { "Run" } dd {
+                        @let run = str_of(&s["predicate"]["runDetails"]["metadata"], "invocationId");
+                        @if run.starts_with("https://") { a href=(run) rel="noreferrer" { (run) } } @else { (run) }
+                    }
+                }
+            }
+        }
+        section aria-labelledby="sbom" {
+            h2 id="sbom" { "Software bill of materials" }
+            form.filters method="get" action={"/releases/" (r.id)} {
+                label { "Component " input type="search" name="q" value=(q.q.as_deref().unwrap_or("")); }
+                button type="submit" { "Search" }
+            }
+            @if sbom.is_null() { p.empty { "The bundle carries no SBOM." } }
+            @else if components.is_empty() { p.empty { "No component matches." } }
+            @else {
+                table.sbom {
+                    thead { tr { th scope="col" { "Component" } th scope="col" { "Version" } th scope="col" { "Type" } th scope="col" { "Package URL" } } }
+                    tbody {
+                        @for c in &components {
+                            tr { td { (str_of(c, "name")) } td { (str_of(c, "version")) } td { (str_of(c, "type")) } td { code { (str_of(c, "purl")) } } }
+                        }
+                    }
+                }
+            }
+        }
+        section aria-labelledby="channels" {
+            h2 id="channels" { "Channels" }
+            p { @if r.channels.is_empty() { "In no channel." } @else { "In " (r.channels.join(", ")) "." } }
+            @if session.may(Role::Releaser) {
+                form.filters method="post" action={"/releases/" (r.id) "/promote"}
+                    data-confirm={"Promote " (r.id) " into this channel: devices following it are offered this release."} {
+                    input type="hidden" name="csrf" value=(session.csrf);
+                    label { "Channel " input name="channel" required pattern="[A-Za-z0-9][A-Za-z0-9._-]*"; }
+                    button type="submit" { "Promote" }
+                }
+            }
+        }
+    };
+    Ok(html_response(StatusCode::OK, layout(&format!("Release {}", r.id), Some(&session), body)))
+}
+
+/// The in-toto statement inside a provenance DSSE envelope, if it decodes.
+fn provenance_statement(envelope: &serde_json::Value) -> Option<serde_json::Value> {
+    use base64::Engine;
+    let payload = envelope["payload"].as_str()?;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(payload).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+#[derive(Deserialize)]
+pub(crate) struct PromoteForm {
+    channel: String,
+}
+
+/// `POST /releases/{id}/promote`.
+pub(crate) async fn promote_action(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    axum::Form(form): axum::Form<PromoteForm>,
+) -> PageResult {
+    crate::api::run_promote(&app, &actor, remote, &form.channel, &id).await?;
+    let mut res = StatusCode::SEE_OTHER.into_response();
+    res.headers_mut()
+        .insert(header::LOCATION, HeaderValue::from_str(&format!("/releases/{id}")).map_err(ApiError::internal)?);
+    Ok(res)
+}
+
+// ----------------------------------------------------------------- devices
+
+/// Devices a page lists.
+const DEVICES_PAGE: usize = 100;
+
+#[derive(Deserialize)]
+pub(crate) struct DevicesQuery {
+    family: Option<String>,
+    hardware: Option<String>,
+    region: Option<String>,
+    release: Option<String>,
+    tag: Option<String>,
+    /// `NAME=VALUE` of an operator-set attribute.
+    attr: Option<String>,
+    /// `true` or `false`.
+    online: Option<String>,
+    after: Option<String>,
+}
+
+impl DevicesQuery {
+    /// The API's filter (`KEY=VALUE,...`) for what the form asks.
+    fn filter(&self) -> Result<String, PageError> {
+        let mut terms = Vec::new();
+        for (key, v) in [
+            ("family", &self.family),
+            ("hardware", &self.hardware),
+            ("region", &self.region),
+            ("release", &self.release),
+            ("tag", &self.tag),
+            ("online", &self.online),
+        ] {
+            if let Some(v) = v.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+                if v.contains(',') {
+                    return Err(ApiError::bad_request(format!("{key}: one value, without commas")).into());
+                }
+                terms.push(format!("{key}={v}"));
+            }
+        }
+        if let Some(a) = self.attr.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+            let (k, v) = a
+                .split_once('=')
+                .ok_or_else(|| ApiError::bad_request(format!("attribute {a:?}: NAME=VALUE, e.g. site=berlin")))?;
+            terms.push(format!("attr.{k}={v}"));
+        }
+        Ok(terms.join(","))
+    }
+
+    /// This query's link with another `after`.
+    fn link(&self, after: &str) -> String {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in [
+            ("family", &self.family),
+            ("hardware", &self.hardware),
+            ("region", &self.region),
+            ("release", &self.release),
+            ("tag", &self.tag),
+            ("attr", &self.attr),
+            ("online", &self.online),
+        ] {
+            if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
+                q.append_pair(k, v);
+            }
+        }
+        q.append_pair("after", after);
+        format!("/devices?{}", q.finish())
+    }
+}
+
+/// `GET /devices`: search and filter, a keyset page at a time.
+pub(crate) async fn devices_page(
+    State(app): State<Arc<App>>,
+    Extension(session): Extension<Session>,
+    Query(q): Query<DevicesQuery>,
+) -> PageResult {
+    let filter = q.filter()?;
+    let page = crate::devices::page(&app, &filter, q.after.as_deref().unwrap_or(""), DEVICES_PAGE).await?;
+    let field = |name: &'static str, label: &'static str, value: &Option<String>, hint: &'static str| {
+        html! { label { (label) " " input name=(name) value=(value.as_deref().unwrap_or("")) placeholder=(hint); } }
+    };
+    let body = html! {
+        h1 { "Devices" }
+        form.filters method="get" action="/devices" {
+            (field("family", "Family", &q.family, "sensor"))
+            (field("hardware", "Hardware", &q.hardware, "rev-c"))
+            (field("region", "Region", &q.region, "eu"))
+            (field("release", "Release", &q.release, "fw@1.2.0"))
+            (field("tag", "Tag", &q.tag, "canary"))
+            (field("attr", "Attribute", &q.attr, "site=berlin"))
+            label { "Online "
+                select name="online" {
+                    option value="" selected[q.online.as_deref().unwrap_or("").is_empty()] { "any" }
+                    option value="true" selected[q.online.as_deref() == Some("true")] { "online" }
+                    option value="false" selected[q.online.as_deref() == Some("false")] { "offline" }
+                }
+            }
+            button type="submit" { "Filter" }
+        }
+        p { (page.total) " devices match." }
+        @if !page.devices.is_empty() {
+            table {
+                thead { tr { th scope="col" { "Device" } th scope="col" { "Family" } th scope="col" { "Hardware" }
+                    th scope="col" { "Region" } th scope="col" { "Release" } th scope="col" { "Online" }
+                    th scope="col" { "Last check-in" } th scope="col" { "Tags" } } }
+                tbody {
+                    @for d in &page.devices {
+                        tr {
+                            td { a href={"/devices/" (d.id)} { (d.id) } }
+                            td { (d.family) } td { (d.hardware) } td { (d.region) }
+                            td { (d.release.as_ref().map(|r| r.to_string()).unwrap_or_default()) }
+                            td { @if d.online { span.ok { "online" } } @else { span.bad { "offline" } } }
+                            td { (d.last_seen_ms.map(when).unwrap_or_else(|| "never".into())) }
+                            td { (d.tags.join(", ")) }
+                        }
+                    }
+                }
+            }
+        }
+        @if let Some(next) = &page.next { p { a href=(q.link(next)) rel="next" { "Next " (DEVICES_PAGE) } } }
+    };
+    Ok(html_response(StatusCode::OK, layout("Devices", Some(&session), body)))
+}
+
+/// `GET /devices/{id}`: inventory, check-in and assignment history,
+/// install outcomes with their failure logs.
+pub(crate) async fn device_page(
+    State(app): State<Arc<App>>,
+    Extension(session): Extension<Session>,
+    Path(id): Path<String>,
+) -> PageResult {
+    let axum::Json(d) = crate::devices::show(State(app), Path(id)).await?;
+    let map = |m: &std::collections::BTreeMap<String, String>| {
+        html! {
+            @if m.is_empty() { p.empty { "None." } }
+            @else { table { tbody { @for (k, v) in m { tr { th scope="row" { (k) } td { (v) } } } } } }
+        }
+    };
+    let body = html! {
+        h1 { "Device " (d.id) }
+        dl {
+            dt { "Status" } dd { (d.status) ", " @if d.online { span.ok { "online" } } @else { span.bad { "offline" } } }
+            dt { "Family / hardware / region" } dd { (d.family) " / " (d.hardware) " / " (d.region) }
+            dt { "Release" } dd { (d.release.as_ref().map(|r| r.to_string()).unwrap_or_else(|| "none".into()))
+                " (last known good: " (d.last_known_good.as_ref().map(|r| r.to_string()).unwrap_or_else(|| "none".into())) ")" }
+            dt { "Channel" } dd { (d.channel.as_deref().unwrap_or("none")) }
+            dt { "Tags" } dd { (d.tags.join(", ")) }
+            dt { "Enrolled" } dd { (when(d.enrolled_ms)) }
+            dt { "Last check-in" } dd { (d.last_seen_ms.map(when).unwrap_or_else(|| "never".into())) ", " (d.check_ins) " check-ins" }
+        }
+        h2 { "Inventory (reported by the device)" } (map(&d.inventory))
+        h2 { "Components" } (map(&d.components))
+        h2 { "Attributes (set by operators)" } (map(&d.attributes))
+        h2 { "History" }
+        @if d.history.is_empty() { p.empty { "Nothing yet." } }
+        @else {
+            table.history {
+                thead { tr { th scope="col" { "When" } th scope="col" { "What" } th scope="col" { "Release" } th scope="col" { "Detail" } } }
+                tbody {
+                    @for h in &d.history {
+                        tr {
+                            td { (when(h.at_ms)) } td { (h.kind) }
+                            td { (h.release.as_ref().map(|r| r.to_string()).unwrap_or_default()) }
+                            td { @if h.detail.contains('\n') { pre { (h.detail) } } @else { (h.detail) } }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    Ok(html_response(StatusCode::OK, layout(&format!("Device {}", d.id), Some(&session), body)))
 }
