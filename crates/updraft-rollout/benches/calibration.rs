@@ -47,7 +47,10 @@ fn percentile(v: &mut [u64], q: f64) -> String {
     v[((v.len() - 1) as f64 * q) as usize].to_string()
 }
 
-fn proportions(theta: f64, confidence: f64, scopes: f64, reps: usize, max_n: u64, rng: &mut Rng) {
+/// Multiples of the threshold the true rate takes.
+const MULTIPLES: [f64; 7] = [0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 4.0];
+
+fn proportions(theta: f64, confidence: f64, scopes: f64, reps: usize, max_n: u64, multiples: &[f64], rng: &mut Rng) {
     let alpha = 1.0 - confidence;
     println!(
         "\nproportion gate: threshold {:.0}%, confidence {:.0}%, {} scope(s) (halting at alpha/{}), min_sample 20, up to {max_n} outcomes",
@@ -57,7 +60,7 @@ fn proportions(theta: f64, confidence: f64, scopes: f64, reps: usize, max_n: u64
         scopes
     );
     println!("  true rate   halted   passed   undecided   outcomes to halt (p50/p90)   outcomes to pass (p50/p90)");
-    for mult in [0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 4.0] {
+    for &mult in multiples {
         let p = theta * mult;
         let (mut halted, mut passed) = (0, 0);
         let (mut to_halt, mut to_pass) = (Vec::new(), Vec::new());
@@ -132,8 +135,11 @@ fn main() {
         return;
     }
     let mut rng = Rng(2026);
-    proportions(0.05, 0.95, 1.0, 2000, 3000, &mut rng);
-    proportions(0.05, 0.95, 5.0, 2000, 3000, &mut rng);
-    proportions(0.02, 0.95, 1.0, 1000, 5000, &mut rng);
+    proportions(0.05, 0.95, 1.0, 2000, 3000, &MULTIPLES, &mut rng);
+    proportions(0.05, 0.95, 5.0, 2000, 3000, &MULTIPLES, &mut rng);
+    proportions(0.02, 0.95, 1.0, 1000, 5000, &MULTIPLES, &mut rng);
     crash_rates(2000, &mut rng);
+    // The rare-stratum family's plan: 2% gates over six scopes, a stratum
+    // failing 10% or 50% (what "What no test can do" cites).
+    proportions(0.02, 0.95, 6.0, 1000, 5000, &[5.0, 25.0], &mut rng);
 }
