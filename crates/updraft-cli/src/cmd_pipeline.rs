@@ -108,6 +108,8 @@ struct Report {
     test_runs: Vec<TestRun>,
     tests: Option<TestsVerdict>,
     gates: Vec<Gate>,
+    /// Line coverage per family, where the coverage gate read it.
+    coverage: Vec<serde_json::Value>,
     /// Configured gates the stages run did not evaluate.
     not_evaluated: Vec<String>,
     /// Bundles written (when every gate passed and a [release] is configured).
@@ -259,6 +261,7 @@ fn run_stages(common: &Common, opts: &RunOptions, client: &ClientArgs, ctx: &Ctx
         test_runs: Vec::new(),
         tests: None,
         gates: Vec::new(),
+        coverage: Vec::new(),
         not_evaluated: Vec::new(),
         bundles: Vec::new(),
         published: Vec::new(),
@@ -404,6 +407,7 @@ fn run_stages(common: &Common, opts: &RunOptions, client: &ClientArgs, ctx: &Ctx
                         if cov.percent < c.min_percent {
                             low.push(line.clone());
                         }
+                        report.coverage.push(serde_json::json!({ "family": f.name, "percent": cov.percent }));
                         seen.push(line);
                     }
                     Err(e) => low.push(e.to_string()),
@@ -515,6 +519,7 @@ fn run_stages(common: &Common, opts: &RunOptions, client: &ClientArgs, ctx: &Ctx
             "stage": stage,
             "family": family,
             "gates": report.gates,
+            "coverage": report.coverage,
             "notEvaluated": report.not_evaluated,
             "tests": report.tests.as_ref().map(|t| serde_json::json!({
                 "cases": t.cases, "failed": t.failed, "skipped": t.skipped, "blocking": t.blocking,

@@ -271,6 +271,18 @@ fn the_dashboard_in_a_real_browser() {
         // A viewer sees no action.
         sign_in(&c, &demo, "/rollouts/bad", &viewer).await;
         assert!(c.find_all(Locator::Css(".actions")).await.unwrap().is_empty());
+        c.goto(&format!("{}/builds", demo.url)).await.unwrap();
+        shot(&c, "builds").await;
+        c.find(Locator::Css("form.signout button")).await.unwrap().click().await.unwrap();
+        c.wait().for_element(Locator::Css("form.signin")).await.expect("signed out");
+        // An admin creates a token; it is shown once.
+        sign_in(&c, &demo, "/tokens", &demo.admin).await;
+        c.find(Locator::Css("form[action='/tokens'] input[name='name']")).await.unwrap().send_keys("from-browser").await.unwrap();
+        c.find(Locator::Css("form[action='/tokens'] button")).await.unwrap().click().await.unwrap();
+        let secret = c.wait().for_element(Locator::Css("code.secret")).await.unwrap().text().await.unwrap();
+        assert!(secret.starts_with("upa_"), "{secret}");
+        assert!(text(&c, "main table").await.contains("from-browser"));
+        shot(&c, "tokens").await;
         c.close().await.unwrap();
     });
     // Forged and tokenless POSTs.

@@ -31,12 +31,24 @@ pub(super) async fn create_token(
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
     let req: CreateTokenRequest = parse(&body)?;
-    check_id("token name", &req.name)?;
-    let mut change = Change::begin(&app).await?;
-    let (id, token) = change.tx().create_api_token(&req.name, req.role, now_ms()).await?;
-    change.audit(&actor.label(), "token.create", &req.name, req.role.as_str().into(), remote);
+    let created = run_create_token(&app, &actor, remote, &req.name, req.role).await?;
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+/// Creates an API token and audits it (the API and the dashboard both come here).
+pub(crate) async fn run_create_token(
+    app: &Arc<App>,
+    actor: &Actor,
+    remote: SocketAddr,
+    name: &str,
+    role: Role,
+) -> ApiResult<CreatedToken> {
+    check_id("token name", name)?;
+    let mut change = Change::begin(app).await?;
+    let (id, token) = change.tx().create_api_token(name, role, now_ms()).await?;
+    change.audit(&actor.label(), "token.create", name, role.as_str().into(), remote);
     change.commit().await?;
-    Ok((StatusCode::CREATED, Json(CreatedToken { id, name: req.name, role: req.role, token })).into_response())
+    Ok(CreatedToken { id, name: name.to_owned(), role, token })
 }
 
 pub(super) async fn revoke_token(
@@ -45,8 +57,14 @@ pub(super) async fn revoke_token(
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
+    run_revoke_token(&app, &actor, remote, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revokes an API token (never the last admin token) and audits it.
+pub(crate) async fn run_revoke_token(app: &Arc<App>, actor: &Actor, remote: SocketAddr, id: &str) -> ApiResult<()> {
     let id: i64 = id.parse().map_err(|_| ApiError::bad_request(format!("token id {id:?} is not a number")))?;
-    let mut change = Change::begin(&app).await?;
+    let mut change = Change::begin(app).await?;
     if change.tx().is_last_admin_token(id).await? {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -60,7 +78,7 @@ pub(super) async fn revoke_token(
     }
     change.audit(&actor.label(), "token.revoke", &id.to_string(), String::new(), remote);
     change.commit().await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 pub(super) async fn create_enrollment_token(
@@ -70,18 +88,28 @@ pub(super) async fn create_enrollment_token(
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
     let req: CreateEnrollmentTokenRequest = parse(&body)?;
+    let created = run_create_enrollment_token(&app, &actor, remote, &req).await?;
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+/// Creates an enrollment token and audits it.
+pub(crate) async fn run_create_enrollment_token(
+    app: &Arc<App>,
+    actor: &Actor,
+    remote: SocketAddr,
+    req: &CreateEnrollmentTokenRequest,
+) -> ApiResult<CreatedEnrollmentToken> {
     if req.uses == 0 || req.uses > 1_000_000 || req.expires_in_s == 0 || req.expires_in_s > 366 * 86400 {
         return Err(ApiError::bad_request("uses must be 1 to 1000000 and expiresInS 1 to 31622400"));
     }
     let expires_ms = now_ms() + (req.expires_in_s as i64) * 1000;
-    let mut change = Change::begin(&app).await?;
+    let mut change = Change::begin(app).await?;
     let token =
         change.tx().create_enrollment_token(req.uses, expires_ms, req.require_accept, &actor.label(), now_ms()).await?;
     let detail = format!("{} uses{}", req.uses, if req.require_accept { ", acceptance required" } else { "" });
     change.audit(&actor.label(), "enrollment-token.create", "-", detail, remote);
     change.commit().await?;
-    let created = CreatedEnrollmentToken { token, uses: req.uses, expires_ms, require_accept: req.require_accept };
-    Ok((StatusCode::CREATED, Json(created)).into_response())
+    Ok(CreatedEnrollmentToken { token, uses: req.uses, expires_ms, require_accept: req.require_accept })
 }
 
 pub(super) async fn show_trust_root(State(app): State<Arc<App>>) -> ApiResult<Response> {

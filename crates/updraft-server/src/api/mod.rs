@@ -12,6 +12,7 @@ mod releases;
 mod rollouts;
 
 use admin::*;
+pub(crate) use admin::{run_create_enrollment_token, run_create_token, run_revoke_token};
 pub(crate) use device::device_entry;
 use device::*;
 use pipelines::*;
@@ -145,6 +146,11 @@ routes! {
     "POST" "/releases/{id}/promote" Access::Page(Role::Releaser), "Dashboard: promote a release into a channel (form).", Form => Html, post(crate::dashboard::promote_action);
     "GET" "/devices" Access::Page(Role::Viewer), "Dashboard: devices, filtered, a page at a time.", Payload::None => Html, get(crate::dashboard::devices_page);
     "GET" "/devices/{id}" Access::Page(Role::Viewer), "Dashboard: a device: inventory, history, failures.", Payload::None => Html, get(crate::dashboard::device_page);
+    "GET" "/builds" Access::Page(Role::Viewer), "Dashboard: pipeline runs per project, coverage trend, quarantined tests.", Payload::None => Html, get(crate::dashboard::builds_page);
+    "GET" "/tokens" Access::Page(Role::Admin), "Dashboard: API tokens and enrollment tokens.", Payload::None => Html, get(crate::dashboard::tokens_page);
+    "POST" "/tokens" Access::Page(Role::Admin), "Dashboard: create an API token (form; shown once).", Form => Html, post(crate::dashboard::create_token_action);
+    "POST" "/tokens/{id}/revoke" Access::Page(Role::Admin), "Dashboard: revoke an API token (form).", Form => Html, post(crate::dashboard::revoke_token_action);
+    "POST" "/enrollment-tokens" Access::Page(Role::Admin), "Dashboard: create an enrollment token (form; shown once).", Form => Html, post(crate::dashboard::create_enrollment_action);
     "GET" "/audit" Access::Page(Role::Viewer), "Dashboard: the audit log, filtered.", Payload::None => Html, get(crate::dashboard::audit_page);
     "GET" "/healthz" Access::Public, "Liveness: 200 when the server answers.", Payload::None => Text, get(healthz);
     "GET" "/metrics" Access::Public, "Prometheus metrics in the text format.", Payload::None => Text, get(metrics);

@@ -144,7 +144,9 @@ pub fn layout(title: &str, session: Option<&Session>, body: Markup) -> Markup {
                             a href="/rollouts" { "Rollouts" }
                             a href="/releases" { "Releases" }
                             a href="/devices" { "Devices" }
+                            a href="/builds" { "Builds" }
                             a href="/audit" { "Audit log" }
+                            @if s.may(Role::Admin) { a href="/tokens" { "Tokens" } }
                         }
                         form.signout method="post" action="/sign-out" {
                             input type="hidden" name="csrf" value=(s.csrf);

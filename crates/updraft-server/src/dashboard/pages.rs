@@ -776,3 +776,259 @@ pub(crate) async fn device_page(
     };
     Ok(html_response(StatusCode::OK, layout(&format!("Device {}", d.id), Some(&session), body)))
 }
+
+// ------------------------------------------------------------------ builds
+
+/// Pipeline runs a builds page reads.
+const BUILDS_READ: i64 = 200;
+
+#[derive(Deserialize)]
+pub(crate) struct BuildsQuery {
+    project: Option<String>,
+}
+
+/// `GET /builds`: per project, the runs by commit with each gate's
+/// evidence, the coverage trend, the quarantined flaky tests.
+pub(crate) async fn builds_page(
+    State(app): State<Arc<App>>,
+    Extension(session): Extension<Session>,
+    Query(q): Query<BuildsQuery>,
+) -> PageResult {
+    let all = app.store.builds(None, BUILDS_READ).await?;
+    let mut projects: Vec<String> = all.iter().map(|b| b.project.clone()).collect();
+    projects.sort();
+    projects.dedup();
+    let project = q.project.clone().filter(|p| projects.contains(p)).or_else(|| projects.first().cloned());
+    let runs: Vec<&updraft_store::BuildRecord> = all.iter().filter(|b| Some(&b.project) == project.as_ref()).collect();
+    let reports: Vec<serde_json::Value> =
+        runs.iter().map(|b| serde_json::from_str(&b.report).unwrap_or_default()).collect();
+    // Coverage per run, oldest first: the mean over families.
+    let coverage: Vec<(String, u64)> = runs
+        .iter()
+        .zip(&reports)
+        .rev()
+        .filter_map(|(b, r)| {
+            let v: Vec<f64> = r["coverage"].as_array()?.iter().filter_map(|c| c["percent"].as_f64()).collect();
+            (!v.is_empty()).then(|| {
+                let commit: String = b.commit.chars().take(10).collect();
+                (commit, (v.iter().sum::<f64>() / v.len() as f64).round() as u64)
+            })
+        })
+        .collect();
+    let flaky: serde_json::Value = match &project {
+        Some(p) => app.store.flaky_state(p).await?.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default(),
+        None => serde_json::Value::Null,
+    };
+    let quarantined: Vec<(&String, &serde_json::Value)> = flaky["tests"]
+        .as_object()
+        .map(|m| m.iter().filter(|(_, t)| t["quarantined"].as_bool() == Some(true)).collect())
+        .unwrap_or_default();
+    let body = html! {
+        h1 { "Builds" }
+        @if projects.is_empty() {
+            p.empty { "No pipeline run recorded yet: " code { "updraft pipeline run" } " with " code { "[server]" }
+                " in updraft.toml posts each run's verdicts here." }
+        } @else {
+            nav.projects aria-label="Projects" {
+                @for p in &projects {
+                    @if Some(p) == project.as_ref() { strong aria-current="page" { (p) } }
+                    @else { a href={"/builds?project=" (form_urlencoded::byte_serialize(p.as_bytes()).collect::<String>())} { (p) } }
+                    " "
+                }
+            }
+            (charts::bars("Line coverage by run, oldest first (%)", &coverage))
+            h2 { "Runs" }
+            table.builds {
+                thead { tr { th scope="col" { "When" } th scope="col" { "Commit" } th scope="col" { "Result" }
+                    th scope="col" { "Gates and their evidence" } th scope="col" { "Tests" } } }
+                tbody {
+                    @for (b, r) in runs.iter().zip(&reports) {
+                        tr {
+                            td { (when(b.at_ms)) }
+                            td { code { (b.commit.chars().take(12).collect::<String>()) } }
+                            td { @if b.passed { span.ok { "passed" } } @else { span.bad { "failed" } } }
+                            td {
+                                ul.gates {
+                                    @for g in r["gates"].as_array().into_iter().flatten() {
+                                        li {
+                                            @if g["passed"].as_bool() == Some(true) { span.ok { "✓ " } } @else { span.bad { "✗ " } }
+                                            strong { (str_of(g, "gate")) } ": " (str_of(g, "evidence"))
+                                        }
+                                    }
+                                }
+                            }
+                            td {
+                                @let t = &r["tests"];
+                                @if t.is_object() {
+                                    (t["cases"].as_u64().unwrap_or(0)) " cases, " (t["failed"].as_u64().unwrap_or(0)) " failed, "
+                                    (t["quarantined"].as_array().map_or(0, |a| a.len())) " quarantined"
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            h2 { "Quarantined flaky tests" }
+            @if quarantined.is_empty() { p.empty { "None." } }
+            @else {
+                table {
+                    thead { tr { th scope="col" { "Test" } th scope="col" { "Passes in a row" } th scope="col" { "Recent runs (oldest first)" } } }
+                    tbody {
+                        @for (name, t) in &quarantined {
+                            tr {
+                                td { code { (name) } }
+                                td.num { (t["passesInRow"].as_u64().or(t["passes_in_row"].as_u64()).unwrap_or(0)) }
+                                td {
+                                    @for run in t["runs"].as_array().into_iter().flatten().rev().take(20).collect::<Vec<_>>().into_iter().rev() {
+                                        @if run[1].as_bool() == Some(true) { span.ok title=(run[0].as_str().unwrap_or("")) { "✓" } }
+                                        @else { span.bad title=(run[0].as_str().unwrap_or("")) { "✗" } }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    Ok(html_response(StatusCode::OK, layout("Builds", Some(&session), body)))
+}
+
+// ------------------------------------------------------------------ tokens
+
+/// What a tokens page shows once, right after a creation.
+enum Created {
+    None,
+    Api(updraft_proto::CreatedToken),
+    Enrollment(updraft_proto::CreatedEnrollmentToken),
+}
+
+async fn tokens_view(app: &App, session: &Session, created: Created) -> PageResult {
+    let tokens = app.store.list_api_tokens().await?;
+    let body = html! {
+        h1 { "Tokens" }
+        @match &created {
+            Created::Api(t) => {
+                div.created role="status" {
+                    p { "Token " strong { (t.name) } " (" (t.role.as_str()) ") created. Copy it now: it is not shown again." }
+                    p { code.secret { (t.token) } }
+                }
+            }
+            Created::Enrollment(t) => {
+                div.created role="status" {
+                    p { "Enrollment token for " (t.uses) " devices, until " (when(t.expires_ms))
+                        @if t.require_accept { ", each waiting for acceptance" } ". Copy it now: it is not shown again." }
+                    p { code.secret { (t.token) } }
+                }
+            }
+            Created::None => {}
+        }
+        h2 { "API tokens" }
+        table {
+            thead { tr { th scope="col" { "Name" } th scope="col" { "Role" } th scope="col" { "Created" } th scope="col" { "State" } th scope="col" { "" } } }
+            tbody {
+                @for t in &tokens {
+                    tr {
+                        td { (t.name) } td { (t.role.as_str()) } td { (when(t.created_ms)) }
+                        td { @if t.revoked { span.bad { "revoked" } } @else { span.ok { "live" } } }
+                        td {
+                            @if !t.revoked {
+                                form method="post" action={"/tokens/" (t.id) "/revoke"}
+                                    data-confirm={"Revoke " (t.name) ": every call and browser session with it stops working at once."} {
+                                    input type="hidden" name="csrf" value=(session.csrf);
+                                    button type="submit" class="cmd-abort" { "Revoke" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        h2 { "Create an API token" }
+        form.filters method="post" action="/tokens" {
+            input type="hidden" name="csrf" value=(session.csrf);
+            label { "Name " input name="name" required pattern="[A-Za-z0-9][A-Za-z0-9._-]*" placeholder="ci-release"; }
+            label { "Role "
+                select name="role" {
+                    option value="viewer" { "viewer: reads everything" }
+                    option value="releaser" { "releaser: publishes and promotes" }
+                    option value="operator" selected { "operator: runs rollouts, manages devices" }
+                    option value="admin" { "admin: tokens and the trust root" }
+                }
+            }
+            button type="submit" { "Create" }
+        }
+        h2 { "Create an enrollment token" }
+        form.filters method="post" action="/enrollment-tokens" {
+            input type="hidden" name="csrf" value=(session.csrf);
+            label { "Devices " input name="uses" type="number" min="1" max="1000000" value="100" required; }
+            label { "Valid for (hours) " input name="hours" type="number" min="1" max="8784" value="24" required; }
+            label { input name="require_accept" type="checkbox" value="true"; " each device waits for acceptance" }
+            button type="submit" { "Create" }
+        }
+    };
+    Ok(html_response(StatusCode::OK, layout("Tokens", Some(session), body)))
+}
+
+/// `GET /tokens` (admins).
+pub(crate) async fn tokens_page(State(app): State<Arc<App>>, Extension(session): Extension<Session>) -> PageResult {
+    tokens_view(&app, &session, Created::None).await
+}
+
+#[derive(Deserialize)]
+pub(crate) struct TokenForm {
+    name: String,
+    role: String,
+}
+
+/// `POST /tokens`: creates the token and shows it once.
+pub(crate) async fn create_token_action(
+    State(app): State<Arc<App>>,
+    Extension(session): Extension<Session>,
+    Extension(actor): Extension<Actor>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    axum::Form(form): axum::Form<TokenForm>,
+) -> PageResult {
+    let role = Role::parse(&form.role)
+        .ok_or_else(|| ApiError::bad_request(format!("role {:?}: viewer, releaser, operator or admin", form.role)))?;
+    let created = crate::api::run_create_token(&app, &actor, remote, form.name.trim(), role).await?;
+    tokens_view(&app, &session, Created::Api(created)).await
+}
+
+/// `POST /tokens/{id}/revoke`.
+pub(crate) async fn revoke_token_action(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+) -> PageResult {
+    crate::api::run_revoke_token(&app, &actor, remote, &id).await?;
+    let mut res = StatusCode::SEE_OTHER.into_response();
+    res.headers_mut().insert(header::LOCATION, HeaderValue::from_static("/tokens"));
+    Ok(res)
+}
+
+#[derive(Deserialize)]
+pub(crate) struct EnrollmentForm {
+    uses: u32,
+    hours: u64,
+    #[serde(default)]
+    require_accept: Option<String>,
+}
+
+/// `POST /enrollment-tokens`: creates the token and shows it once.
+pub(crate) async fn create_enrollment_action(
+    State(app): State<Arc<App>>,
+    Extension(session): Extension<Session>,
+    Extension(actor): Extension<Actor>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    axum::Form(form): axum::Form<EnrollmentForm>,
+) -> PageResult {
+    let req = updraft_proto::CreateEnrollmentTokenRequest {
+        uses: form.uses,
+        expires_in_s: form.hours.saturating_mul(3600),
+        require_accept: form.require_accept.is_some(),
+    };
+    let created = crate::api::run_create_enrollment_token(&app, &actor, remote, &req).await?;
+    tokens_view(&app, &session, Created::Enrollment(created)).await
+}
