@@ -65,6 +65,11 @@ impl Client {
         Ok(Client { agent, base: base.trim_end_matches('/').to_owned(), token: args.token.clone().or(file.token) })
     }
 
+    /// The server's base URL, without a trailing slash.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

@@ -573,6 +573,19 @@ pub fn token(cmd: TokenCmd, client: &ClientArgs, _ctx: &Ctx) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
+/// `updraft dashboard`: a one-time sign-in link (10 minutes) for the token.
+pub fn dashboard(json: bool, client: &ClientArgs) -> anyhow::Result<ExitCode> {
+    let c = Client::new(client)?;
+    let r = c.post("/api/v1/sign-in-links", &serde_json::json!({}))?;
+    let url = format!("{}{}", c.base().trim_end_matches('/'), str_of(&r, "path"));
+    let out = serde_json::json!({ "url": url, "expiresMs": r["expiresMs"] });
+    emit(json, &out, |s| {
+        s.push_str(&url);
+        s.push('\n');
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn audit(
     action: Option<String>,
     after: i64,

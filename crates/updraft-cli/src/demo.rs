@@ -406,6 +406,10 @@ fn run_demo(a: DemoArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         eprintln!("  export UPDRAFT_SERVER={} UPDRAFT_TOKEN={}", l.url, l.admin);
         eprintln!("  updraft rollout list; updraft rollout status bad; updraft devices list");
         eprintln!("  dashboard: {}/rollouts/bad (sign in with the UPDRAFT_TOKEN above)", l.url);
+        match l.sign_in_link() {
+            Ok(link) => eprintln!("  or open this one-time sign-in link (10 minutes): {link}"),
+            Err(e) => eprintln!("  (no one-time sign-in link: {e:#})"),
+        }
         // Until SIGINT or SIGTERM (exit_on_signal ends the process).
         loop {
             std::thread::park();

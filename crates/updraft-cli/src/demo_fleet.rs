@@ -85,6 +85,15 @@ pub struct Lab {
     client: Client,
 }
 
+impl Lab {
+    /// A one-time dashboard sign-in link for the admin token (10 minutes).
+    pub fn sign_in_link(&self) -> anyhow::Result<String> {
+        let r = self.client.post("/api/v1/sign-in-links", &serde_json::json!({}))?;
+        let path = r["path"].as_str().context("the server answered no sign-in link")?;
+        Ok(format!("{}{path}", self.url))
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         if let Some(rt) = self.runtime.take() {

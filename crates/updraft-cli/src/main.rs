@@ -111,6 +111,17 @@ updraft serve --check --data-dir updraft-data\n  updraft serve admin-token --res
     EnrollToken(OnServer<cmd_server_client::EnrollTokenCmd>),
     /// Create, list and revoke API tokens.
     Token(OnServer<cmd_server_client::TokenCmd>),
+    /// Open the server's web dashboard: prints a one-time sign-in link for your token.
+    #[command(
+        after_help = "Examples:\n  updraft dashboard\n  xdg-open \"$(updraft dashboard)\"\n  updraft dashboard --json"
+    )]
+    Dashboard {
+        /// Print the link as JSON (camelCase keys).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: client::ClientArgs,
+    },
     /// Query the server's audit log.
     #[command(after_help = "Examples:\n  updraft audit\n  updraft audit --action device.decommission --json")]
     Audit {
@@ -173,6 +184,7 @@ fn main() -> ExitCode {
         Command::Devices(s) => cmd_server_client::devices(s.cmd, &s.client, &none),
         Command::EnrollToken(s) => cmd_server_client::enroll_token(s.cmd, &s.client, &none),
         Command::Token(s) => cmd_server_client::token(s.cmd, &s.client, &none),
+        Command::Dashboard { json, client } => cmd_server_client::dashboard(json, &client),
         Command::Audit { action, after, limit, json, client } => {
             cmd_server_client::audit(action, after, limit, json, &client)
         }

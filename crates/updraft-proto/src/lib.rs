@@ -401,6 +401,17 @@ pub struct CreateEnrollmentTokenRequest {
     pub require_accept: bool,
 }
 
+/// `POST /api/v1/sign-in-links`: a one-time dashboard sign-in link for
+/// the calling token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SignInLink {
+    /// The link's path on the server (`/sign-in/link/upl_...`); it works once.
+    pub path: String,
+    pub expires_ms: i64,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]

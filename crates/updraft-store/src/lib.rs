@@ -101,6 +101,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/0006_sessions.sql"),
         postgres: include_str!("../migrations/0006_sessions.sql"),
     },
+    Migration {
+        version: 7,
+        sqlite: include_str!("../migrations/0007_sign_in_links.sql"),
+        postgres: include_str!("../migrations/0007_sign_in_links.sql"),
+    },
 ];
 
 /// A session [`Store::create_session`] opened.
@@ -535,6 +540,61 @@ impl Store {
             Some(row) => Ok(Some((Self::token_info(&row)?, row.try_get("csrf")?))),
             None => Ok(None),
         }
+    }
+
+    /// A one-time sign-in link's secret for the live token `token_id`, valid
+    /// until `expires_ms`.
+    pub async fn create_sign_in_link(&self, token_id: i64, now_ms: i64, expires_ms: i64) -> Result<String> {
+        let secret = new_secret("upl_");
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM sign_in_links WHERE expires_ms <= $1").bind(now_ms).execute(&mut *tx.tx).await?;
+        sqlx::query("INSERT INTO sign_in_links (hash, token_id, expires_ms) VALUES ($1, $2, $3)")
+            .bind(hash_secret(&secret))
+            .bind(token_id)
+            .bind(expires_ms)
+            .execute(&mut *tx.tx)
+            .await?;
+        tx.commit().await?;
+        Ok(secret)
+    }
+
+    /// Uses a one-time sign-in link: deletes it and opens a session for its
+    /// token (if the link is live and the token not revoked).
+    pub async fn use_sign_in_link(
+        &self,
+        link: &str,
+        now_ms: i64,
+        session_expires_ms: i64,
+    ) -> Result<Option<NewSession>> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query("DELETE FROM sign_in_links WHERE hash = $1 AND expires_ms > $2 RETURNING token_id")
+            .bind(hash_secret(link))
+            .bind(now_ms)
+            .fetch_optional(&mut *tx.tx)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let token_id: i64 = row.try_get("token_id")?;
+        let token =
+            sqlx::query("SELECT id, name, role, created_ms, revoked FROM api_tokens WHERE id = $1 AND revoked = 0")
+                .bind(token_id)
+                .fetch_optional(&mut *tx.tx)
+                .await?;
+        let Some(token) = token.as_ref().map(Self::token_info).transpose()? else {
+            tx.commit().await?;
+            return Ok(None);
+        };
+        let secret = new_secret("ses_");
+        let csrf = new_secret("csrf_");
+        sqlx::query("INSERT INTO sessions (hash, token_id, csrf, created_ms, expires_ms) VALUES ($1, $2, $3, $4, $5)")
+            .bind(hash_secret(&secret))
+            .bind(token.id)
+            .bind(&csrf)
+            .bind(now_ms)
+            .bind(session_expires_ms)
+            .execute(&mut *tx.tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(NewSession { secret, csrf, token }))
     }
 
     /// Ends a session (signing out); false if there was none.

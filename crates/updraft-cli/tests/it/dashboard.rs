@@ -27,6 +27,8 @@ struct Demo {
     _dir: tempfile::TempDir,
     url: String,
     admin: String,
+    /// The one-time sign-in link the demo prints (for its admin token).
+    link: String,
 }
 
 fn start_demo() -> Demo {
@@ -45,10 +47,15 @@ fn start_demo() -> Demo {
         .map_while(Result::ok)
         .find(|l| l.contains("export UPDRAFT_SERVER="))
         .expect("the demo prints its server");
+    let link = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.split_once("one-time sign-in link (10 minutes): ").map(|(_, u)| u.trim().to_owned()))
+        .expect("the demo prints a one-time sign-in link");
     std::thread::spawn(move || for _ in lines {});
     let field =
         |name: &str| export.split_whitespace().find_map(|w| w.strip_prefix(name)).expect("export line").to_owned();
-    Demo { url: field("UPDRAFT_SERVER="), admin: field("UPDRAFT_TOKEN="), _child: Killed(child), _dir: dir }
+    Demo { url: field("UPDRAFT_SERVER="), admin: field("UPDRAFT_TOKEN="), link, _child: Killed(child), _dir: dir }
 }
 
 /// chromedriver on a free port, once it says it listens.
@@ -275,14 +282,21 @@ fn the_dashboard_in_a_real_browser() {
         shot(&c, "builds").await;
         c.find(Locator::Css("form.signout button")).await.unwrap().click().await.unwrap();
         c.wait().for_element(Locator::Css("form.signin")).await.expect("signed out");
+        // The demo's one-time link signs the admin in, once.
+        c.goto(&demo.link).await.unwrap();
+        c.wait().for_element(Locator::Css("form.signout")).await.expect("signed in by the link");
         // An admin creates a token; it is shown once.
-        sign_in(&c, &demo, "/tokens", &demo.admin).await;
+        c.goto(&format!("{}/tokens", demo.url)).await.unwrap();
         c.find(Locator::Css("form[action='/tokens'] input[name='name']")).await.unwrap().send_keys("from-browser").await.unwrap();
         c.find(Locator::Css("form[action='/tokens'] button")).await.unwrap().click().await.unwrap();
         let secret = c.wait().for_element(Locator::Css("code.secret")).await.unwrap().text().await.unwrap();
         assert!(secret.starts_with("upa_"), "{secret}");
         assert!(text(&c, "main table").await.contains("from-browser"));
         shot(&c, "tokens").await;
+        c.find(Locator::Css("form.signout button")).await.unwrap().click().await.unwrap();
+        c.wait().for_element(Locator::Css("form.signin")).await.expect("signed out");
+        c.goto(&demo.link).await.unwrap();
+        assert!(text(&c, "main").await.contains("used already"), "a link works once");
         c.close().await.unwrap();
     });
     // Forged and tokenless POSTs.

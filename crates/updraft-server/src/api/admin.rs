@@ -135,3 +135,16 @@ pub(super) async fn rotate_trust_root(
         Err(reason) => Err(ApiError::unprocessable("trust-root-rejected", reason)),
     }
 }
+
+/// How long a one-time sign-in link works.
+pub const SIGN_IN_LINK_TTL_MS: i64 = 10 * 60 * 1000;
+
+pub(super) async fn create_sign_in_link(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult<Response> {
+    let secret = bearer(&headers).ok_or_else(ApiError::unauthorized)?;
+    let token = app.store.find_api_token(secret).await?.ok_or_else(ApiError::unauthorized)?;
+    let now = now_ms();
+    let expires_ms = now + SIGN_IN_LINK_TTL_MS;
+    let link = app.store.create_sign_in_link(token.id, now, expires_ms).await?;
+    let body = SignInLink { path: format!("/sign-in/link/{link}"), expires_ms };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}

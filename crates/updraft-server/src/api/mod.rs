@@ -135,6 +135,7 @@ routes! {
     "GET" "/" Access::Page(Role::Viewer), "Dashboard: the fleet overview.", Payload::None => Html, get(crate::dashboard::overview);
     "GET" "/sign-in" Access::Public, "Dashboard: the sign-in form.", Payload::None => Html, get(crate::dashboard::sign_in_form);
     "POST" "/sign-in" Access::Public, "Dashboard: sign in with an API token (form); sets the session cookie.", Form => Html, post(crate::dashboard::sign_in);
+    "GET" "/sign-in/link/{link}" Access::Public, "Dashboard: sign in with a one-time link (`updraft dashboard`).", Payload::None => Html, get(crate::dashboard::sign_in_link);
     "POST" "/sign-out" Access::Page(Role::Viewer), "Dashboard: end the session.", Form => Html, post(crate::dashboard::sign_out);
     "GET" "/assets/{file}" Access::Public, "Dashboard: the stylesheet and the script.", Payload::None => Text, get(crate::dashboard::asset);
     "GET" "/rollouts" Access::Page(Role::Viewer), "Dashboard: rollouts.", Payload::None => Html, get(crate::dashboard::rollouts_page);
@@ -199,6 +200,8 @@ routes! {
     "DELETE" "/api/v1/tokens/{id}" Access::Role(Role::Admin), "Revoke an API token.", Payload::None => Payload::None, delete(revoke_token);
     "POST" "/api/v1/enrollment-tokens" Access::Role(Role::Admin), "Create an enrollment token (shown once).",
         J(schema::<CreateEnrollmentTokenRequest>) => J(schema::<CreatedEnrollmentToken>), post(create_enrollment_token);
+    "POST" "/api/v1/sign-in-links" Access::Role(Role::Viewer), "A one-time dashboard sign-in link for the calling token (10 minutes).",
+        Payload::None => J(schema::<SignInLink>), post(create_sign_in_link);
     "GET" "/api/v1/trust-root" Access::Any, "The newest trust root (the signed file).", Payload::None => AnyJson, get(show_trust_root);
     "POST" "/api/v1/trust-root" Access::Role(Role::Admin), "Adopt the next trust root version (signed by a threshold of the current one's keys and of its own).",
         AnyJson => AnyJson, post(rotate_trust_root);

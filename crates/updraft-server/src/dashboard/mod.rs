@@ -288,15 +288,26 @@ pub(crate) async fn sign_in(
             sign_in_page(&next, Some("That token is unknown or revoked. Check it, or ask an admin for a new one.")),
         ));
     };
-    let actor = format!("token:{}", s.token.name);
+    signed_in(&app, &s, remote, secure, &next, "").await
+}
+
+/// Audits a new session and answers with its cookie, on to `next`.
+async fn signed_in(
+    app: &App,
+    s: &updraft_store::NewSession,
+    remote: SocketAddr,
+    secure: Option<axum::Extension<Secure>>,
+    next: &str,
+    how: &str,
+) -> PageResult {
     app.store
         .audit(&updraft_proto::AuditEntry {
             id: 0,
-            at_ms: now,
-            actor,
+            at_ms: now_ms(),
+            actor: format!("token:{}", s.token.name),
             action: "session.sign-in".into(),
             subject: s.token.name.clone(),
-            detail: String::new(),
+            detail: how.to_owned(),
             remote: remote.ip().to_string(),
         })
         .await?;
@@ -309,10 +320,32 @@ pub(crate) async fn sign_in(
     );
     let mut res = StatusCode::SEE_OTHER.into_response();
     let h = res.headers_mut();
-    h.insert(header::LOCATION, HeaderValue::from_str(&next).map_err(ApiError::internal)?);
+    h.insert(header::LOCATION, HeaderValue::from_str(next).map_err(ApiError::internal)?);
     h.insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).map_err(ApiError::internal)?);
     security_headers(h);
     Ok(res)
+}
+
+/// `GET /sign-in/link/{link}`: a one-time link (`updraft dashboard`); used
+/// once, then gone.
+pub(crate) async fn sign_in_link(
+    State(app): State<Arc<App>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    secure: Option<axum::Extension<Secure>>,
+    axum::extract::Path(link): axum::extract::Path<String>,
+) -> PageResult {
+    let now = now_ms();
+    match app.store.use_sign_in_link(&link, now, now + SESSION_TTL_MS).await? {
+        Some(s) => signed_in(&app, &s, remote, secure, "/", "one-time link").await,
+        // Gone, not unauthorized: the link existed or never will again.
+        None => Ok(html_response(
+            StatusCode::GONE,
+            sign_in_page(
+                "/",
+                Some("That sign-in link was used already, has expired or its token was revoked. Run `updraft dashboard` for a new one, or paste a token."),
+            ),
+        )),
+    }
 }
 
 pub(crate) async fn sign_out(
