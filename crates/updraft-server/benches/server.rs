@@ -1,5 +1,6 @@
 //! Check-ins per second and latency with a rollout over 100,000 devices
-//! running, and artifact download throughput, over loopback.
+//! running, artifact download throughput, and the dashboard's device and
+//! rollout pages against the API's JSON of the same data, over loopback.
 //!
 //! `cargo bench -p updraft-server --bench server` (SQLite);
 //! `UPDRAFT_BENCH_DATABASE_URL=postgres://... cargo bench ...` adds PostgreSQL.
@@ -31,7 +32,38 @@ fn ok(mut r: ureq::http::Response<ureq::Body>) -> bool {
 }
 
 fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder().http_status_as_error(false).build().new_agent()
+    ureq::Agent::config_builder().http_status_as_error(false).max_redirects(0).build().new_agent()
+}
+
+/// `n` sequential GETs of `path` (with a session cookie or a bearer token):
+/// p50 and p99 in ms, and the body's size.
+fn timed(
+    a: &ureq::Agent,
+    base: &str,
+    path: &str,
+    cookie: Option<&str>,
+    token: Option<&str>,
+    n: usize,
+) -> (f64, f64, usize) {
+    let mut ms = Vec::with_capacity(n);
+    let mut bytes = 0;
+    for _ in 0..n {
+        let mut req = a.get(&format!("{base}{path}"));
+        if let Some(c) = cookie {
+            req = req.header("Cookie", &format!("updraft_session={c}"));
+        }
+        if let Some(t) = token {
+            req = req.header("Authorization", &format!("Bearer {t}"));
+        }
+        let t = Instant::now();
+        let mut res = req.call().unwrap();
+        let body = res.body_mut().with_config().limit(64 << 20).read_to_vec().unwrap();
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(res.status().as_u16(), 200, "{path}: {}", String::from_utf8_lossy(&body));
+        bytes = body.len();
+    }
+    ms.sort_by(f64::total_cmp);
+    (ms[n / 2], ms[(n * 99 / 100).min(n - 1)], bytes)
 }
 
 /// Runs `clients` threads calling `f(agent, i)` for `seconds`; returns (requests/s, p50 ms, p99 ms).
@@ -243,6 +275,34 @@ fn bench(db_label: &str, database_url: Option<String>) {
         res.status(),
         part.len()
     );
+
+    // The dashboard: a page of 100 devices from the middle of the fleet and
+    // the rollout page, against the API's JSON of the same data.
+    let res = a
+        .post(&format!("{base}/sign-in"))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .send(format!("token={admin}&next=/"))
+        .unwrap();
+    let cookie = res.headers().get("set-cookie").unwrap().to_str().unwrap();
+    let cookie = cookie.split(';').next().unwrap().trim_start_matches("updraft_session=").to_owned();
+    let mid = format!("dev-{:08}", devices / 2);
+    for (what, page, api, target) in [
+        (
+            "devices, 100 of all",
+            format!("/devices?after={mid}"),
+            format!("/api/v1/devices?after={mid}&limit=100"),
+            "< 50 ms",
+        ),
+        ("rollout", "/rollouts/bench".to_owned(), "/api/v1/rollouts/bench".to_owned(), "< 20 ms"),
+    ] {
+        let (p50, p99, bytes) = timed(&a, &base, &page, Some(&cookie), None, 50);
+        let (r50, r99, rbytes) = timed(&a, &base, &api, None, Some(&admin), 50);
+        println!(
+            "  page {what:<20} p50 {p50:>6.2} ms  p99 {p99:>6.2} ms  {:>4} KB   (the API's JSON: p50 {r50:.2} ms, p99 {r99:.2} ms, {} KB; target {target}, < 200 KB)",
+            bytes / 1024,
+            rbytes / 1024
+        );
+    }
     drop(started);
     runtime.shutdown_timeout(Duration::from_secs(5));
 }
