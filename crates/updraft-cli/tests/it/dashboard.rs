@@ -129,10 +129,42 @@ fn screenshots() -> PathBuf {
     dir
 }
 
+/// axe-core's script (`UPDRAFT_AXE_JS`: `.ci/run` fetches a pinned
+/// release from the npm registry), or None with a printed reason.
+fn axe_script() -> Option<String> {
+    match std::env::var("UPDRAFT_AXE_JS").ok().and_then(|p| std::fs::read_to_string(p).ok()) {
+        Some(s) => Some(s),
+        None => {
+            let reason = "UPDRAFT_AXE_JS does not name axe-core's axe.min.js (.ci/run fetches it)";
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true: {reason}");
+            eprintln!("accessibility checks skipped: {reason}");
+            None
+        }
+    }
+}
+
+/// A screenshot of the page under `target/dashboard/`, and (with axe-core)
+/// no serious or critical accessibility violation on it.
 async fn shot(c: &Client, name: &str) {
     let png = c.screenshot().await.unwrap();
     std::fs::write(screenshots().join(format!("{name}.png")), png).unwrap();
+    let Some(axe) = AXE.get_or_init(axe_script) else { return };
+    c.execute(axe, vec![]).await.expect("axe-core loads");
+    let found = c
+        .execute_async(
+            "const done = arguments[arguments.length - 1];\
+             axe.run(document).then(r => done(r.violations\
+               .filter(v => v.impact === 'serious' || v.impact === 'critical')\
+               .map(v => v.id + ' (' + v.impact + '): ' + v.help + ' at ' + v.nodes.map(n => n.target.join(' ')).join(', '))));",
+            vec![],
+        )
+        .await
+        .expect("axe-core runs");
+    let found: Vec<String> = serde_json::from_value(found).unwrap_or_default();
+    assert!(found.is_empty(), "{name}: accessibility violations:\n{}", found.join("\n"));
 }
+
+static AXE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
 
 async fn text(c: &Client, css: &str) -> String {
     c.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}")).text().await.unwrap()

@@ -925,7 +925,7 @@ async fn tokens_view(app: &App, session: &Session, created: Created) -> PageResu
         }
         h2 { "API tokens" }
         table {
-            thead { tr { th scope="col" { "Name" } th scope="col" { "Role" } th scope="col" { "Created" } th scope="col" { "State" } th scope="col" { "" } } }
+            thead { tr { th scope="col" { "Name" } th scope="col" { "Role" } th scope="col" { "Created" } th scope="col" { "State" } th scope="col" { "Action" } } }
             tbody {
                 @for t in &tokens {
                     tr {
