@@ -338,6 +338,13 @@ fn the_dashboard_in_a_real_browser() {
     assert_eq!(post_form(&demo, "/rollouts/bad/pause", &op_cookie, ""), 403, "no CSRF token");
     assert_eq!(post_form(&demo, "/rollouts/bad/pause", &op_cookie, "csrf=forged"), 403, "a wrong CSRF token");
     assert_eq!(post_form(&demo, "/rollouts/bad/pause", "ses_nothing", "csrf=x"), 303, "signed out: to sign-in");
+    // An incomplete form is refused with a page, not the API's JSON.
+    let (admin_cookie, admin_csrf) = session(&demo, &demo.admin);
+    assert_eq!(
+        post_form(&demo, "/tokens", &admin_cookie, &format!("csrf={admin_csrf}")),
+        400,
+        "a token without a name"
+    );
     // Revoking the token ends its sessions.
     let tokens = api(&demo, "GET", "/api/v1/tokens", &demo.admin, None);
     let id = tokens.as_array().unwrap().iter().find(|t| t["name"] == "ops-alice").unwrap()["id"].clone();

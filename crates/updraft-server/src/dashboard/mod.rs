@@ -123,6 +123,24 @@ impl IntoResponse for PageError {
     }
 }
 
+/// A form body (`application/x-www-form-urlencoded`) whose rejection is an
+/// error page, not the API's JSON.
+pub struct PageForm<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for PageForm<T> {
+    type Rejection = PageError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Form::<T>::from_request(req, state).await {
+            Ok(axum::Form(v)) => Ok(PageForm(v)),
+            Err(e) => Err(PageError(ApiError::bad_request(format!(
+                "the form is incomplete or malformed ({}); go back and fill in every field",
+                e.body_text()
+            )))),
+        }
+    }
+}
+
 /// The page frame: head, navigation (when signed in), main.
 pub fn layout(title: &str, session: Option<&Session>, body: Markup) -> Markup {
     html! {
@@ -278,7 +296,7 @@ pub(crate) async fn sign_in(
     State(app): State<Arc<App>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     secure: Option<axum::Extension<Secure>>,
-    axum::Form(form): axum::Form<SignInForm>,
+    PageForm(form): PageForm<SignInForm>,
 ) -> PageResult {
     let next = safe_next(form.next.as_deref());
     let now = now_ms();

@@ -597,7 +597,7 @@ pub(crate) async fn promote_action(
     Extension(actor): Extension<Actor>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
-    axum::Form(form): axum::Form<PromoteForm>,
+    PageForm(form): PageForm<PromoteForm>,
 ) -> PageResult {
     crate::api::run_promote(&app, &actor, remote, &form.channel, &id).await?;
     let mut res = StatusCode::SEE_OTHER.into_response();
@@ -987,7 +987,7 @@ pub(crate) async fn create_token_action(
     Extension(session): Extension<Session>,
     Extension(actor): Extension<Actor>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    axum::Form(form): axum::Form<TokenForm>,
+    PageForm(form): PageForm<TokenForm>,
 ) -> PageResult {
     let role = Role::parse(&form.role)
         .ok_or_else(|| ApiError::bad_request(format!("role {:?}: viewer, releaser, operator or admin", form.role)))?;
@@ -1022,7 +1022,7 @@ pub(crate) async fn create_enrollment_action(
     Extension(session): Extension<Session>,
     Extension(actor): Extension<Actor>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    axum::Form(form): axum::Form<EnrollmentForm>,
+    PageForm(form): PageForm<EnrollmentForm>,
 ) -> PageResult {
     let req = updraft_proto::CreateEnrollmentTokenRequest {
         uses: form.uses,
