@@ -516,7 +516,7 @@ pub(crate) async fn release_page(
                     @for img in manifest["images"].as_array().into_iter().flatten() {
                         tr {
                             td { (str_of(img, "name")) }
-                            td { code { (img["target"].to_string()) } }
+                            td { code { (img["target"].as_str().map_or_else(|| img["target"].to_string(), str::to_owned)) } }
                             td.num { (img["size"].as_u64().unwrap_or(0)) }
                             td { code { (str_of(&img["digests"], "sha256")) } }
                         }
