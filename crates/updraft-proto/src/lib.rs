@@ -520,9 +520,17 @@ pub struct DeviceHistoryEntry {
 #[serde(rename_all = "camelCase")]
 pub struct DevicePage {
     pub devices: Vec<Device>,
-    /// Devices matching the filter, on every page.
+    /// Devices matching the filter, on every page (a lower bound when
+    /// `totalIsLowerBound`).
     pub total: u64,
-    /// The `after` cursor of the next page; none on the last.
+    /// The filter needed more rows read than one request reads to count
+    /// them all (terms on tags, attributes, inventory or components with
+    /// many candidates): `total` counts the matches seen so far.
+    #[serde(default)]
+    pub total_is_lower_bound: bool,
+    /// The `after` cursor of the next page; none on the last. A page that
+    /// ran out of its read budget may hold fewer devices than asked and
+    /// still have a next one.
     pub next: Option<String>,
 }
 

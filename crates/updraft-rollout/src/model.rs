@@ -294,6 +294,40 @@ pub struct GateReport {
     /// The gate's limit in words (`crash rate < 1.5x the baseline`).
     pub limit: String,
     pub test: ProportionTest,
+    /// What a crash-rate gate observed: crashes and watched hours on the
+    /// new release and on the baseline, and the ratio of their rates.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exposure: Option<CrashExposure>,
+}
+
+/// Crashes over watched device-hours, on the new release (canary) and on
+/// the rollout's devices still on their old release (baseline).
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CrashExposure {
+    pub canary_crashes: u64,
+    pub canary_hours: f64,
+    pub baseline_crashes: u64,
+    pub baseline_hours: f64,
+    /// The canary's crash rate over the baseline's (none while either
+    /// side has no exposure or the baseline no crash).
+    pub ratio: Option<f64>,
+}
+
+impl CrashExposure {
+    pub(crate) fn new(canary: (u64, u64), baseline: (u64, u64)) -> CrashExposure {
+        let hours = |s: u64| s as f64 / 3600.0;
+        let (ch, bh) = (hours(canary.1), hours(baseline.1));
+        let ratio = (ch > 0.0 && bh > 0.0 && baseline.0 > 0).then(|| (canary.0 as f64 / ch) / (baseline.0 as f64 / bh));
+        CrashExposure {
+            canary_crashes: canary.0,
+            canary_hours: ch,
+            baseline_crashes: baseline.0,
+            baseline_hours: bh,
+            ratio,
+        }
+    }
 }
 
 /// What the controller wants done or known.

@@ -48,6 +48,9 @@ pub const MAX_LABELS: usize = 64;
 pub struct Seen {
     pub last_ms: i64,
     persisted_ms: i64,
+    /// The last-seen time its row holds (written or queued), `None` if
+    /// never seen: what a database search sees of this device.
+    stored_ms: Option<i64>,
     /// Check-ins not yet counted in the row.
     unpersisted: i64,
     /// A digest of what it reported last (inventory, components, release).
@@ -144,7 +147,11 @@ pub async fn committed(app: &App, device: &DeviceId, release: &ReleaseId) -> Api
     };
     row.release = Some(release.to_string());
     row.last_known_good = Some(release.to_string());
-    row.last_seen_ms = Some(now_ms());
+    let now = now_ms();
+    row.last_seen_ms = Some(now);
+    if let Some(s) = lock(app).get_mut(device.as_str()) {
+        s.stored_ms = Some(now);
+    }
     pending(app).rows.insert(row.id.clone(), row);
     Ok(())
 }
@@ -283,6 +290,7 @@ pub async fn check_in(app: &App, device: &DeviceId, req: &CheckInRequest) -> Api
         let mut seen = lock(app);
         if let Some(s) = seen.get_mut(device.as_str()) {
             s.persisted_ms = if recent { now } else { now - PERSIST_EVERY_MS + FIRST_WRITE_AFTER_MS };
+            s.stored_ms = row.last_seen_ms;
             s.reported = reported;
             s.status = Some(status);
         }
@@ -312,6 +320,7 @@ pub async fn check_in(app: &App, device: &DeviceId, req: &CheckInRequest) -> Api
     let status = row.status;
     if let Some(s) = lock(app).get_mut(device.as_str()) {
         s.persisted_ms = now;
+        s.stored_ms = Some(now);
         s.unpersisted -= unpersisted;
         s.reported = reported;
         s.status = Some(status);
@@ -356,12 +365,45 @@ pub fn forget(app: &App, device: &str) {
     app.forget_device_tokens(device);
 }
 
+/// Devices seen since this instant are online: within two poll intervals.
+fn online_since(app: &App, now: i64) -> i64 {
+    now - 2 * 1000 * i64::from(app.poll_interval_s)
+}
+
+/// Devices by last check-in against the poll interval.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OnlineCounts {
+    pub online: u64,
+    pub offline: u64,
+    pub never: u64,
+}
+
+/// Online, offline and never-seen devices in service: the database's
+/// counts, corrected by the check-ins this process has not written yet.
+pub async fn online_counts(app: &App) -> ApiResult<OnlineCounts> {
+    flush(app).await?;
+    let since = online_since(app, now_ms());
+    let db = app.store.seen_counts(since).await?;
+    let (mut online, mut never) = (db.seen, db.never);
+    for s in lock(app).values() {
+        if s.last_ms >= since && s.stored_ms.is_none_or(|t| t < since) {
+            online += 1;
+            if s.stored_ms.is_none() {
+                never -= 1;
+            }
+        }
+    }
+    let online = online.clamp(0, db.total) as u64;
+    let never = never.clamp(0, db.total) as u64;
+    Ok(OnlineCounts { online, never, offline: (db.total as u64).saturating_sub(online + never) })
+}
+
 fn view(app: &App, d: DeviceRow, seen: Option<&Seen>) -> Device {
     let last_seen_ms = match (d.last_seen_ms, seen.map(|s| s.last_ms)) {
         (Some(a), Some(b)) => Some(a.max(b)),
         (a, b) => a.or(b),
     };
-    let online = last_seen_ms.is_some_and(|t| now_ms() - t <= 2 * 1000 * i64::from(app.poll_interval_s));
+    let online = last_seen_ms.is_some_and(|t| t >= online_since(app, now_ms()));
     let check_ins = d.check_ins + seen.map_or(0, |s| s.unpersisted);
     Device {
         id: DeviceId::new(d.id),
@@ -477,17 +519,58 @@ pub async fn list(State(app): State<Arc<App>>, Query(q): Query<ListQuery>) -> Ap
     Ok(Json(page(&app, &q.filter, &q.after, q.limit).await?))
 }
 
+/// The part of a search the database answers, and the terms left for
+/// [`matches`]. Column terms are exact in SQL. An online term narrows the
+/// rows by the stored last-seen times (which lag this process's check-ins
+/// by at most [`PERSIST_EVERY_MS`] and a poll, except right after a
+/// restart) and is checked again on the rows read.
+fn pushdown(app: &App, filters: &[Filter]) -> (updraft_store::DeviceQuery, Vec<Filter>) {
+    let mut q = updraft_store::DeviceQuery::default();
+    let mut rest = Vec::new();
+    let now = now_ms();
+    let since = online_since(app, now);
+    for f in filters {
+        match f {
+            Filter::Field(col, v) => q.equal.push((col, v.clone())),
+            Filter::Online(false) => {
+                // A stored time is never newer than the device's last check-in.
+                q.unseen_since = Some(since);
+                rest.push(f.clone());
+            }
+            Filter::Online(true) => {
+                let lag = PERSIST_EVERY_MS + 1000 * i64::from(app.poll_interval_s);
+                let floor = since - lag;
+                let stale = lock(app).values().any(|s| s.last_ms >= since && s.stored_ms.is_none_or(|t| t < floor));
+                if !stale {
+                    q.seen_since = Some(floor);
+                }
+                rest.push(f.clone());
+            }
+            _ => rest.push(f.clone()),
+        }
+    }
+    (q, rest)
+}
+
+/// Rows a filtered search reads for one request at most, beyond those
+/// of its page (then it answers with a lower bound and a cursor).
+pub const SCAN_ROWS: usize = 20_000;
+
 /// One page of devices after `after` (keyset: ids in order), those matching
-/// every term of `filter`. Without a filter the page is read by its key and
-/// the total counted by the database; a filter spans every field
-/// (inventory, online), so it scans in id order.
+/// every term of `filter`. Column terms (family, hardware, region, release,
+/// channel, status) are answered by the database through its indexes, and
+/// so is the total; an online term alone is counted as the overview counts
+/// it. Other terms (tags, attributes, inventory, components, online with
+/// column terms) are checked on the rows the column terms select, in id
+/// order, reading at most [`SCAN_ROWS`] rows for the total.
 pub(crate) async fn page(app: &App, filter: &str, after: &str, limit: usize) -> ApiResult<DevicePage> {
     let filters = parse_filters(filter)?;
     flush(app).await?;
     let limit = limit.clamp(1, MAX_PAGE);
-    if filters.is_empty() {
-        let mut rows = app.store.devices(after, limit as i64 + 1).await?;
-        let total = app.store.device_count().await? as u64;
+    let (query, rest) = pushdown(app, &filters);
+    if rest.is_empty() {
+        let mut rows = app.store.devices_where(&query, after, limit as i64 + 1).await?;
+        let total = app.store.device_count_where(&query).await? as u64;
         let more = rows.len() > limit;
         rows.truncate(limit);
         let seen = lock(app);
@@ -499,35 +582,88 @@ pub(crate) async fn page(app: &App, filter: &str, after: &str, limit: usize) -> 
             })
             .collect();
         let next = if more { devices.last().map(|d| d.id.to_string()) } else { None };
-        return Ok(DevicePage { devices, total, next });
+        return Ok(DevicePage { devices, total, total_is_lower_bound: false, next });
     }
-    let seen = lock(app).clone();
-    let mut total = 0u64;
+    // The page: from `after` until it is full or the budget is spent.
     let mut page = Vec::new();
     let mut next = None;
-    let mut cursor = String::new();
+    let end = scan(app, &query, &rest, after, |d| {
+        if page.len() == limit {
+            next = page.last().map(|d: &Device| d.id.to_string());
+            return false;
+        }
+        page.push(d);
+        true
+    })
+    .await?;
+    if let Scan::Budget(cursor) = end {
+        // Sparse matches: the next page goes on where the reading stopped.
+        next = Some(cursor);
+    }
+    // The total: an online term alone as the overview counts it, else the
+    // matches within the budget.
+    let (total, complete) = if let [Filter::Online(on)] = filters.as_slice() {
+        let c = online_counts(app).await?;
+        (if *on { c.online } else { c.offline + c.never }, true)
+    } else {
+        let mut n = 0u64;
+        let end = scan(app, &query, &rest, "", |_| {
+            n += 1;
+            true
+        })
+        .await?;
+        (n, end == Scan::End)
+    };
+    Ok(DevicePage { devices: page, total, total_is_lower_bound: !complete, next })
+}
+
+/// Where a [`scan`] stopped.
+#[derive(PartialEq)]
+enum Scan {
+    /// At the last row.
+    End,
+    /// The visitor asked to stop.
+    Stopped,
+    /// After [`SCAN_ROWS`] rows, at this id.
+    Budget(String),
+}
+
+/// Visits the devices after `from` that match `query` and `rest`, in id
+/// order, until `visit` returns false or [`SCAN_ROWS`] rows were read.
+async fn scan(
+    app: &App,
+    query: &updraft_store::DeviceQuery,
+    rest: &[Filter],
+    from: &str,
+    mut visit: impl FnMut(Device) -> bool,
+) -> ApiResult<Scan> {
+    let mut cursor = from.to_owned();
+    let mut read = 0usize;
     loop {
-        let rows = app.store.devices(&cursor, 5000).await?;
-        let Some(last) = rows.last() else { break };
-        cursor = last.id.clone();
-        for row in rows {
-            let id = row.id.clone();
-            let d = view(app, row, seen.get(&id));
-            if !matches(&d, &filters) {
-                continue;
+        let rows = app.store.devices_where(query, &cursor, 1000).await?;
+        if rows.is_empty() {
+            return Ok(Scan::End);
+        }
+        let views: Vec<Device> = {
+            let seen = lock(app);
+            rows.into_iter()
+                .map(|row| {
+                    let s = seen.get(&row.id);
+                    view(app, row, s)
+                })
+                .collect()
+        };
+        for d in views {
+            read += 1;
+            cursor = d.id.to_string();
+            if matches(&d, rest) && !visit(d) {
+                return Ok(Scan::Stopped);
             }
-            total += 1;
-            if id.as_str() <= after {
-                continue;
-            }
-            if page.len() < limit {
-                page.push(d);
-            } else if next.is_none() {
-                next = page.last().map(|d: &Device| d.id.to_string());
+            if read >= SCAN_ROWS {
+                return Ok(Scan::Budget(cursor));
             }
         }
     }
-    Ok(DevicePage { devices: page, total, next })
 }
 
 /// `GET /api/v1/devices/{id}`: the device, its inventory and history.

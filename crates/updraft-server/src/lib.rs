@@ -145,6 +145,8 @@ pub struct TrustConfig {
 pub struct Trust {
     pub latest: SignedRoot,
     pub trusted: TrustedRoot,
+    /// Every version from the pinned one to `latest`, oldest first.
+    pub versions: Vec<updraft_bundle::trust::TrustRoot>,
 }
 
 /// PEM files of a TLS certificate chain and its private key.
@@ -218,7 +220,8 @@ async fn walk_trust(
     let trusted = updraft_bundle::trust::verify_chain(pinned, &chain, updraft_types::Timestamp::now())
         .map_err(|e| updraft_store::StoreError::Corrupt(format!("trust root chain: {e}")))?;
     let latest = chain.last().cloned().unwrap_or_else(|| pinned.clone());
-    Ok(Trust { latest, trusted })
+    let versions = std::iter::once(pinned).chain(&chain).map(|s| s.root.clone()).collect();
+    Ok(Trust { latest, trusted, versions })
 }
 
 impl App {
@@ -231,7 +234,12 @@ impl App {
         if newer.is_empty() {
             return Ok(Some(current));
         }
-        let walked = walk_trust(&self.store, &current.latest, &[]).await?;
+        let mut walked = walk_trust(&self.store, &current.latest, &[]).await?;
+        // The walk starts at the current version: keep the ones before it.
+        let mut versions = current.versions;
+        versions.pop();
+        versions.append(&mut walked.versions);
+        walked.versions = versions;
         *self.trust.write().expect("trust lock") = Some(walked.clone());
         Ok(Some(walked))
     }
@@ -263,7 +271,9 @@ impl App {
         }
         change.audit(by, "trust-root.rotate", &format!("v{version}"), String::new(), remote);
         change.commit().await?;
-        let t = Trust { latest: next, trusted };
+        let mut versions = current.versions;
+        versions.push(next.root.clone());
+        let t = Trust { latest: next, trusted, versions };
         *self.trust.write().expect("trust lock") = Some(t.clone());
         Ok(Ok(t))
     }

@@ -106,7 +106,78 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/0007_sign_in_links.sql"),
         postgres: include_str!("../migrations/0007_sign_in_links.sql"),
     },
+    Migration {
+        version: 8,
+        sqlite: include_str!("../migrations/0008_device_indexes.sql"),
+        postgres: include_str!("../migrations/0008_device_indexes.sql"),
+    },
 ];
+
+/// Device columns a search may match exactly (see [`Store::devices_where`]).
+pub const DEVICE_SEARCH_COLUMNS: &[&str] = &["family", "hardware", "region", "release", "channel", "status"];
+
+/// A device search that the database answers: exact values of
+/// [`DEVICE_SEARCH_COLUMNS`] and a bound on the last check-in.
+#[derive(Clone, Debug, Default)]
+pub struct DeviceQuery {
+    /// (column, value) pairs, all of which must hold.
+    pub equal: Vec<(&'static str, String)>,
+    /// Last seen at or after this time (ms).
+    pub seen_since: Option<i64>,
+    /// Never seen, or last seen before this time (ms).
+    pub unseen_since: Option<i64>,
+}
+
+impl DeviceQuery {
+    /// The WHERE terms, their parameters numbered from `first`.
+    fn sql(&self, first: usize) -> (String, Vec<SqlValue>) {
+        let mut terms = Vec::new();
+        let mut binds = Vec::new();
+        for (col, v) in &self.equal {
+            debug_assert!(DEVICE_SEARCH_COLUMNS.contains(col));
+            terms.push(format!("{col} = ${}", first + binds.len()));
+            binds.push(SqlValue::Text(v.clone()));
+        }
+        if let Some(t) = self.seen_since {
+            terms.push(format!("last_seen_ms >= ${}", first + binds.len()));
+            binds.push(SqlValue::Int(t));
+        }
+        if let Some(t) = self.unseen_since {
+            terms.push(format!("(last_seen_ms IS NULL OR last_seen_ms < ${})", first + binds.len()));
+            binds.push(SqlValue::Int(t));
+        }
+        (terms.iter().map(|t| format!(" AND {t}")).collect(), binds)
+    }
+}
+
+enum SqlValue {
+    Text(String),
+    Int(i64),
+}
+
+fn bind_all<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    values: Vec<SqlValue>,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    for v in values {
+        q = match v {
+            SqlValue::Text(t) => q.bind(t),
+            SqlValue::Int(i) => q.bind(i),
+        };
+    }
+    q
+}
+
+/// Devices by when they last checked in ([`Store::seen_counts`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SeenCounts {
+    /// Devices in service (not decommissioned).
+    pub total: i64,
+    /// Of those, seen at or after the time asked.
+    pub seen: i64,
+    /// Of those, never seen.
+    pub never: i64,
+}
 
 /// A session [`Store::create_session`] opened.
 #[derive(Clone, Debug)]
@@ -707,6 +778,84 @@ impl Store {
                 .fetch_all(&self.reads)
                 .await?;
         rows.iter().map(Self::device_row).collect()
+    }
+
+    /// Devices matching `q` in id order after `after` (a keyset page).
+    pub async fn devices_where(&self, q: &DeviceQuery, after: &str, limit: i64) -> Result<Vec<DeviceRow>> {
+        let (terms, binds) = q.sql(2);
+        let sql = format!(
+            "SELECT {} FROM devices WHERE id > $1{terms} ORDER BY id LIMIT ${}",
+            Self::DEVICE_COLUMNS,
+            binds.len() + 2
+        );
+        let rows = bind_all(sqlx::query(&sql).bind(after), binds).bind(limit).fetch_all(&self.reads).await?;
+        rows.iter().map(Self::device_row).collect()
+    }
+
+    /// How many devices match `q`.
+    pub async fn device_count_where(&self, q: &DeviceQuery) -> Result<i64> {
+        let (terms, binds) = q.sql(1);
+        let sql = format!("SELECT COUNT(*) AS n FROM devices WHERE 1 = 1{terms}");
+        let row = bind_all(sqlx::query(&sql), binds).fetch_one(&self.reads).await?;
+        Ok(row.try_get::<i64, _>("n")?)
+    }
+
+    /// Devices in service, those seen since `since_ms`, those never seen.
+    pub async fn seen_counts(&self, since_ms: i64) -> Result<SeenCounts> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS total, \
+             COALESCE(SUM(CASE WHEN last_seen_ms >= $1 THEN 1 ELSE 0 END), 0) AS seen, \
+             COALESCE(SUM(CASE WHEN last_seen_ms IS NULL THEN 1 ELSE 0 END), 0) AS never \
+             FROM devices WHERE status <> 'decommissioned'",
+        )
+        .bind(since_ms)
+        .fetch_one(&self.reads)
+        .await?;
+        Ok(SeenCounts { total: row.try_get("total")?, seen: row.try_get("seen")?, never: row.try_get("never")? })
+    }
+
+    /// History entries of the given kinds since `since_ms` across the
+    /// fleet: how many, and the newest `limit` with their devices.
+    pub async fn recent_history(
+        &self,
+        kinds: &[&str],
+        since_ms: i64,
+        limit: i64,
+    ) -> Result<(i64, Vec<(String, HistoryRow)>)> {
+        let marks: Vec<String> = (0..kinds.len()).map(|i| format!("${}", i + 2)).collect();
+        let cond = format!("at_ms >= $1 AND kind IN ({})", marks.join(", "));
+        let count = format!("SELECT COUNT(*) AS n FROM device_history WHERE {cond}");
+        let mut q = sqlx::query(&count).bind(since_ms);
+        for k in kinds {
+            q = q.bind(*k);
+        }
+        let n: i64 = q.fetch_one(&self.reads).await?.try_get("n")?;
+        let sql = format!(
+            "SELECT id, device, at_ms, kind, release, detail FROM device_history WHERE {cond} \
+             ORDER BY at_ms DESC, id DESC LIMIT ${}",
+            kinds.len() + 2
+        );
+        let mut q = sqlx::query(&sql).bind(since_ms);
+        for k in kinds {
+            q = q.bind(*k);
+        }
+        let rows = q.bind(limit).fetch_all(&self.reads).await?;
+        let list = rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("device")?,
+                    HistoryRow {
+                        id: r.try_get("id")?,
+                        at_ms: r.try_get("at_ms")?,
+                        kind: r.try_get("kind")?,
+                        release: r.try_get("release")?,
+                        detail: r.try_get("detail")?,
+                    },
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((n, list))
     }
 
     /// Records what a device reported: its release, components, inventory,

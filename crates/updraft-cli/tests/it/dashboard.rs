@@ -252,9 +252,15 @@ fn the_dashboard_in_a_real_browser() {
         assert!(text(&c, "ul.failed").await.contains("reverted"), "failed devices listed");
         let first = c.find(Locator::Css("ul.failed a")).await.unwrap().attr("href").await.unwrap();
         assert!(first.is_some_and(|h| h.starts_with("/devices/sensor-")), "failed devices link to their pages");
+        let strata = text(&c, "section[aria-labelledby=strata]").await;
+        assert!(strata.contains("rev-c") && strata.contains("Held back"), "waves by hardware and region: {strata}");
         shot(&c, "rollout-halted").await;
         c.goto(&format!("{}/", demo.url)).await.unwrap();
-        assert!(text(&c, "main").await.contains("Devices by hardware revision"));
+        let overview = text(&c, "main").await;
+        assert!(overview.contains("Devices by hardware revision"), "{overview}");
+        let failures = text(&c, "section[aria-labelledby=failures]").await;
+        assert!(failures.contains("reverted health") && failures.contains("sensor-"), "{failures}");
+        assert!(text(&c, "section[aria-labelledby=online] svg").await.contains("online"), "online chart");
         shot(&c, "overview").await;
         c.goto(&format!("{}/rollouts", demo.url)).await.unwrap();
         shot(&c, "rollouts").await;
@@ -303,6 +309,8 @@ fn the_dashboard_in_a_real_browser() {
         c.wait().for_element(Locator::Css("table.sbom")).await.expect("the release page");
         let release = text(&c, "main").await;
         assert!(release.contains("rootfs") && release.contains("Signatures"), "{release}");
+        let signatures = text(&c, "section[aria-labelledby=signatures] table").await;
+        assert!(signatures.contains("v1") && signatures.contains("accepted"), "trust-root versions: {signatures}");
         assert!(!c.find_all(Locator::Css("table.sbom tbody tr")).await.unwrap().is_empty(), "SBOM components: {release}");
         shot(&c, "release").await;
         c.find(Locator::Css("form.signout button")).await.unwrap().click().await.unwrap();

@@ -364,7 +364,17 @@ impl Controller {
                         crash_test(c, *max_ratio, *min_exposure_hours, alpha, m, passes)
                     }
                 };
-                out.push(GateReport { gate: g.name(), scope: tested[i].scope.clone(), limit: g.limit(), test: t });
+                let exposure = matches!(g.kind, GateKind::CrashRate { .. }).then(|| {
+                    let (x, b) = (c.crash_canary, c.crash_baseline);
+                    CrashExposure::new((x.crashes, x.seconds), (b.crashes, b.seconds))
+                });
+                out.push(GateReport {
+                    gate: g.name(),
+                    scope: tested[i].scope.clone(),
+                    limit: g.limit(),
+                    test: t,
+                    exposure,
+                });
             }
             if matches!(g.kind, GateKind::Metric { .. }) {
                 metric_bit += 1;

@@ -16,6 +16,7 @@ impl Controller {
             .iter()
             .map(|s| (format!("{}/{}", self.syms.name(s.hardware), self.syms.name(s.region)), StatusCounts::default()))
             .collect();
+        let mut cells = vec![vec![StatusCounts::default(); strata.len()]; waves.len()];
         for m in rollout.members.iter().flatten() {
             if m.status == MemberStatus::Retired {
                 continue;
@@ -24,7 +25,11 @@ impl Controller {
                 strata[m.stratum as usize].1.selected += 1;
                 continue;
             }
-            for c in [&mut waves[m.wave as usize], &mut strata[m.stratum as usize].1] {
+            for c in [
+                &mut waves[m.wave as usize],
+                &mut strata[m.stratum as usize].1,
+                &mut cells[m.wave as usize][m.stratum as usize],
+            ] {
                 c.selected += 1;
                 c.add(m.status);
             }
@@ -32,9 +37,10 @@ impl Controller {
         for (&idx, (wave, _, _)) in &rollout.held_back {
             let Some(m) = rollout.member(idx) else { continue };
             if m.status == MemberStatus::Selected {
-                let last = waves.len().saturating_sub(1);
-                waves[usize::from(*wave).min(last)].held_back += 1;
+                let w = usize::from(*wave).min(waves.len().saturating_sub(1));
+                waves[w].held_back += 1;
                 strata[m.stratum as usize].1.held_back += 1;
+                cells[w][m.stratum as usize].held_back += 1;
             }
         }
         let held_back = rollout
@@ -46,6 +52,19 @@ impl Controller {
                 device: id.clone(),
                 wave: usize::from(*wave) + 1,
                 reason: StayReason::HeldBack { requirement: requirement.clone() }.describe(),
+            })
+            .collect();
+        let per_wave_stratum = cells
+            .into_iter()
+            .map(|wave| {
+                let mut v: Vec<(String, StatusCounts)> = wave
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(_, c)| c.selected > 0 || c.held_back > 0)
+                    .map(|(i, c)| (strata[i].0.clone(), c))
+                    .collect();
+                v.sort_by(|a, b| a.0.cmp(&b.0));
+                v
             })
             .collect();
         strata.sort_by(|a, b| a.0.cmp(&b.0));
@@ -96,6 +115,7 @@ impl Controller {
             selected: rollout.selected,
             in_flight: rollout.in_flight,
             per_wave: waves,
+            per_wave_stratum,
             per_stratum: strata,
             gates: rollout.last_reports.clone(),
             follow_up: rollout.follow_up.status(),
@@ -210,6 +230,8 @@ pub struct RolloutStatus {
     pub selected: u64,
     pub in_flight: u64,
     pub per_wave: Vec<StatusCounts>,
+    /// Each wave's devices by `hardware/region` (cells with devices only).
+    pub per_wave_stratum: Vec<Vec<(String, StatusCounts)>>,
     /// Keyed `hardware/region`.
     pub per_stratum: Vec<(String, StatusCounts)>,
     pub gates: Vec<GateReport>,

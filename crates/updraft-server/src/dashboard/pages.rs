@@ -17,6 +17,11 @@ use crate::api::{catch_up, check_id};
 
 /// Failed devices a rollout page lists.
 const FAILED_LISTED: usize = 50;
+/// Failures the overview lists.
+const FAILURES_LISTED: i64 = 10;
+/// History kinds that are failures (install events the agent reports).
+const FAILURE_KINDS: &[&str] = &["failed", "reverted_boot", "reverted_health"];
+const DAY_MS: i64 = 24 * 3600 * 1000;
 /// Audit entries per page.
 const AUDIT_PAGE: i64 = 100;
 /// How often an open rollout page's stream looks for a change.
@@ -42,8 +47,12 @@ fn state_reason(state: &RolloutState) -> Option<&str> {
 pub fn gate_sentence(g: &GateReport) -> String {
     let t = &g.test;
     let rate = if t.trials > 0.0 { format!(" ({:.1}%)", 100.0 * t.failures / t.trials) } else { String::new() };
-    let what = if g.gate == "crash_rate" {
-        format!("{} of {} crashes were on the new release{rate}", t.failures, t.trials)
+    let what = if let Some(x) = &g.exposure {
+        let ratio = x.ratio.map_or_else(String::new, |r| format!(", {r:.2}x the baseline's rate"));
+        format!(
+            "{} of {} crashes were on the new release{rate} over {:.0} device-hours on it and {:.0} on the baseline{ratio}",
+            t.failures, t.trials, x.canary_hours, x.baseline_hours
+        )
     } else {
         format!("{} of {} failed{rate}", t.failures, t.trials)
     };
@@ -66,6 +75,9 @@ pub(crate) async fn overview(State(app): State<Arc<App>>, Extension(session): Ex
         (c.fleet_counts(), statuses)
     };
     let builds = app.store.builds(None, 10).await?;
+    let online = crate::devices::online_counts(&app).await?;
+    let day_ago = updraft_store::now_ms() - DAY_MS;
+    let (failures, recent) = app.store.recent_history(FAILURE_KINDS, day_ago, FAILURES_LISTED).await?;
     let active: Vec<&RolloutStatus> =
         statuses.iter().filter(|s| matches!(s.state, RolloutState::Running | RolloutState::Paused { .. })).collect();
     let body = html! {
@@ -76,6 +88,38 @@ pub(crate) async fn overview(State(app): State<Arc<App>>, Extension(session): Ex
                 p.empty { "No rollout is running or paused. " a href="/rollouts" { "All rollouts" } }
             } @else {
                 (rollout_table(&active))
+            }
+        }
+        section aria-labelledby="online" {
+            h2 id="online" { "Check-ins" }
+            p { "Online means a check-in within two poll intervals (" (2 * app.poll_interval_s) " s)." }
+            (charts::bars("Devices by last check-in", &[
+                ("online".to_owned(), online.online),
+                ("offline".to_owned(), online.offline),
+                ("never checked in".to_owned(), online.never),
+            ]))
+            p { a href="/devices?online=false" { "Offline devices" } }
+        }
+        section aria-labelledby="failures" {
+            h2 id="failures" { "Failures in the last 24 hours" }
+            @if failures == 0 { p.empty { "No device reported a failed install or a revert in the last 24 hours." } }
+            @else {
+                p { (failures) " failed installs and reverts; the newest:" }
+                table {
+                    thead { tr { th scope="col" { "When" } th scope="col" { "Device" } th scope="col" { "What" }
+                        th scope="col" { "Release" } th scope="col" { "Reason" } } }
+                    tbody {
+                        @for (device, h) in &recent {
+                            tr {
+                                td { (when(h.at_ms)) }
+                                td { a href={"/devices/" (device)} { (device) } }
+                                td { (h.kind.replace('_', " ")) }
+                                td { (h.release.as_deref().unwrap_or("")) }
+                                td { (h.detail.lines().next().unwrap_or("")) }
+                            }
+                        }
+                    }
+                }
             }
         }
         section.charts aria-labelledby="devices" {
@@ -216,7 +260,8 @@ fn rollout_live(s: &RolloutStatus, failed: &[(updraft_types::DeviceId, updraft_r
             @else {
                 table {
                     thead { tr { th scope="col" { "Gate" } th scope="col" { "Devices" } th scope="col" { "Verdict" }
-                        th scope="col" { "Failures" } th scope="col" { "Outcomes" } th scope="col" { "In words" } } }
+                        th scope="col" { "Successes" } th scope="col" { "Failures" } th scope="col" { "Exposure (hours)" }
+                        th scope="col" { "Ratio to baseline" } th scope="col" { "In words" } } }
                     tbody {
                         @for g in &s.gates {
                             @let v = match g.test.verdict { Verdict::Pass => "pass", Verdict::Fail => "fail", Verdict::Undecided => "undecided" };
@@ -224,8 +269,17 @@ fn rollout_live(s: &RolloutStatus, failed: &[(updraft_types::DeviceId, updraft_r
                                 td { (g.gate) }
                                 td { (g.scope.describe()) }
                                 td { span class={"verdict verdict-" (v)} { (v) } }
-                                td.num { (g.test.failures) }
-                                td.num { (g.test.trials) }
+                                @if let Some(x) = &g.exposure {
+                                    td.num { "—" }
+                                    td.num { (x.canary_crashes) " crashes" }
+                                    td.num { (format!("{:.0}", x.canary_hours)) " new, " (format!("{:.0}", x.baseline_hours)) " baseline" }
+                                    td.num { @if let Some(r) = x.ratio { (format!("{r:.2}x")) } @else { "—" } }
+                                } @else {
+                                    td.num { (g.test.trials - g.test.failures) }
+                                    td.num { (g.test.failures) }
+                                    td.num { "—" }
+                                    td.num { "—" }
+                                }
                                 td { (gate_sentence(g)) }
                             }
                         }
@@ -234,14 +288,33 @@ fn rollout_live(s: &RolloutStatus, failed: &[(updraft_types::DeviceId, updraft_r
             }
         }
         section aria-labelledby="strata" {
-            h2 id="strata" { "By hardware revision and region" }
+            h2 id="strata" { "Waves by hardware revision and region" }
             table {
-                thead { tr { th scope="col" { "Hardware / region" } th scope="col" { "Selected" } th scope="col" { "Committed" }
-                    th scope="col" { "In progress" } th scope="col" { "Reverted" } th scope="col" { "Failed" } } }
+                thead { tr { th scope="col" { "Wave" } th scope="col" { "Hardware" } th scope="col" { "Region" }
+                    th scope="col" { "Committed" } th scope="col" { "In progress" } th scope="col" { "Reverted" }
+                    th scope="col" { "Failed" } th scope="col" { "Silent" } th scope="col" { "Held back" } } }
                 tbody {
+                    @for (i, wave) in s.per_wave_stratum.iter().enumerate() {
+                        @for (key, c) in wave {
+                            @let (hw, region) = key.split_once('/').unwrap_or((key.as_str(), ""));
+                            tr {
+                                th scope="row" { (i + 1) }
+                                td { (hw) } td { (region) }
+                                td { (charts::progress(&format!("wave {} {key} committed", i + 1), c.committed, c.assigned)) }
+                                td.num { (c.in_progress) } td.num { (c.reverted) } td.num { (c.failed) }
+                                td.num { (c.silent) } td.num { (c.held_back) }
+                            }
+                        }
+                    }
                     @for (key, c) in &s.per_stratum {
-                        tr { td { (key) } td.num { (c.selected) } td.num { (c.committed) } td.num { (c.in_progress) }
-                            td.num { (c.reverted) } td.num { (c.failed) } }
+                        @let (hw, region) = key.split_once('/').unwrap_or((key.as_str(), ""));
+                        tr.total {
+                            th scope="row" { "all" }
+                            td { (hw) } td { (region) }
+                            td { (charts::progress(&format!("{key} committed of {} selected", c.selected), c.committed, c.selected)) }
+                            td.num { (c.in_progress) } td.num { (c.reverted) } td.num { (c.failed) }
+                            td.num { (c.silent) } td.num { (c.held_back) }
+                        }
                     }
                 }
             }
@@ -491,6 +564,11 @@ pub(crate) async fn release_page(
         .map(|a| a.iter().filter(|c| needle.is_empty() || c.to_string().to_lowercase().contains(&needle)).collect())
         .unwrap_or_default();
     let statement = provenance_statement(&provenance);
+    let roots = trust_versions(&app).await?;
+    let current = roots.last().map(|r| r.version);
+    let accepted_by = |key: &str| -> Vec<u64> {
+        roots.iter().filter(|r| r.release_keys.iter().any(|k| k.id().to_hex() == key)).map(|r| r.version).collect()
+    };
     let body = html! {
         h1 { "Release " (r.id) }
         section aria-labelledby="manifest" {
@@ -526,8 +604,26 @@ pub(crate) async fn release_page(
         }
         section aria-labelledby="signatures" {
             h2 id="signatures" { "Signatures" }
-            p { (r.signers.len()) " release signatures, by key ids accepted by the server's trust root:" }
-            ul { @for k in &r.signers { li { code { (k) } } } }
+            p { (r.signers.len()) " release signatures, checked against the server's trust root when the bundle was published." }
+            @if let Some(v) = current {
+                table {
+                    thead { tr { th scope="col" { "Key id" } th scope="col" { "Trust-root versions that list it" } th scope="col" { "Current (v" (v) ")" } } }
+                    tbody {
+                        @for k in &r.signers {
+                            @let versions = accepted_by(k);
+                            tr {
+                                td { code { (k) } }
+                                td { @if versions.is_empty() { "none" } @else {
+                                    (versions.iter().map(|v| format!("v{v}")).collect::<Vec<_>>().join(", ")) } }
+                                td { @if versions.contains(&v) { span.ok { "accepted" } } @else { span.bad { "no longer listed" } } }
+                            }
+                        }
+                    }
+                }
+            } @else {
+                p.empty { "The server has no trust root (started without --trust)." }
+                ul { @for k in &r.signers { li { code { (k) } } } }
+            }
         }
         section aria-labelledby="provenance" {
             h2 id="provenance" { "Provenance" }
@@ -576,6 +672,12 @@ pub(crate) async fn release_page(
         }
     };
     Ok(html_response(StatusCode::OK, layout(&format!("Release {}", r.id), Some(&session), body)))
+}
+
+/// Every trust-root version the server has walked, from the pinned one
+/// to the current one, oldest first.
+async fn trust_versions(app: &App) -> Result<Vec<updraft_bundle::trust::TrustRoot>, PageError> {
+    Ok(app.trust().await?.map(|t| t.versions).unwrap_or_default())
 }
 
 /// The in-toto statement inside a provenance DSSE envelope, if it decodes.
@@ -703,7 +805,9 @@ pub(crate) async fn devices_page(
             }
             button type="submit" { "Filter" }
         }
-        p { (page.total) " devices match." }
+        p { @if page.total_is_lower_bound { "At least " } (page.total) " devices match"
+            @if page.total_is_lower_bound { " (counting stopped after " (crate::devices::SCAN_ROWS) " devices read; narrow the search by family, hardware, region or release to count them all)" }
+            "." }
         @if !page.devices.is_empty() {
             table {
                 thead { tr { th scope="col" { "Device" } th scope="col" { "Family" } th scope="col" { "Hardware" }

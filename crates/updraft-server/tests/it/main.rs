@@ -10,6 +10,7 @@ mod openapi;
 mod overload;
 mod replicas;
 mod roles;
+mod search;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
