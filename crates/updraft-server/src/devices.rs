@@ -554,7 +554,7 @@ fn pushdown(app: &App, filters: &[Filter]) -> (updraft_store::DeviceQuery, Vec<F
 
 /// Rows a filtered search reads for one request at most, beyond those
 /// of its page (then it answers with a lower bound and a cursor).
-pub const SCAN_ROWS: usize = 20_000;
+pub const SCAN_ROWS: usize = 5_000;
 
 /// One page of devices after `after` (keyset: ids in order), those matching
 /// every term of `filter`. Column terms (family, hardware, region, release,

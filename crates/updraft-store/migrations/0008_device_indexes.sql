@@ -6,5 +6,6 @@ CREATE INDEX devices_hardware ON devices (hardware, id);
 CREATE INDEX devices_region ON devices (region, id);
 CREATE INDEX devices_family ON devices (family, id);
 CREATE INDEX devices_release ON devices (release, id);
-CREATE INDEX devices_last_seen ON devices (last_seen_ms);
+CREATE INDEX devices_last_seen ON devices (last_seen_ms, status);
+CREATE INDEX devices_status ON devices (status);
 CREATE INDEX device_history_at ON device_history (at_ms);

@@ -581,20 +581,27 @@ impl Store {
     /// its CSRF secret, or None if the token is unknown or revoked.
     pub async fn create_session(&self, token: &str, now_ms: i64, expires_ms: i64) -> Result<Option<NewSession>> {
         let Some(info) = self.find_api_token(token).await? else { return Ok(None) };
-        let secret = new_secret("ses_");
-        let csrf = new_secret("csrf_");
         let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM sessions WHERE expires_ms <= $1").bind(now_ms).execute(&mut *tx.tx).await?;
+        let s = Self::insert_session(&mut tx, info, now_ms, expires_ms).await?;
+        tx.commit().await?;
+        Ok(Some(s))
+    }
+
+    /// Opens a session for `token` in `tx`: new secrets, only the session
+    /// secret's hash stored.
+    async fn insert_session(tx: &mut WriteTx, token: TokenInfo, now_ms: i64, expires_ms: i64) -> Result<NewSession> {
+        let secret = new_secret("ses_");
+        let csrf = new_secret("csrf_");
         sqlx::query("INSERT INTO sessions (hash, token_id, csrf, created_ms, expires_ms) VALUES ($1, $2, $3, $4, $5)")
             .bind(hash_secret(&secret))
-            .bind(info.id)
+            .bind(token.id)
             .bind(&csrf)
             .bind(now_ms)
             .bind(expires_ms)
             .execute(&mut *tx.tx)
             .await?;
-        tx.commit().await?;
-        Ok(Some(NewSession { secret, csrf, token: info }))
+        Ok(NewSession { secret, csrf, token })
     }
 
     /// The live session with this secret: its token (not revoked) and CSRF secret.
@@ -654,18 +661,9 @@ impl Store {
             tx.commit().await?;
             return Ok(None);
         };
-        let secret = new_secret("ses_");
-        let csrf = new_secret("csrf_");
-        sqlx::query("INSERT INTO sessions (hash, token_id, csrf, created_ms, expires_ms) VALUES ($1, $2, $3, $4, $5)")
-            .bind(hash_secret(&secret))
-            .bind(token.id)
-            .bind(&csrf)
-            .bind(now_ms)
-            .bind(session_expires_ms)
-            .execute(&mut *tx.tx)
-            .await?;
+        let s = Self::insert_session(&mut tx, token, now_ms, session_expires_ms).await?;
         tx.commit().await?;
-        Ok(Some(NewSession { secret, csrf, token }))
+        Ok(Some(s))
     }
 
     /// Ends a session (signing out); false if there was none.
@@ -800,18 +798,28 @@ impl Store {
         Ok(row.try_get::<i64, _>("n")?)
     }
 
-    /// Devices in service, those seen since `since_ms`, those never seen.
+    /// Devices in service, those seen since `since_ms`, those never seen
+    /// (each count read from an index: `devices_last_seen` covers both
+    /// columns it needs).
     pub async fn seen_counts(&self, since_ms: i64) -> Result<SeenCounts> {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS total, \
-             COALESCE(SUM(CASE WHEN last_seen_ms >= $1 THEN 1 ELSE 0 END), 0) AS seen, \
-             COALESCE(SUM(CASE WHEN last_seen_ms IS NULL THEN 1 ELSE 0 END), 0) AS never \
-             FROM devices WHERE status <> 'decommissioned'",
+        let count = |sql: &'static str, bind: Option<i64>| async move {
+            let mut q = sqlx::query(sql);
+            if let Some(t) = bind {
+                q = q.bind(t);
+            }
+            Ok::<i64, StoreError>(q.fetch_one(&self.reads).await?.try_get("n")?)
+        };
+        let all = count("SELECT COUNT(*) AS n FROM devices", None).await?;
+        let retired = count("SELECT COUNT(*) AS n FROM devices WHERE status = 'decommissioned'", None).await?;
+        let seen = count(
+            "SELECT COUNT(*) AS n FROM devices WHERE last_seen_ms >= $1 AND status <> 'decommissioned'",
+            Some(since_ms),
         )
-        .bind(since_ms)
-        .fetch_one(&self.reads)
         .await?;
-        Ok(SeenCounts { total: row.try_get("total")?, seen: row.try_get("seen")?, never: row.try_get("never")? })
+        let never =
+            count("SELECT COUNT(*) AS n FROM devices WHERE last_seen_ms IS NULL AND status <> 'decommissioned'", None)
+                .await?;
+        Ok(SeenCounts { total: all - retired, seen, never })
     }
 
     /// History entries of the given kinds since `since_ms` across the

@@ -313,6 +313,13 @@ fn the_dashboard_in_a_real_browser() {
         assert!(signatures.contains("v1") && signatures.contains("accepted"), "trust-root versions: {signatures}");
         assert!(!c.find_all(Locator::Css("table.sbom tbody tr")).await.unwrap().is_empty(), "SBOM components: {release}");
         shot(&c, "release").await;
+        // Release names cannot hold markup (refused when a bundle is made or
+        // published); what a link carries into the page is text.
+        let url = c.current_url().await.unwrap();
+        c.goto(&format!("{url}?q=%3Cscript%3Ealert(1)%3C%2Fscript%3E")).await.unwrap();
+        assert!(c.get_alert_text().await.is_err(), "no script ran");
+        let q = c.find(Locator::Css("input[name=q]")).await.unwrap().prop("value").await.unwrap();
+        assert_eq!(q.as_deref(), Some("<script>alert(1)</script>"), "the search, as text");
         c.find(Locator::Css("form.signout button")).await.unwrap().click().await.unwrap();
         c.wait().for_element(Locator::Css("form.signin")).await.expect("signed out");
         // A viewer sees no action.

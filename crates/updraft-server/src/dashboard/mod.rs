@@ -196,15 +196,20 @@ fn same_secret(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// A `303 See Other` to a path of this server (after a form, or to sign in),
+/// with the dashboard's security headers.
+pub fn redirect(location: &str) -> Result<Response, PageError> {
+    let mut res = StatusCode::SEE_OTHER.into_response();
+    let h = res.headers_mut();
+    h.insert(header::LOCATION, HeaderValue::from_str(location).map_err(ApiError::internal)?);
+    security_headers(h);
+    Ok(res)
+}
+
 /// Where a signed-out request goes: sign-in, then back to `path`.
 fn to_sign_in(path_and_query: &str) -> Response {
     let next: String = form_urlencoded::byte_serialize(path_and_query.as_bytes()).collect();
-    let mut res = StatusCode::SEE_OTHER.into_response();
-    if let Ok(v) = HeaderValue::from_str(&format!("/sign-in?next={next}")) {
-        res.headers_mut().insert(header::LOCATION, v);
-    }
-    security_headers(res.headers_mut());
-    res
+    redirect(&format!("/sign-in?next={next}")).unwrap_or_else(IntoResponse::into_response)
 }
 
 /// A local path to go back to after sign-in (never another site).
@@ -336,11 +341,8 @@ async fn signed_in(
         SESSION_TTL_MS / 1000,
         if https { "; Secure" } else { "" }
     );
-    let mut res = StatusCode::SEE_OTHER.into_response();
-    let h = res.headers_mut();
-    h.insert(header::LOCATION, HeaderValue::from_str(next).map_err(ApiError::internal)?);
-    h.insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).map_err(ApiError::internal)?);
-    security_headers(h);
+    let mut res = redirect(next)?;
+    res.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).map_err(ApiError::internal)?);
     Ok(res)
 }
 
@@ -386,15 +388,12 @@ pub(crate) async fn sign_out(
             remote: remote.ip().to_string(),
         })
         .await?;
-    let mut res = StatusCode::SEE_OTHER.into_response();
-    let h = res.headers_mut();
-    h.insert(header::LOCATION, HeaderValue::from_static("/sign-in"));
-    h.insert(
+    let mut res = redirect("/sign-in")?;
+    res.headers_mut().insert(
         header::SET_COOKIE,
         HeaderValue::from_str(&format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"))
             .map_err(ApiError::internal)?,
     );
-    security_headers(h);
     Ok(res)
 }
 

@@ -391,10 +391,7 @@ pub(crate) async fn rollout_action(
     Path((id, command)): Path<(String, String)>,
 ) -> PageResult {
     crate::api::run_rollout_command(&app, &actor, remote, &id, &command).await?;
-    let mut res = StatusCode::SEE_OTHER.into_response();
-    let loc = format!("/rollouts/{}", form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>());
-    res.headers_mut().insert(header::LOCATION, HeaderValue::from_str(&loc).map_err(ApiError::internal)?);
-    Ok(res)
+    redirect(&format!("/rollouts/{}", form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>()))
 }
 
 /// A version of a page part: what the page had, for the stream to send
@@ -702,10 +699,7 @@ pub(crate) async fn promote_action(
     PageForm(form): PageForm<PromoteForm>,
 ) -> PageResult {
     crate::api::run_promote(&app, &actor, remote, &form.channel, &id).await?;
-    let mut res = StatusCode::SEE_OTHER.into_response();
-    res.headers_mut()
-        .insert(header::LOCATION, HeaderValue::from_str(&format!("/releases/{id}")).map_err(ApiError::internal)?);
-    Ok(res)
+    redirect(&format!("/releases/{id}"))
 }
 
 // ----------------------------------------------------------------- devices
@@ -1107,9 +1101,7 @@ pub(crate) async fn revoke_token_action(
     Path(id): Path<String>,
 ) -> PageResult {
     crate::api::run_revoke_token(&app, &actor, remote, &id).await?;
-    let mut res = StatusCode::SEE_OTHER.into_response();
-    res.headers_mut().insert(header::LOCATION, HeaderValue::from_static("/tokens"));
-    Ok(res)
+    redirect("/tokens")
 }
 
 #[derive(Deserialize)]
