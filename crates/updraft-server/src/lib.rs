@@ -12,6 +12,7 @@ mod dashboard;
 mod devices;
 mod error;
 mod fault;
+pub use devices::SCAN_ROWS;
 pub use fault::POINTS as FAULT_POINTS;
 mod journal;
 pub mod metrics;

@@ -92,8 +92,12 @@ fn plan(strata: &str) -> Plan {
     .expect("plan")
 }
 
-const ENGINES: [(&str, &str); 3] =
-    [("today", "decide_each = false"), ("strata", ""), ("strata+ramp", "ramp_start = 2")];
+const ENGINES: [(&str, &str); 4] = [
+    ("today", "decide_each = false"),
+    ("strata", ""),
+    ("strata+ramp", "ramp_start = 2"),
+    ("ramp+advance", "ramp_start = 2\nothers = \"advance\""),
+];
 
 /// Seeds per scenario: `base` at 10,000 devices, fewer for larger fleets.
 fn seeds(base: u64, n: u64) -> u64 {
@@ -125,13 +129,17 @@ fn main() {
         .collect();
     let base: u64 = std::env::var("UPDRAFT_BENCH_SEEDS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
     let plans: Vec<(&str, Plan)> = ENGINES.iter().map(|(name, strata)| (*name, plan(strata))).collect();
+    // `bad`, `good` or both.
+    let part = std::env::var("UPDRAFT_BENCH_PART").unwrap_or_default();
+    let bad_part = part.is_empty() || part == "bad";
+    let good_part = part.is_empty() || part == "good";
     let t0 = Instant::now();
     // (median failed, p99 failed, median given) of the ramp engine per bad scenario.
     let mut worst = (0u64, 0u64, 0u64);
     let mut worst_false_halts = 0.0f64;
     let mut worst_slowdown = 0.0f64;
     println!("bad release on rev-x: devices of rev-x given (p50/p99), failed (p50/p99), runs stopped (halted or paused), time to stop p50");
-    for &n in &sizes {
+    for &n in sizes.iter().filter(|_| bad_part) {
         let k = seeds(base, n);
         for &share in &SHARES {
             let fleet = fleet(n, share);
@@ -152,7 +160,7 @@ fn main() {
                             r.runs,
                             minutes(b.time_to_halt_s.p50)
                         );
-                        if *name == "strata+ramp" && kind != "crash" {
+                        if name.contains("ramp") && kind != "crash" {
                             worst = (worst.0.max(b.failed.p50), worst.1.max(b.failed.p99), worst.2.max(b.given.p50));
                         }
                     }
@@ -161,7 +169,7 @@ fn main() {
         }
     }
     println!("good release (noisy, under threshold): false halts (halts and inconclusive pauses), time until the rollout completed p50 and p90");
-    for &n in sizes.iter().filter(|&&n| n <= 200_000) {
+    for &n in sizes.iter().filter(|&&n| n <= 200_000 && good_part) {
         let k = seeds(base, n);
         for &share in &SHARES {
             let fleet = fleet(n, share);

@@ -114,3 +114,50 @@ fn every_search_gives_what_a_scan_would_page_by_page() {
         }
     }
 }
+
+/// A search on a rare tag among more devices than a request reads: each
+/// page says its total is a lower bound and goes on where the reading
+/// stopped; following the pages finds every match, in order.
+#[test]
+fn a_sparse_search_pages_on_within_its_read_budget() {
+    let env = env("sqlite");
+    let n = updraft_server::SCAN_ROWS * 2 + 500;
+    let rare: Vec<String> = [10, n / 2, n - 3].iter().map(|i| format!("dev-{i:06}")).collect();
+    let rows: Vec<(updraft_store::DeviceRow, String)> = (0..n)
+        .map(|i| {
+            let id = format!("dev-{i:06}");
+            let mut row = updraft_store::DeviceRow::new(&id, "sensor", "rev-a");
+            if rare.contains(&id) {
+                row.tags = vec!["rare".into()];
+            }
+            (row, format!("upd_sparse{i:06}"))
+        })
+        .collect();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let store = updraft_store::Store::open(&env.database_url).await.unwrap();
+        updraft_server::import_devices(&store, &rows).await.unwrap();
+    });
+    let server = env.start();
+    let mut got = Vec::new();
+    let mut after = String::new();
+    let mut pages = 0;
+    loop {
+        let page = server.get(&format!("/api/v1/devices?filter=tag%3Drare&after={after}"), &server.admin).json();
+        pages += 1;
+        if pages == 1 {
+            assert_eq!(page["totalIsLowerBound"], true, "{page}");
+            assert_eq!(page["total"], 1, "within the first rows read: {page}");
+        }
+        got.extend(page["devices"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap().to_owned()));
+        match page["next"].as_str() {
+            Some(next) => after = next.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(got, rare);
+    assert!(pages >= 3, "{pages} pages: the reading stopped and went on");
+    // A column term is answered whole by the database.
+    let page = server.get("/api/v1/devices?filter=hardware%3Drev-a&limit=1", &server.admin).json();
+    assert_eq!((page["total"].clone(), page["totalIsLowerBound"].clone()), (json!(n), json!(false)), "{page}");
+}
