@@ -546,6 +546,10 @@ fn create_refuses_bad_inputs_and_leaves_nothing_behind() {
     let mut p = params(dir.path());
     p.family = "has space".into();
     cases.push((p, "family"));
+    // Markup cannot become a release name (the dashboard shows names).
+    let mut p = params(dir.path());
+    p.name = "<script>alert(1)</script>".into();
+    cases.push((p, "name \"<script>"));
     let mut p = params(dir.path());
     p.hardware.clear();
     cases.push((p, "no compatible hardware"));
