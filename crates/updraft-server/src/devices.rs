@@ -573,14 +573,7 @@ pub(crate) async fn page(app: &App, filter: &str, after: &str, limit: usize) -> 
         let total = app.store.device_count_where(&query).await? as u64;
         let more = rows.len() > limit;
         rows.truncate(limit);
-        let seen = lock(app);
-        let devices: Vec<Device> = rows
-            .into_iter()
-            .map(|row| {
-                let s = seen.get(&row.id).cloned();
-                view(app, row, s.as_ref())
-            })
-            .collect();
+        let devices = views(app, rows);
         let next = if more { devices.last().map(|d| d.id.to_string()) } else { None };
         return Ok(DevicePage { devices, total, total_is_lower_bound: false, next });
     }
@@ -617,6 +610,17 @@ pub(crate) async fn page(app: &App, filter: &str, after: &str, limit: usize) -> 
     Ok(DevicePage { devices: page, total, total_is_lower_bound: !complete, next })
 }
 
+/// Rows as the API shows them, with what this process saw of each.
+fn views(app: &App, rows: Vec<DeviceRow>) -> Vec<Device> {
+    let seen = lock(app);
+    rows.into_iter()
+        .map(|row| {
+            let s = seen.get(&row.id);
+            view(app, row, s)
+        })
+        .collect()
+}
+
 /// Where a [`scan`] stopped.
 #[derive(PartialEq)]
 enum Scan {
@@ -644,16 +648,7 @@ async fn scan(
         if rows.is_empty() {
             return Ok(Scan::End);
         }
-        let views: Vec<Device> = {
-            let seen = lock(app);
-            rows.into_iter()
-                .map(|row| {
-                    let s = seen.get(&row.id);
-                    view(app, row, s)
-                })
-                .collect()
-        };
-        for d in views {
+        for d in views(app, rows) {
             read += 1;
             cursor = d.id.to_string();
             if matches(&d, rest) && !visit(d) {

@@ -753,29 +753,12 @@ impl Store {
         row.as_ref().map(Self::device_row).transpose()
     }
 
-    /// How many devices there are (every status).
-    pub async fn device_count(&self) -> Result<i64> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM devices").fetch_one(&self.reads).await?;
-        Ok(row.try_get::<i64, _>("n")?)
-    }
-
     pub async fn device(&self, id: &str) -> Result<Option<DeviceRow>> {
         let row = sqlx::query(&format!("SELECT {} FROM devices WHERE id = $1", Self::DEVICE_COLUMNS))
             .bind(id)
             .fetch_optional(&self.reads)
             .await?;
         row.as_ref().map(Self::device_row).transpose()
-    }
-
-    /// Devices in id order, after `after` (for paging).
-    pub async fn devices(&self, after: &str, limit: i64) -> Result<Vec<DeviceRow>> {
-        let rows =
-            sqlx::query(&format!("SELECT {} FROM devices WHERE id > $1 ORDER BY id LIMIT $2", Self::DEVICE_COLUMNS))
-                .bind(after)
-                .bind(limit)
-                .fetch_all(&self.reads)
-                .await?;
-        rows.iter().map(Self::device_row).collect()
     }
 
     /// Devices matching `q` in id order after `after` (a keyset page).
@@ -848,21 +831,8 @@ impl Store {
             q = q.bind(*k);
         }
         let rows = q.bind(limit).fetch_all(&self.reads).await?;
-        let list = rows
-            .iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("device")?,
-                    HistoryRow {
-                        id: r.try_get("id")?,
-                        at_ms: r.try_get("at_ms")?,
-                        kind: r.try_get("kind")?,
-                        release: r.try_get("release")?,
-                        detail: r.try_get("detail")?,
-                    },
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let list =
+            rows.iter().map(|r| Ok((r.try_get("device")?, Self::history_row(r)?))).collect::<Result<Vec<_>>>()?;
         Ok((n, list))
     }
 
@@ -1004,6 +974,16 @@ impl Store {
         Ok(())
     }
 
+    fn history_row(r: &AnyRow) -> Result<HistoryRow> {
+        Ok(HistoryRow {
+            id: r.try_get("id")?,
+            at_ms: r.try_get("at_ms")?,
+            kind: r.try_get("kind")?,
+            release: r.try_get("release")?,
+            detail: r.try_get("detail")?,
+        })
+    }
+
     /// A device's history, newest first.
     pub async fn history(&self, device: &str, limit: i64) -> Result<Vec<HistoryRow>> {
         let rows = sqlx::query(
@@ -1013,17 +993,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.reads)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(HistoryRow {
-                    id: r.try_get("id")?,
-                    at_ms: r.try_get("at_ms")?,
-                    kind: r.try_get("kind")?,
-                    release: r.try_get("release")?,
-                    detail: r.try_get("detail")?,
-                })
-            })
-            .collect()
+        rows.iter().map(Self::history_row).collect()
     }
 
     // ---------------------------------------------------------- releases

@@ -561,7 +561,8 @@ pub(crate) async fn release_page(
         .map(|a| a.iter().filter(|c| needle.is_empty() || c.to_string().to_lowercase().contains(&needle)).collect())
         .unwrap_or_default();
     let statement = provenance_statement(&provenance);
-    let roots = trust_versions(&app).await?;
+    // Every version from the pinned root to the current one, oldest first.
+    let roots = app.trust().await?.map(|t| t.versions).unwrap_or_default();
     let current = roots.last().map(|r| r.version);
     let accepted_by = |key: &str| -> Vec<u64> {
         roots.iter().filter(|r| r.release_keys.iter().any(|k| k.id().to_hex() == key)).map(|r| r.version).collect()
@@ -669,12 +670,6 @@ pub(crate) async fn release_page(
         }
     };
     Ok(html_response(StatusCode::OK, layout(&format!("Release {}", r.id), Some(&session), body)))
-}
-
-/// Every trust-root version the server has walked, from the pinned one
-/// to the current one, oldest first.
-async fn trust_versions(app: &App) -> Result<Vec<updraft_bundle::trust::TrustRoot>, PageError> {
-    Ok(app.trust().await?.map(|t| t.versions).unwrap_or_default())
 }
 
 /// The in-toto statement inside a provenance DSSE envelope, if it decodes.

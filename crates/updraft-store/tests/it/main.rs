@@ -91,7 +91,7 @@ async fn tokens_enrollment_devices_releases_journal_audit() {
         assert_eq!(s.enroll(&late, &device("d4"), 100).await.unwrap(), Err(EnrollRefusal::BadToken), "{name}: expiry");
         let d1 = s.device_by_token(&t1).await.unwrap().unwrap();
         assert_eq!(d1, DeviceRow { enrolled_ms: 10, ..device("d1") });
-        assert_eq!(s.devices("", 10).await.unwrap().len(), 2);
+        assert_eq!(s.devices_where(&updraft_store::DeviceQuery::default(), "", 10).await.unwrap().len(), 2);
 
         // Releases: immutable.
         let r = ReleaseRow {
