@@ -10,7 +10,9 @@
 //! `cargo bench -p updraft-sim --bench strata`. Narrow it with
 //! `UPDRAFT_BENCH_SIZES=10000,100000`, `UPDRAFT_BENCH_SEEDS=20` (seeds
 //! per scenario at 10,000 devices; fewer at larger sizes, see `seeds`)
-//! and `UPDRAFT_BENCH_PART=bad` or `good`.
+//! `UPDRAFT_BENCH_PART=bad` or `good`, `UPDRAFT_BENCH_ENGINES=today,ramp+advance`
+//! (engines by name) and `UPDRAFT_BENCH_ONLY="rev-x 10.0%, boot 10%"` (the
+//! scenarios whose heading contains it).
 //!
 //! Each bad scenario prints, per engine, the rare stratum's devices given
 //! the release before the halt (p50 / p99), their failed trial boots or
@@ -131,7 +133,13 @@ fn main() {
         .map(|s| s.trim().parse().expect("UPDRAFT_BENCH_SIZES: sizes separated by commas"))
         .collect();
     let base: u64 = std::env::var("UPDRAFT_BENCH_SEEDS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
-    let plans: Vec<(&str, Plan)> = ENGINES.iter().map(|(name, strata)| (*name, plan(strata))).collect();
+    let engines = std::env::var("UPDRAFT_BENCH_ENGINES").unwrap_or_default();
+    let plans: Vec<(&str, Plan)> = ENGINES
+        .iter()
+        .filter(|(name, _)| engines.is_empty() || engines.split(',').any(|e| e.trim() == *name))
+        .map(|(name, strata)| (*name, plan(strata)))
+        .collect();
+    let only = std::env::var("UPDRAFT_BENCH_ONLY").unwrap_or_default();
     // `bad`, `good` or both.
     let part = std::env::var("UPDRAFT_BENCH_PART").unwrap_or_default();
     let bad_part = part.is_empty() || part == "bad";
@@ -149,7 +157,12 @@ fn main() {
             for kind in KINDS {
                 for rate in RATES {
                     let release = bad_release(kind, rate);
-                    println!("{n} devices, rev-x {:.1}%, {kind} {:.0}%, {k} seeds", share * 100.0, rate * 100.0);
+                    let heading =
+                        format!("{n} devices, rev-x {:.1}%, {kind} {:.0}%, {k} seeds", share * 100.0, rate * 100.0);
+                    if !heading.contains(&only) {
+                        continue;
+                    }
+                    println!("{heading}");
                     for (name, plan) in &plans {
                         let r = run(&fleet, &release, plan, k);
                         let Some(b) = r.bad_strata.first() else { continue };
@@ -177,7 +190,11 @@ fn main() {
         for &share in &SHARES {
             let fleet = fleet(n, share);
             let release = good_release();
-            println!("{n} devices, rev-x {:.1}%, {k} seeds", share * 100.0);
+            let heading = format!("{n} devices, rev-x {:.1}%, {k} seeds", share * 100.0);
+            if !heading.contains(&only) {
+                continue;
+            }
+            println!("{heading}");
             let mut reference = 0u64;
             for (name, plan) in &plans {
                 let r = run(&fleet, &release, plan, k);

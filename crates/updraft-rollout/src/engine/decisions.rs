@@ -219,7 +219,7 @@ impl Controller {
             .members
             .get(idx as usize)
             .and_then(Option::as_ref)
-            .is_some_and(|m| rollout.strata[m.stratum as usize].ramp_full(start))
+            .is_some_and(|m| rollout.ramp_full(m.stratum as usize, start))
     }
 
     pub(super) fn take_pacing_slot(&mut self, r: usize) -> bool {

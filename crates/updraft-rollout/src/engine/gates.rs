@@ -505,6 +505,25 @@ impl Controller {
                 rollout.strata[c].ramping = false;
             }
         }
+        // The ramping cells of each undecided stratum share a round.
+        rollout.ramp_groups.clear();
+        for cell in &mut rollout.strata {
+            cell.ramp_in.clear();
+        }
+        for (i, t) in tested.iter().enumerate() {
+            if t.dim.is_none() || t.halted || decided(i) {
+                continue;
+            }
+            let group: Box<[u16]> = t.cells.iter().copied().filter(|&c| rollout.strata[c as usize].ramping).collect();
+            if group.is_empty() {
+                continue;
+            }
+            let g = rollout.ramp_groups.len() as u16;
+            for &c in &group {
+                rollout.strata[c as usize].ramp_in.push(g);
+            }
+            rollout.ramp_groups.push(group);
+        }
     }
 
     /// Admits more devices of each undecided stratum that its share of the

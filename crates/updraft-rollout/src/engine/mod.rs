@@ -284,6 +284,16 @@ struct Counts {
 }
 
 impl Counts {
+    /// Counter `k`: install, trial boot, health, then each metric gate's.
+    fn counter(&self, k: usize) -> Proportion {
+        match k {
+            0 => self.install,
+            1 => self.boot,
+            2 => self.health,
+            _ => self.metric.get(k - 3).copied().unwrap_or_default(),
+        }
+    }
+
     fn add(&mut self, o: &Counts) {
         self.install.add(&o.install);
         self.boot.add(&o.boot);
@@ -335,6 +345,8 @@ struct Stratum {
     /// A stratum-scoped halt: no more assignments here, and a rollback of
     /// the cell's devices if the plan says so.
     halted: Option<OnFailure>,
+    /// The ramp groups (`Rollout::ramp_groups`) this cell belongs to.
+    ramp_in: Vec<u16>,
     counts: Counts,
 }
 
@@ -353,6 +365,7 @@ impl Stratum {
             in_flight: 0,
             raised_at: UnixMs(0),
             halted: None,
+            ramp_in: Vec::new(),
             counts: Counts { metric: vec![Proportion::default(); metric_gates], ..Counts::default() },
         }
     }
@@ -379,20 +392,29 @@ impl Stratum {
     /// Devices that never check in take no place (the limit counts
     /// updates, not admissions).
     fn ramp_full(&self, start: u64) -> bool {
-        self.ramping && self.in_flight >= start.max(self.round())
+        self.ramping && self.in_flight >= start.max(round(std::iter::once(self)))
     }
+}
 
-    /// The ramp's round before `ramp_start` (see [`Stratum::ramp_full`]).
-    fn round(&self) -> u64 {
-        let c = &self.counts;
-        let settled = self.settled();
-        [c.install, c.boot, c.health]
-            .iter()
-            .chain(&c.metric)
-            .map(|p| if p.failures == 0 { settled } else { p.trials / (1 + p.failures) })
-            .min()
-            .unwrap_or(settled)
-    }
+/// The ramp's round before `ramp_start` for `cells` together (see
+/// [`Stratum::ramp_full`]): their counters summed.
+fn round<'a>(cells: impl Iterator<Item = &'a Stratum> + Clone) -> u64 {
+    let settled: u64 = cells.clone().map(Stratum::settled).sum();
+    let counters = cells.clone().next().map_or(0, |c| 3 + c.counts.metric.len());
+    (0..counters)
+        .map(|k| {
+            let (trials, failures) = cells.clone().fold((0, 0), |(t, f), c| {
+                let p = c.counts.counter(k);
+                (t + p.trials, f + p.failures)
+            });
+            if failures == 0 {
+                settled
+            } else {
+                trials / (1 + failures)
+            }
+        })
+        .min()
+        .unwrap_or(settled)
 }
 
 /// A cell's key: hardware, region, attribute values.
@@ -427,6 +449,9 @@ struct Rollout {
     held_back: std::collections::BTreeMap<u32, (u8, DeviceId, String)>,
     /// Outcomes held until their stage's follow-up (see [`followup`]).
     follow_up: followup::FollowUp,
+    /// The ramping cells of each undecided stratum, as of the last
+    /// evaluation: they share one round (see [`Rollout::ramp_full`]).
+    ramp_groups: Vec<Box<[u16]>>,
 }
 
 impl Rollout {
@@ -442,6 +467,24 @@ impl Rollout {
             Verdict::Fail => false,
             Verdict::Undecided => self.latched.iter().any(|(g, s)| *g == rep.gate && *s == rep.scope),
         }
+    }
+
+    /// Whether cell `c` ramps and its round is full: its own round, or the
+    /// round its undecided strata's ramping cells share (their updates in
+    /// progress against the round of their counters summed). The shared
+    /// round makes a rare revision split over regions ramp once, not once
+    /// per region (each cell on its own would have twice the updates in
+    /// progress when the halt comes); the cell's own round keeps a
+    /// healthy cell's successes from widening a failing cell's round.
+    fn ramp_full(&self, c: usize, start: u64) -> bool {
+        let cell = &self.strata[c];
+        cell.ramp_full(start)
+            || cell.ramping
+                && cell.ramp_in.iter().any(|&g| {
+                    let cells = self.ramp_groups[g as usize].iter().map(|&i| &self.strata[i as usize]);
+                    let in_flight: u64 = cells.clone().map(|c| c.in_flight).sum();
+                    in_flight >= start.max(round(cells))
+                })
     }
 
     /// When the current wave's soak ends (its gates can pass from then on).

@@ -36,6 +36,7 @@ impl Controller {
             verdicts: Vec::new(),
             latched: Vec::new(),
             last_reports: Vec::new(),
+            ramp_groups: Vec::new(),
             held_back: Default::default(),
             follow_up: Default::default(),
         });
