@@ -505,7 +505,8 @@ impl Controller {
                 rollout.strata[c].ramping = false;
             }
         }
-        // The ramping cells of each undecided stratum share a round.
+        // The ramping cells of each undecided stratum share a round (a
+        // stratum with one ramping cell adds nothing to the cell's own).
         rollout.ramp_groups.clear();
         for cell in &mut rollout.strata {
             cell.ramp_in.clear();
@@ -515,7 +516,7 @@ impl Controller {
                 continue;
             }
             let group: Box<[u16]> = t.cells.iter().copied().filter(|&c| rollout.strata[c as usize].ramping).collect();
-            if group.is_empty() {
+            if group.len() < 2 {
                 continue;
             }
             let g = rollout.ramp_groups.len() as u16;

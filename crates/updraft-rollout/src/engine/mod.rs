@@ -345,7 +345,9 @@ struct Stratum {
     /// A stratum-scoped halt: no more assignments here, and a rollback of
     /// the cell's devices if the plan says so.
     halted: Option<OnFailure>,
-    /// The ramp groups (`Rollout::ramp_groups`) this cell belongs to.
+    /// The ramp groups (`Rollout::ramp_groups`) this cell belongs to: an
+    /// index kept beside the groups so that a check-in finds its cell's
+    /// groups without scanning them.
     ramp_in: Vec<u16>,
     counts: Counts,
 }
@@ -449,8 +451,8 @@ struct Rollout {
     held_back: std::collections::BTreeMap<u32, (u8, DeviceId, String)>,
     /// Outcomes held until their stage's follow-up (see [`followup`]).
     follow_up: followup::FollowUp,
-    /// The ramping cells of each undecided stratum, as of the last
-    /// evaluation: they share one round (see [`Rollout::ramp_full`]).
+    /// The ramping cells of each undecided stratum with two or more of them,
+    /// as of the last evaluation: they share one round (see [`Rollout::ramp_full`]).
     ramp_groups: Vec<Box<[u16]>>,
 }
 
