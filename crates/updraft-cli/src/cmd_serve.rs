@@ -81,6 +81,18 @@ pub struct ServeArgs {
     /// seconds' worth is allowed; beyond it: 429 with Retry-After).
     #[arg(long, env = "UPDRAFT_DEVICE_REQUESTS_PER_S")]
     device_requests_per_s: Option<u32>,
+    /// The tenant of the hawkBit DDI paths (/TENANT/controller/v1/ID),
+    /// compared without case.
+    #[arg(long, env = "UPDRAFT_DDI_TENANT")]
+    ddi_tenant: Option<String>,
+    /// A file holding the DDI gateway token: a client sending
+    /// `Authorization: GatewayToken <key>` may poll as any device (off by default).
+    #[arg(long, env = "UPDRAFT_DDI_GATEWAY_TOKEN_FILE")]
+    ddi_gateway_token_file: Option<PathBuf>,
+    /// Register unknown devices that poll with the gateway token, in this
+    /// family (their hardware comes from configData `hardware`).
+    #[arg(long, env = "UPDRAFT_DDI_AUTO_REGISTER", requires = "ddi_gateway_token_file")]
+    ddi_auto_register: Option<String>,
     /// Log lines as text (colours only on a terminal) or as JSON objects.
     #[arg(long, env = "UPDRAFT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -128,6 +140,9 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
     max_connections: Option<usize>,
     device_requests_per_s: Option<u32>,
+    ddi_tenant: Option<String>,
+    ddi_gateway_token_file: Option<PathBuf>,
+    ddi_auto_register: Option<String>,
 }
 
 pub fn run(a: ServeArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
@@ -160,6 +175,31 @@ pub fn run(a: ServeArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let admin_token_file = data_dir.join("admin-token");
+    let gateway_token = match a.ddi_gateway_token_file.or(file.ddi_gateway_token_file) {
+        Some(p) => {
+            let text = std::fs::read_to_string(&p)
+                .with_context(|| format!("cannot read the DDI gateway token {}", p.display()))?;
+            let key = text.trim().to_owned();
+            if key.len() < 16 {
+                anyhow::bail!(
+                    "the DDI gateway token in {} is shorter than 16 characters; hint: openssl rand -hex 32 > {}",
+                    p.display(),
+                    p.display()
+                );
+            }
+            Some(key)
+        }
+        None => None,
+    };
+    let auto_register = a.ddi_auto_register.or(file.ddi_auto_register);
+    if auto_register.is_some() && gateway_token.is_none() {
+        anyhow::bail!("DDI auto-registration needs a gateway token; hint: --ddi-gateway-token-file");
+    }
+    let ddi = updraft_server::ddi::DdiConfig {
+        tenant: a.ddi_tenant.or(file.ddi_tenant).unwrap_or_else(|| "DEFAULT".into()),
+        gateway_token,
+        auto_register_family: auto_register,
+    };
     let config = updraft_server::Config {
         admin_token_file: Some(admin_token_file.clone()),
         rate_limits: match a.device_requests_per_s.or(file.device_requests_per_s) {
@@ -179,6 +219,7 @@ pub fn run(a: ServeArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
         public_url: a.public_url.or(file.public_url),
         poll_interval_s: a.poll_interval_s.or(file.poll_interval_s).unwrap_or(60),
         stop_on_signals: true,
+        ddi,
         tls: match (a.tls_cert.or(file.tls_cert), a.tls_key.or(file.tls_key)) {
             (Some(cert), Some(key)) => Some(updraft_server::TlsFiles { cert, key }),
             (None, None) => None,

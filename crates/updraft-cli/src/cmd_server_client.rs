@@ -104,6 +104,48 @@ updraft devices list --filter attr.site=berlin --filter status=pending --all --j
         #[arg(long)]
         json: bool,
     },
+    /// Register a device by hand and print its token (shown once). With
+    /// --ddi it is a hawkBit DDI client (SWUpdate's suricatta,
+    /// rauc-hawkbit-updater) that polls /DEFAULT/controller/v1/ID with
+    /// `Authorization: TargetToken <token>`; see docs/hawkbit-ddi.md.
+    #[command(
+        after_help = "Examples:\n  updraft devices create gw-0042 --ddi --family gateway --hardware rev-b --region eu\n  \
+updraft devices create meter-7 --family meter --hardware rev-c --json"
+    )]
+    Create {
+        /// The device id (its hawkBit controller id).
+        id: String,
+        /// Its device family (releases of this family are for it).
+        #[arg(long)]
+        family: String,
+        /// Its hardware revision (a DDI client may set it later in configData: `hardware`).
+        #[arg(long)]
+        hardware: String,
+        /// Its region.
+        #[arg(long, default_value = "")]
+        region: String,
+        /// It speaks hawkBit DDI rather than running the Updraft agent.
+        #[arg(long)]
+        ddi: bool,
+        /// The release it runs now (becomes its last known good if the server has it).
+        #[arg(long)]
+        release: Option<String>,
+        /// Tags, repeatable.
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Print the device id, token and protocol as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask a DDI device for its attributes again: its next poll offers configData.
+    #[command(name = "request-config", after_help = "Example:\n  updraft devices request-config gw-0042")]
+    RequestConfig {
+        /// The device id.
+        id: String,
+        /// Print the device as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Accept a device that enrolled with a token requiring acceptance.
     #[command(after_help = "Example:\n  updraft devices accept meter-0042")]
     Accept {
@@ -374,16 +416,17 @@ fn when(ms: &Value) -> String {
 
 fn device_table_header() -> String {
     format!(
-        "{:<24} {:<14} {:<10} {:<8} {:<26} {:<8} {:<6} {}\n",
-        "DEVICE", "STATUS", "FAMILY", "HARDWARE", "RELEASE", "REGION", "ONLINE", "LAST SEEN"
+        "{:<24} {:<14} {:<8} {:<10} {:<8} {:<26} {:<8} {:<6} {}\n",
+        "DEVICE", "STATUS", "PROTOCOL", "FAMILY", "HARDWARE", "RELEASE", "REGION", "ONLINE", "LAST SEEN"
     )
 }
 
 fn device_line(d: &Value) -> String {
     format!(
-        "{:<24} {:<14} {:<10} {:<8} {:<26} {:<8} {:<6} {}\n",
+        "{:<24} {:<14} {:<8} {:<10} {:<8} {:<26} {:<8} {:<6} {}\n",
         str_of(d, "id"),
         str_of(d, "status"),
+        str_of(d, "protocol"),
         str_of(d, "family"),
         str_of(d, "hardware"),
         str_of(d, "release"),
@@ -404,6 +447,7 @@ fn device_text(d: &Value, s: &mut String) {
     for (k, v) in [
         ("device", str_of(d, "id")),
         ("status", str_of(d, "status")),
+        ("protocol", str_of(d, "protocol")),
         ("family", str_of(d, "family")),
         ("hardware", str_of(d, "hardware")),
         ("region", if str_of(d, "region").is_empty() { "-".into() } else { str_of(d, "region") }),
@@ -493,6 +537,24 @@ pub fn devices(cmd: DevicesCmd, client: &ClientArgs, _ctx: &Ctx) -> anyhow::Resu
             }
         }
         DevicesCmd::Show { id, json } => one(&c.get(&format!("/api/v1/devices/{}", encode(&id)))?, json)?,
+        DevicesCmd::Create { id, family, hardware, region, ddi, release, tags, json } => {
+            let body = json!({
+                "deviceId": id, "family": family, "hardware": hardware, "region": region,
+                "protocol": if ddi { "ddi" } else { "updraft" }, "release": release, "tags": tags,
+            });
+            let r = c.post("/api/v1/devices", &body)?;
+            emit(json, &r, |s| {
+                s.push_str(&format!("device {} registered ({})\n", str_of(&r, "deviceId"), str_of(&r, "protocol")));
+                s.push_str(&format!("token: {}\n", str_of(&r, "deviceToken")));
+                if ddi {
+                    s.push_str("the client sends it as `Authorization: TargetToken <token>` (SWUpdate: -k TOKEN; RAUC: auth_token)\n");
+                }
+                s.push_str("it is shown once; keep it with the device\n");
+            })?
+        }
+        DevicesCmd::RequestConfig { id, json } => {
+            one(&c.post_empty(&format!("/api/v1/devices/{}/request-config", encode(&id)))?, json)?
+        }
         DevicesCmd::Accept { id, json } => {
             one(&c.post_empty(&format!("/api/v1/devices/{}/accept", encode(&id)))?, json)?
         }

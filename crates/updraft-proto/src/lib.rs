@@ -422,6 +422,40 @@ pub struct CreatedEnrollmentToken {
     pub require_accept: bool,
 }
 
+/// `POST /api/v1/devices`: register a device by hand (a hawkBit DDI client,
+/// or an Updraft agent given its token out of band).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateDeviceRequest {
+    pub device_id: DeviceId,
+    #[cfg_attr(feature = "schemars", schemars(pattern(updraft_types::ID_PATTERN)))]
+    pub family: String,
+    #[cfg_attr(feature = "schemars", schemars(pattern(updraft_types::ID_PATTERN)))]
+    pub hardware: String,
+    #[serde(default)]
+    pub region: String,
+    /// `updraft` (default) or `ddi`.
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
+    /// The release it runs now (its last known good, if the server has it).
+    #[serde(default)]
+    pub release: Option<ReleaseId>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// The device registered and its token (shown once): a DDI client sends it
+/// as `Authorization: TargetToken <token>`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedDevice {
+    pub device_id: DeviceId,
+    pub device_token: String,
+    pub protocol: String,
+}
+
 /// A published release.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -496,9 +530,17 @@ pub struct Device {
     /// What the device last reported about itself (agent version, slot,
     /// boot state, security version, free space, its own attributes).
     pub inventory: BTreeMap<String, String>,
+    /// How it talks to the server: `updraft` (the Updraft agent) or `ddi`
+    /// (a hawkBit DDI client: SWUpdate, RAUC).
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
     /// Newest first (`GET /api/v1/devices/{id}` only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<DeviceHistoryEntry>,
+}
+
+fn default_protocol() -> String {
+    "updraft".into()
 }
 
 /// One entry of a device's history.

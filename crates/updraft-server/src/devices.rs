@@ -15,9 +15,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
-use updraft_proto::{CheckInRequest, Device, DeviceChange, DeviceHistoryEntry, DevicePage};
+use updraft_proto::{
+    CheckInRequest, CreateDeviceRequest, CreatedDevice, Device, DeviceChange, DeviceHistoryEntry, DevicePage,
+};
 use updraft_store::{DeviceRow, DeviceStatus};
 use updraft_types::{DeviceId, ReleaseId};
 
@@ -363,6 +366,7 @@ pub fn forget(app: &App, device: &str) {
         s.assigned = None;
     }
     app.forget_device_tokens(device);
+    crate::ddi::forget(app, device);
 }
 
 /// Devices seen since this instant are online: within two poll intervals.
@@ -422,6 +426,7 @@ fn view(app: &App, d: DeviceRow, seen: Option<&Seen>) -> Device {
         components: d.components.into_iter().collect(),
         attributes: d.attributes.into_iter().collect(),
         inventory: d.inventory.into_iter().collect(),
+        protocol: d.protocol,
         history: Vec::new(),
     }
 }
@@ -438,7 +443,7 @@ enum Filter {
 }
 
 const FILTER_KEYS: &str =
-    "family, hardware, region, release, channel, status, tag, online, attr.NAME, inv.NAME, component.NAME";
+    "family, hardware, region, release, channel, status, protocol, tag, online, attr.NAME, inv.NAME, component.NAME";
 
 fn parse_filters(text: &str) -> ApiResult<Vec<Filter>> {
     let mut out = Vec::new();
@@ -454,6 +459,7 @@ fn parse_filters(text: &str) -> ApiResult<Vec<Filter>> {
             "release" => Filter::Field("release", v),
             "channel" => Filter::Field("channel", v),
             "status" => Filter::Field("status", v),
+            "protocol" => Filter::Field("protocol", v),
             "tag" => Filter::Tag(v),
             "online" => Filter::Online(match v.as_str() {
                 "true" => true,
@@ -486,6 +492,7 @@ fn matches(d: &Device, filters: &[Filter]) -> bool {
                 "region" => Some(d.region.clone()),
                 "release" => d.release.as_ref().map(|r| r.to_string()),
                 "channel" => d.channel.clone(),
+                "protocol" => Some(d.protocol.clone()),
                 _ => Some(d.status.clone()),
             };
             have.as_deref() == Some(v.as_str())
@@ -785,5 +792,82 @@ pub async fn change(
     change.audit(&actor.label(), "device.change", &id, detail.clone(), remote);
     change.commit().await?;
     forget(&app, &id);
+    Ok(Json(view(&app, row, None)))
+}
+
+/// `POST /api/v1/devices`: registers a device with a new token (a hawkBit
+/// DDI client sends it as its TargetToken).
+pub async fn create(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<CreatedDevice>)> {
+    let req: CreateDeviceRequest = parse(&body)?;
+    crate::validate::name("deviceId", req.device_id.as_str())?;
+    crate::validate::name("family", &req.family)?;
+    crate::validate::name("hardware", &req.hardware)?;
+    if !req.region.is_empty() {
+        crate::validate::name("region", &req.region)?;
+    }
+    crate::validate::tags(&req.tags)?;
+    if let Some(r) = &req.release {
+        crate::validate::release("release", r)?;
+    }
+    if ![updraft_store::PROTOCOL_UPDRAFT, updraft_store::PROTOCOL_DDI].contains(&req.protocol.as_str()) {
+        return Err(ApiError::bad_request(format!("protocol {:?}: updraft or ddi", req.protocol)));
+    }
+    if app.store.device(req.device_id.as_str()).await?.is_some() {
+        return Err(ApiError::conflict(format!(
+            "device {} exists; hint: decommission it first to register it again",
+            req.device_id
+        )));
+    }
+    let last_known_good = match &req.release {
+        Some(r) if app.store.release(r.as_str()).await?.is_some() => Some(r.to_string()),
+        _ => None,
+    };
+    let row = DeviceRow {
+        region: req.region.clone(),
+        tags: req.tags.clone(),
+        release: req.release.as_ref().map(|r| r.to_string()),
+        last_known_good,
+        enrolled_ms: now_ms(),
+        protocol: req.protocol.clone(),
+        ..DeviceRow::new(req.device_id.as_str(), &req.family, &req.hardware)
+    };
+    let token = updraft_store::new_secret("upd_");
+    let mut change = Change::begin(&app).await?;
+    change.tx().insert_devices(&[(row.clone(), updraft_store::hash_secret(&token))]).await?;
+    change.apply(device_entry(&row)).await?;
+    change.audit(
+        &actor.label(),
+        "device.create",
+        &row.id,
+        format!("{}/{} ({})", row.family, row.hardware, row.protocol),
+        remote,
+    );
+    change.commit().await?;
+    forget(&app, &row.id);
+    let out = CreatedDevice { device_id: req.device_id, device_token: token, protocol: req.protocol };
+    Ok((StatusCode::CREATED, Json(out)))
+}
+
+/// `POST /api/v1/devices/{id}/request-config`: the device's next DDI poll
+/// offers `configData`.
+pub async fn request_config(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Device>> {
+    let row = load(&app, &id).await?;
+    if row.protocol != updraft_store::PROTOCOL_DDI {
+        return Err(ApiError::conflict(format!("device {id} speaks {}, not DDI", row.protocol)));
+    }
+    crate::ddi::request_config(&app, &DeviceId::new(&id)).await?;
+    let mut change = Change::begin(&app).await?;
+    change.audit(&actor.label(), "device.request-config", &id, String::new(), remote);
+    change.commit().await?;
     Ok(Json(view(&app, row, None)))
 }

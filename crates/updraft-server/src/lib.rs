@@ -9,6 +9,7 @@
 mod api;
 mod core;
 mod dashboard;
+pub mod ddi;
 mod devices;
 mod error;
 mod fault;
@@ -63,6 +64,8 @@ pub struct Config {
     /// Most connections open at once (kept below the process's limit on
     /// open files); see `serve` for what happens at the cap.
     pub max_connections: usize,
+    /// The hawkBit DDI API: tenant, gateway token, auto-registration.
+    pub ddi: ddi::DdiConfig,
     /// Stop gracefully on SIGINT and SIGTERM (`updraft serve`). Off where
     /// the server runs inside another program that owns its signals (the
     /// demo, the tests).
@@ -86,6 +89,7 @@ impl Config {
             admin_token_file: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             rate_limits: RateLimits::default(),
+            ddi: ddi::DdiConfig::default(),
             stop_on_signals: false,
         }
     }
@@ -201,6 +205,9 @@ pub struct App {
     reports: devices::Reports,
     limiter: ratelimit::Limiter,
     pub(crate) rates: RateLimits,
+    pub(crate) ddi: ddi::DdiConfig,
+    /// DDI devices' actions and releases' DDI artifacts, in this process.
+    pub(crate) ddi_cache: ddi::Cache,
 }
 
 /// Walks from the pinned root through the configured updates and the
@@ -363,6 +370,8 @@ impl App {
             reports: Default::default(),
             limiter: Default::default(),
             rates: config.rate_limits,
+            ddi: config.ddi.clone(),
+            ddi_cache: Default::default(),
         }))
     }
 

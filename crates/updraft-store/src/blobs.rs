@@ -112,16 +112,26 @@ impl BlobStore {
     /// Keeps a finished blob under its digest (a no-op if it exists: blobs
     /// are written once).
     pub async fn commit(&self, writer: BlobWriter, digest: &Sha256Digest) -> Result<()> {
+        self.commit_file(writer.path, digest).await
+    }
+
+    /// Where blobs are staged before [`BlobStore::commit_file`] (a local folder).
+    pub fn staging_dir(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// Keeps a synced file staged in [`BlobStore::staging_dir`] as the blob
+    /// `digest` (whose bytes the caller hashed while writing it).
+    pub async fn commit_file(&self, staged: tempfile::TempPath, digest: &Sha256Digest) -> Result<()> {
         match &self.backend {
             Backend::Local { root } => {
                 let dest = root.join("sha256").join(digest.to_hex());
                 if tokio::fs::try_exists(&dest).await.unwrap_or(false) {
                     return Ok(());
                 }
-                let path = writer.path;
                 let dest2 = dest.clone();
                 tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-                    path.persist(&dest2).map_err(|e| e.error)?;
+                    staged.persist(&dest2).map_err(|e| e.error)?;
                     if let Some(dir) = dest2.parent() {
                         std::fs::File::open(dir)?.sync_all()?;
                     }
@@ -138,7 +148,7 @@ impl BlobStore {
                 }
                 let upload = store.put_multipart(&path).await.map_err(|e| object("cannot start an upload", e))?;
                 let mut multipart = WriteMultipart::new_with_chunk_size(upload, CHUNK);
-                let mut file = tokio::fs::File::open(&writer.path).await.map_err(io("cannot reopen a blob"))?;
+                let mut file = tokio::fs::File::open(&staged).await.map_err(io("cannot reopen a blob"))?;
                 let mut buf = vec![0u8; CHUNK];
                 loop {
                     let n = file.read(&mut buf).await.map_err(io("cannot read a blob"))?;

@@ -111,10 +111,16 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/0008_device_indexes.sql"),
         postgres: include_str!("../migrations/0008_device_indexes.sql"),
     },
+    Migration {
+        version: 9,
+        sqlite: include_str!("../migrations/0009_ddi.sqlite.sql"),
+        postgres: include_str!("../migrations/0009_ddi.postgres.sql"),
+    },
 ];
 
 /// Device columns a search may match exactly (see [`Store::devices_where`]).
-pub const DEVICE_SEARCH_COLUMNS: &[&str] = &["family", "hardware", "region", "release", "channel", "status"];
+pub const DEVICE_SEARCH_COLUMNS: &[&str] =
+    &["family", "hardware", "region", "release", "channel", "status", "protocol"];
 
 /// A device search that the database answers: exact values of
 /// [`DEVICE_SEARCH_COLUMNS`] and a bound on the last check-in.
@@ -240,6 +246,8 @@ pub struct DeviceRow {
     pub inventory: Vec<(String, String)>,
     /// Check-ins recorded (counted when the row is refreshed).
     pub check_ins: i64,
+    /// The protocol it speaks: `updraft` (the agent) or `ddi` (a hawkBit client).
+    pub protocol: String,
 }
 
 impl DeviceRow {
@@ -262,9 +270,15 @@ impl DeviceRow {
             attributes: Vec::new(),
             inventory: Vec::new(),
             check_ins: 0,
+            protocol: PROTOCOL_UPDRAFT.to_owned(),
         }
     }
 }
+
+/// The protocol of a device running the Updraft agent.
+pub const PROTOCOL_UPDRAFT: &str = "updraft";
+/// The protocol of a hawkBit DDI client (SWUpdate's suricatta, rauc-hawkbit-updater).
+pub const PROTOCOL_DDI: &str = "ddi";
 
 /// Where a device stands with the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -739,10 +753,11 @@ impl Store {
             attributes: from_pairs(&row.try_get::<String, _>("attributes")?, "attributes")?,
             inventory: from_pairs(&row.try_get::<String, _>("inventory")?, "inventory")?,
             check_ins: row.try_get("check_ins")?,
+            protocol: row.try_get("protocol")?,
         })
     }
 
-    pub(crate) const DEVICE_COLUMNS: &'static str = "id, family, hardware, region, tags, channel, release, last_known_good, components, utc_offset_min, enrolled_ms, last_seen_ms, status, attributes, inventory, check_ins";
+    pub(crate) const DEVICE_COLUMNS: &'static str = "id, family, hardware, region, tags, channel, release, last_known_good, components, utc_offset_min, enrolled_ms, last_seen_ms, status, attributes, inventory, check_ins, protocol";
 
     /// The device whose token this is (decommissioned devices have none).
     pub async fn device_by_token(&self, secret: &str) -> Result<Option<DeviceRow>> {
@@ -1357,4 +1372,115 @@ pub enum EnrollRefusal {
 /// The wall clock in milliseconds (the store's own bookkeeping only).
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+// ------------------------------------------------------------------ DDI actions
+
+/// Where a DDI action stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DdiState {
+    /// Offered as `deploymentBase`.
+    Open,
+    /// Offered as `cancelAction` until the device confirms.
+    Canceling,
+    /// The device confirmed the cancellation.
+    Canceled,
+    /// Closed with success: the release is installed (`installedBase`).
+    Closed,
+    /// Closed with failure.
+    Failed,
+}
+
+impl DdiState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DdiState::Open => "open",
+            DdiState::Canceling => "canceling",
+            DdiState::Canceled => "canceled",
+            DdiState::Closed => "closed",
+            DdiState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DdiState> {
+        [DdiState::Open, DdiState::Canceling, DdiState::Canceled, DdiState::Closed, DdiState::Failed]
+            .into_iter()
+            .find(|d| d.as_str() == s)
+    }
+
+    /// Whether the action is still active (open or being canceled).
+    pub fn active(self) -> bool {
+        matches!(self, DdiState::Open | DdiState::Canceling)
+    }
+}
+
+/// A DDI action: one assignment of a release to a hawkBit client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DdiAction {
+    /// Within signed 32 bits (SWUpdate reads it with `%d`).
+    pub id: i64,
+    pub device: String,
+    pub release: String,
+    pub rollout: String,
+    pub state: DdiState,
+    /// Its artifact's download began (an abort then can no longer cancel it).
+    pub downloaded: bool,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+/// A device's active DDI action and its last installed one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DdiActions {
+    pub active: Option<DdiAction>,
+    pub installed: Option<DdiAction>,
+}
+
+impl Store {
+    pub(crate) const DDI_COLUMNS: &'static str =
+        "id, device, release, rollout, state, downloaded, created_ms, updated_ms";
+
+    pub(crate) fn ddi_row(row: &AnyRow) -> Result<DdiAction> {
+        let state: String = row.try_get("state")?;
+        Ok(DdiAction {
+            id: row.try_get::<i64, _>("id").or_else(|_| row.try_get::<i32, _>("id").map(i64::from))?,
+            device: row.try_get("device")?,
+            release: row.try_get("release")?,
+            rollout: row.try_get("rollout")?,
+            state: DdiState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("DDI action state {state:?}")))?,
+            downloaded: row.try_get::<i64, _>("downloaded")? != 0,
+            created_ms: row.try_get("created_ms")?,
+            updated_ms: row.try_get("updated_ms")?,
+        })
+    }
+
+    /// A DDI action by id.
+    pub async fn ddi_action(&self, id: i64) -> Result<Option<DdiAction>> {
+        let row = sqlx::query(&format!("SELECT {} FROM ddi_actions WHERE id = $1", Self::DDI_COLUMNS))
+            .bind(id)
+            .fetch_optional(&self.reads)
+            .await?;
+        row.as_ref().map(Self::ddi_row).transpose()
+    }
+
+    /// A device's newest active action and its newest installed one.
+    pub async fn ddi_actions(&self, device: &str) -> Result<DdiActions> {
+        let mut out = DdiActions::default();
+        for (states, slot) in [("('open', 'canceling')", 0), ("('closed')", 1)] {
+            let row = sqlx::query(&format!(
+                "SELECT {} FROM ddi_actions WHERE device = $1 AND state IN {states} ORDER BY id DESC LIMIT 1",
+                Self::DDI_COLUMNS
+            ))
+            .bind(device)
+            .fetch_optional(&self.reads)
+            .await?;
+            let action = row.as_ref().map(Self::ddi_row).transpose()?;
+            if slot == 0 {
+                out.active = action;
+            } else {
+                out.installed = action;
+            }
+        }
+        Ok(out)
+    }
 }

@@ -250,8 +250,8 @@ impl WriteTx {
     pub async fn insert_devices(&mut self, devices: &[(DeviceRow, String)]) -> Result<()> {
         for (d, token_hash) in devices {
             sqlx::query(
-                "INSERT INTO devices (id, token_hash, family, hardware, region, tags, channel, release, last_known_good, components, utc_offset_min, enrolled_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                "INSERT INTO devices (id, token_hash, family, hardware, region, tags, channel, release, last_known_good, components, utc_offset_min, enrolled_ms, attributes, protocol) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
             )
             .bind(&d.id)
             .bind(token_hash)
@@ -265,6 +265,8 @@ impl WriteTx {
             .bind(pairs(&d.components))
             .bind(i64::from(d.utc_offset_min))
             .bind(d.enrolled_ms)
+            .bind(pairs(&d.attributes))
+            .bind(&d.protocol)
             .execute(&mut *self.tx)
             .await?;
         }
@@ -429,5 +431,68 @@ impl WriteTx {
         .execute(&mut *self.tx)
         .await?;
         Ok(())
+    }
+}
+
+impl WriteTx {
+    /// A new open DDI action; refused past signed 32 bits of ids.
+    pub async fn insert_ddi_action(
+        &mut self,
+        device: &str,
+        release: &str,
+        rollout: &str,
+        now_ms: i64,
+    ) -> Result<DdiAction> {
+        let row = sqlx::query(
+            "INSERT INTO ddi_actions (device, release, rollout, state, downloaded, created_ms, updated_ms) \
+             VALUES ($1, $2, $3, 'open', 0, $4, $4) RETURNING id",
+        )
+        .bind(device)
+        .bind(release)
+        .bind(rollout)
+        .bind(now_ms)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        let id = row.try_get::<i64, _>("id").or_else(|_| row.try_get::<i32, _>("id").map(i64::from))?;
+        if id > i64::from(i32::MAX) {
+            return Err(StoreError::Corrupt(format!("DDI action id {id} is past signed 32 bits")));
+        }
+        Ok(DdiAction {
+            id,
+            device: device.to_owned(),
+            release: release.to_owned(),
+            rollout: rollout.to_owned(),
+            state: DdiState::Open,
+            downloaded: false,
+            created_ms: now_ms,
+            updated_ms: now_ms,
+        })
+    }
+
+    /// Records an action's state and whether its download began.
+    pub async fn set_ddi_action(&mut self, a: &DdiAction) -> Result<()> {
+        sqlx::query("UPDATE ddi_actions SET state = $2, downloaded = $3, updated_ms = $4 WHERE id = $1")
+            .bind(a.id)
+            .bind(a.state.as_str())
+            .bind(i64::from(a.downloaded))
+            .bind(a.updated_ms)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// What a DDI client tells about itself: its protocol, hardware,
+    /// region and attributes (`configData`).
+    pub async fn set_device_profile(&mut self, d: &DeviceRow) -> Result<bool> {
+        let done =
+            sqlx::query("UPDATE devices SET protocol = $2, hardware = $3, region = $4, attributes = $5 WHERE id = $1")
+                .bind(&d.id)
+                .bind(&d.protocol)
+                .bind(&d.hardware)
+                .bind(&d.region)
+                .bind(pairs(&d.attributes))
+                .execute(&mut *self.tx)
+                .await?;
+        Ok(done.rows_affected() == 1)
     }
 }

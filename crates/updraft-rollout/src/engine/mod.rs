@@ -608,6 +608,19 @@ impl Controller {
         self.evaluate_due();
     }
 
+    /// The release device `id` runs, as far as the controller knows
+    /// (what it last reported, or committed since).
+    pub fn device_release(&self, id: &DeviceId) -> Option<ReleaseId> {
+        let &idx = self.device_index.get(id.as_str())?;
+        let rel = self.devices[idx as usize].release?;
+        Some(self.releases[rel as usize].info.id.clone())
+    }
+
+    /// The state of rollout `id` (cheaper than its whole `status`).
+    pub fn rollout_state(&self, id: &RolloutId) -> Option<&RolloutState> {
+        self.rollouts.iter().find(|r| &r.id == id).map(|r| &r.state)
+    }
+
     /// The next output, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()

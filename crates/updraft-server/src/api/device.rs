@@ -204,23 +204,7 @@ pub(super) async fn events(
         crate::ratelimit::Rate::per_hour(per_hour),
         &format!("more than {per_hour} install events an hour from this device"),
     )?;
-    let event = req.event.as_str();
-    if app.store.release(req.release.as_str()).await?.is_none() {
-        return Err(ApiError::unprocessable("unknown-release", format!("no release {}", req.release)));
-    }
-    METRICS.events.get_or_create(&Kind { kind: event.into() }).inc();
-    apply(&app, Entry::Event { device: device.clone(), release: req.release.clone(), event: req.event }).await?;
-    // Kept with the device: a failure's reason and the tail of its log,
-    // written before the device is answered (it forgets what it sent).
-    let detail = req.detail.clone().unwrap_or_default();
-    if matches!(req.event, InstallEvent::Failed | InstallEvent::RevertedBoot | InstallEvent::RevertedHealth) {
-        crate::devices::history_now(&app, device.as_str(), event, Some(req.release.as_str()), &detail).await?;
-    } else {
-        crate::devices::history_soon(&app, device.as_str(), event, Some(req.release.as_str()), &detail);
-    }
-    if req.event == InstallEvent::Committed {
-        crate::devices::committed(&app, &device, &req.release).await?;
-    }
+    record_event(&app, &device, &req.release, req.event, req.detail.as_deref().unwrap_or_default()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -251,6 +235,33 @@ pub(super) async fn health(
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Applies an install event (from the agent or a DDI client's feedback)
+/// and keeps it in the device's history; a failure's detail is written
+/// before the device is answered (it forgets what it sent).
+pub(crate) async fn record_event(
+    app: &App,
+    device: &DeviceId,
+    release: &ReleaseId,
+    event: InstallEvent,
+    detail: &str,
+) -> ApiResult<()> {
+    let name = event.as_str();
+    if app.store.release(release.as_str()).await?.is_none() {
+        return Err(ApiError::unprocessable("unknown-release", format!("no release {release}")));
+    }
+    METRICS.events.get_or_create(&Kind { kind: name.into() }).inc();
+    apply(app, Entry::Event { device: device.clone(), release: release.clone(), event }).await?;
+    if matches!(event, InstallEvent::Failed | InstallEvent::RevertedBoot | InstallEvent::RevertedHealth) {
+        crate::devices::history_now(app, device.as_str(), name, Some(release.as_str()), detail).await?;
+    } else {
+        crate::devices::history_soon(app, device.as_str(), name, Some(release.as_str()), detail);
+    }
+    if event == InstallEvent::Committed {
+        crate::devices::committed(app, device, release).await?;
+    }
+    Ok(())
 }
 
 /// What a `Range` header asks for (RFC 9110 §14).
@@ -319,7 +330,19 @@ pub(super) async fn download(
     let Some(size) = app.blobs.size(&digest).await? else {
         return Err(ApiError::not_found(format!("no artifact {digest}")));
     };
-    let etag = format!("\"{digest}\"");
+    blob_response(&app, &headers, &digest, size, format!("\"{digest}\""), &[]).await
+}
+
+/// Answers a download of blob `digest` (`size` bytes): `If-None-Match`,
+/// `Range` with `If-Range`, the `ETag` given, and any `extra` headers.
+pub(crate) async fn blob_response(
+    app: &App,
+    headers: &HeaderMap,
+    digest: &Sha256Digest,
+    size: u64,
+    etag: String,
+    extra: &[(header::HeaderName, String)],
+) -> ApiResult<Response> {
     if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| none_match(v, &etag)) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
     }
@@ -347,7 +370,7 @@ pub(super) async fn download(
     if start == 0 {
         METRICS.downloads.inc();
     }
-    let stream = app.blobs.read_range(&digest, start, len).await?.inspect(|chunk| {
+    let stream = app.blobs.read_range(digest, start, len).await?.inspect(|chunk| {
         if let Ok(c) = chunk {
             METRICS.download_bytes.inc_by(c.len() as u64);
         }
@@ -363,6 +386,9 @@ pub(super) async fn download(
     if status == StatusCode::PARTIAL_CONTENT {
         let cr = format!("bytes {start}-{}/{size}", start + len - 1);
         h.insert(header::CONTENT_RANGE, HeaderValue::from_str(&cr).map_err(ApiError::internal)?);
+    }
+    for (name, value) in extra {
+        h.insert(name.clone(), HeaderValue::from_str(value).map_err(ApiError::internal)?);
     }
     Ok(response)
 }

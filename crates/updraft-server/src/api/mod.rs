@@ -13,8 +13,8 @@ mod rollouts;
 
 use admin::*;
 pub(crate) use admin::{run_create_enrollment_token, run_create_token, run_revoke_token};
-pub(crate) use device::device_entry;
 use device::*;
+pub(crate) use device::{blob_response, device_entry, record_event};
 use pipelines::*;
 use releases::*;
 pub(crate) use releases::{release_entry, release_view, run_promote};
@@ -181,6 +181,10 @@ routes! {
         Payload::None => J(schema::<updraft_rollout::RolloutStatus>), post(rollout_command);
     "GET" "/api/v1/devices" Access::Role(Role::Viewer), "List devices: filter (KEY=VALUE,...), pages with a total and a next cursor.",
         Payload::None => J(schema::<DevicePage>), get(crate::devices::list);
+    "POST" "/api/v1/devices" Access::Role(Role::Operator), "Register a device by hand (a hawkBit DDI client: protocol ddi); returns its token (shown once).",
+        J(schema::<CreateDeviceRequest>) => J(schema::<CreatedDevice>), post(crate::devices::create);
+    "POST" "/api/v1/devices/{id}/request-config" Access::Role(Role::Operator), "Ask a DDI device for its attributes again (its next poll offers configData).",
+        Payload::None => J(schema::<Device>), post(crate::devices::request_config);
     "GET" "/api/v1/devices/{id}" Access::Role(Role::Viewer), "Show a device: inventory, components, history with failure logs.",
         Payload::None => J(schema::<Device>), get(crate::devices::show);
     "PATCH" "/api/v1/devices/{id}" Access::Role(Role::Operator), "Add or remove a device's tags and attributes.",
@@ -217,6 +221,7 @@ pub fn router(app: Arc<App>) -> Router {
         router = router.route(r.path, (r.handler)().route_layer(access));
     }
     router
+        .merge(crate::ddi::router())
         .fallback(|| async { ApiError::not_found("no such route; hint: see /api/openapi.json") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -392,25 +397,34 @@ impl Actor {
     }
 }
 
+/// The secret of `Authorization: Bearer …`, or of `TargetToken …` (a
+/// hawkBit client's device token, so that it can post health samples too).
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("TargetToken ")).map(str::trim)
 }
 
 async fn authenticate(app: &App, headers: &HeaderMap) -> ApiResult<Actor> {
     let secret = bearer(headers).ok_or_else(ApiError::unauthorized)?;
     if secret.starts_with("upd_") {
-        let hash = hash_secret(secret);
-        if let Some(id) = app.device_tokens.read().expect("token cache").get(&hash) {
-            return Ok(Actor::Device { id: id.clone() });
-        }
-        let device = app.store.device_by_token(secret).await?.ok_or_else(ApiError::unauthorized)?;
-        let id = DeviceId::new(device.id.clone());
-        crate::devices::seed(app, device);
-        app.device_tokens.write().expect("token cache").insert(hash, id.clone());
+        let id = device_for_token(app, secret).await?.ok_or_else(ApiError::unauthorized)?;
         return Ok(Actor::Device { id });
     }
     let token = app.store.find_api_token(secret).await?.ok_or_else(ApiError::unauthorized)?;
     Ok(Actor::Token { name: token.name, role: token.role })
+}
+
+/// The device whose token `secret` is (from the cache, else the database).
+pub(crate) async fn device_for_token(app: &App, secret: &str) -> ApiResult<Option<DeviceId>> {
+    let hash = hash_secret(secret);
+    if let Some(id) = app.device_tokens.read().expect("token cache").get(&hash) {
+        return Ok(Some(id.clone()));
+    }
+    let Some(device) = app.store.device_by_token(secret).await? else { return Ok(None) };
+    let id = DeviceId::new(device.id.clone());
+    crate::devices::seed(app, device);
+    app.device_tokens.write().expect("token cache").insert(hash, id.clone());
+    Ok(Some(id))
 }
 
 /// The one access check: every route passes through it with its table

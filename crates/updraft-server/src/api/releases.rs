@@ -83,19 +83,16 @@ pub(super) async fn publish(
     let digest = writer.finish().await?;
     let size = writer.size();
     let temp = writer.temp_path().to_path_buf();
+    let staging = app.blobs.staging_dir().to_path_buf();
     let verified = tokio::task::spawn_blocking(move || {
-        let v = updraft_bundle::verify_file(
-            &temp,
-            &trust,
-            &updraft_bundle::Policy::default(),
-            &updraft_bundle::NoProgress,
-        )?;
+        // One pass: verification, and the DDI client's image (if any) copied out with its hashes.
+        let (v, ddi) = crate::ddi::verify_and_stage(&temp, &trust, &staging)?;
         let files = updraft_bundle::metadata_files(&temp)?;
-        Ok::<_, updraft_bundle::Error>((v, files))
+        Ok::<_, updraft_bundle::Error>((v, files, ddi))
     })
     .await
     .map_err(ApiError::internal)?;
-    let (v, files) = match verified {
+    let (v, files, ddi) = match verified {
         Ok(x) => x,
         Err(updraft_bundle::Error::Rejected(r)) => {
             return Err(ApiError::unprocessable("bundle-rejected", format!("the bundle was refused: {r}")))
@@ -129,6 +126,9 @@ pub(super) async fn publish(
     if let Some(s) = &files.sbom {
         meta.push(("sbom", text(s)));
     }
+    if let Some((_, art)) = &ddi {
+        meta.push((crate::ddi::ARTIFACT_META, serde_json::to_string(art).map_err(ApiError::internal)?));
+    }
     // Another release under this name and version: refused before its bytes are kept.
     if let Some(existing) = app.store.release(&id).await? {
         if existing.sha256 != row.sha256 {
@@ -140,6 +140,10 @@ pub(super) async fn publish(
     // between leaves a blob that nothing lists, never a release without
     // its file. Publishing the same bytes again restores a missing blob.
     app.blobs.commit(writer, &digest).await?;
+    if let Some((staged, art)) = ddi {
+        let sha: Sha256Digest = art.sha256.parse().map_err(ApiError::internal)?;
+        app.blobs.commit_file(staged, &sha).await?;
+    }
     fault::point("publish.after-blob");
     let mut change = Change::begin(&app).await?;
     match change.tx().insert_release(&row, &meta).await? {

@@ -11,9 +11,10 @@ pub(super) async fn create_rollout(
     let req: CreateRolloutRequest = parse(&body)?;
     check_id("rollout id", req.id.as_str())?;
     Plan::from_toml(&req.plan).map_err(|e| ApiError::unprocessable("invalid-plan", e.to_string()))?;
-    if app.store.release(req.release.as_str()).await?.is_none() {
+    let Some(release) = app.store.release(req.release.as_str()).await? else {
         return Err(ApiError::not_found(format!("no release {}", req.release)));
-    }
+    };
+    crate::ddi::check_servable(&app, &release).await?;
     // The controller entries, the row and the audit entries commit together.
     let mut change = Change::begin(&app).await?;
     if change.controller().status(&req.id).is_some() {

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod crash;
+mod ddi;
 mod devices;
 mod flow;
 mod https;
@@ -152,6 +153,36 @@ impl Env {
     /// The same, signed by `key`.
     pub fn bundle_signed(&self, name: &str, version: &str, seed: u8, size: usize, key: &PrivateKey) -> PathBuf {
         self.bundle_requiring(name, version, seed, size, key, &[])
+    }
+
+    /// A bundle of family `sensor`, hardware `rev-a`, with these images (NAME, bytes).
+    pub fn bundle_images(&self, name: &str, version: &str, images: &[(&str, &[u8])]) -> PathBuf {
+        let dir = self.dir.path().join(format!("in-{name}-{version}-images"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut inputs = Vec::new();
+        for (image, bytes) in images {
+            let path = dir.join(format!("{image}.img"));
+            std::fs::write(&path, bytes).unwrap();
+            inputs.push(ImageInput { name: (*image).into(), path, target: Target::Slot });
+        }
+        let out = dir.join("out.bundle");
+        let params = CreateParams {
+            name: name.into(),
+            version: version.parse().unwrap(),
+            security_version: SecurityVersion(1),
+            family: "sensor".into(),
+            hardware: vec!["rev-a".into()],
+            requires: vec![],
+            source: Source { uri: "git+https://example.com/fw".into(), commit: "abc".into() },
+            created: Timestamp(1_767_225_600),
+            images: inputs,
+            sbom: None,
+            build: BuildContext { ci: "local".into(), ..Default::default() },
+            updraft_version: "test".into(),
+        };
+        let signers = Signers { release: vec![&self.release_key], build: &self.build_key };
+        updraft_bundle::create(&params, &signers, &out, &NoProgress).unwrap();
+        out
     }
 
     /// The same, with requirements (`bootloader>=1.4`).

@@ -57,6 +57,36 @@ fn device(id: &str) -> DeviceRow {
         attributes: vec![],
         inventory: vec![],
         check_ins: 0,
+        protocol: "updraft".into(),
+    }
+}
+
+#[tokio::test]
+async fn ddi_actions_keep_their_state_and_ids() {
+    for (name, s, _dir) in stores().await {
+        let mut tx = s.begin_write().await.unwrap();
+        let mut d = device("gw-1");
+        d.protocol = updraft_store::PROTOCOL_DDI.into();
+        tx.insert_devices(&[(d.clone(), "hash".into())]).await.unwrap();
+        let a = tx.insert_ddi_action("gw-1", "fw@2.0.0", "r1", 10).await.unwrap();
+        let b = tx.insert_ddi_action("gw-1", "fw@3.0.0", "r2", 20).await.unwrap();
+        tx.commit().await.unwrap();
+        assert!(b.id > a.id && b.id <= i64::from(i32::MAX), "{name}");
+        assert_eq!(s.device("gw-1").await.unwrap().unwrap().protocol, "ddi", "{name}");
+        let mut tx = s.begin_write().await.unwrap();
+        let closed = updraft_store::DdiAction {
+            state: updraft_store::DdiState::Closed,
+            downloaded: true,
+            updated_ms: 30,
+            ..a.clone()
+        };
+        tx.set_ddi_action(&closed).await.unwrap();
+        tx.commit().await.unwrap();
+        let got = s.ddi_actions("gw-1").await.unwrap();
+        assert_eq!(got.active.as_ref().map(|x| x.id), Some(b.id), "{name}");
+        assert_eq!(got.installed, Some(closed.clone()), "{name}");
+        assert_eq!(s.ddi_action(a.id).await.unwrap(), Some(closed), "{name}");
+        assert_eq!(s.ddi_actions("nobody").await.unwrap(), updraft_store::DdiActions::default(), "{name}");
     }
 }
 
