@@ -261,6 +261,7 @@ pub async fn check_in(app: &App, device: &DeviceId, req: &CheckInRequest) -> Api
     // The newest row: one queued and not written yet, else the one
     // authentication read, else the stored one.
     let queued = pending(app).rows.remove(device.as_str());
+    let was_queued = queued.is_some();
     let first_sight = queued.is_none() && seeded.is_some();
     let mut row = match queued.or(seeded) {
         Some(r) => r,
@@ -290,12 +291,18 @@ pub async fn check_in(app: &App, device: &DeviceId, req: &CheckInRequest) -> Api
         // nothing unless something changed; its next one, from
         // FIRST_WRITE_AFTER_MS on, brings the row's last-seen time up to date.
         let status = row.status;
-        let mut seen = lock(app);
-        if let Some(s) = seen.get_mut(device.as_str()) {
-            s.persisted_ms = if recent { now } else { now - PERSIST_EVERY_MS + FIRST_WRITE_AFTER_MS };
-            s.stored_ms = row.last_seen_ms;
-            s.reported = reported;
-            s.status = Some(status);
+        {
+            let mut seen = lock(app);
+            if let Some(s) = seen.get_mut(device.as_str()) {
+                s.persisted_ms = if recent { now } else { now - PERSIST_EVERY_MS + FIRST_WRITE_AFTER_MS };
+                s.stored_ms = row.last_seen_ms;
+                s.reported = reported;
+                s.status = Some(status);
+            }
+        }
+        if was_queued {
+            // A row queued and not written yet (a commit just now) still goes to the database.
+            pending(app).rows.insert(row.id.clone(), row);
         }
         return Ok(CheckedIn { status, components_changed: None });
     }

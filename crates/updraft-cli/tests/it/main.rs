@@ -13,6 +13,7 @@ mod rollout;
 mod server;
 mod simulate;
 mod surface;
+mod swupdate;
 mod torture;
 mod trust;
 mod upstream;

@@ -7,9 +7,9 @@ use std::process::{Child, Command, Stdio};
 
 use crate::{create_args, key, strs, updraft, updraft_with, workspace};
 
-struct Server {
-    child: Child,
-    url: String,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) url: String,
     /// What it wrote to stderr so far.
     log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
@@ -26,7 +26,7 @@ fn serve(dir: &Path) -> Server {
     serve_with(dir, &[])
 }
 
-fn serve_with(dir: &Path, extra: &[&str]) -> Server {
+pub(crate) fn serve_with(dir: &Path, extra: &[&str]) -> Server {
     serve_logging(dir, extra, "info")
 }
 
@@ -63,7 +63,7 @@ fn serve_logging(dir: &Path, extra: &[&str], log: &str) -> Server {
 
 /// The first start writes the admin token to a file (mode 0600) and,
 /// off a terminal, prints only the file's path.
-fn read_admin_token(dir: &Path, server: &mut Server) -> String {
+pub(crate) fn read_admin_token(dir: &Path, server: &mut Server) -> String {
     let mut line = String::new();
     BufReader::new(server.child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let path = dir.join(line.trim());
@@ -73,7 +73,7 @@ fn read_admin_token(dir: &Path, server: &mut Server) -> String {
     std::fs::read_to_string(path).unwrap().trim().to_owned()
 }
 
-fn cli(dir: &Path, server: &Server, token: &str, args: &[&str]) -> crate::Run {
+pub(crate) fn cli(dir: &Path, server: &Server, token: &str, args: &[&str]) -> crate::Run {
     let url = server.url.clone();
     let token = token.to_owned();
     updraft_with(dir, args, move |c| {
