@@ -143,6 +143,8 @@ fn bench(db_label: &str, database_url: Option<String>) {
                         release: Some("fw@1.0.0".into()),
                         last_known_good: Some("fw@1.0.0".into()),
                         enrolled_ms: 1,
+                        // hawkBit DDI clients: the same devices poll both APIs below.
+                        protocol: updraft_store::PROTOCOL_DDI.into(),
                         ..DeviceRow::new(
                             &format!("dev-{i:08}"),
                             "sensor",
@@ -179,6 +181,8 @@ fn bench(db_label: &str, database_url: Option<String>) {
             *b = (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[1];
         }
         std::fs::write(d.join("rootfs.img"), img).unwrap();
+        // What a SWUpdate device installs (its DDI artifact): 64 KiB.
+        std::fs::write(d.join("update.swu"), vec![7u8; 64 << 10]).unwrap();
         let out = d.join("b.bundle");
         updraft_bundle::create(
             &CreateParams {
@@ -190,7 +194,10 @@ fn bench(db_label: &str, database_url: Option<String>) {
                 requires: vec![],
                 source: Source { uri: "git+https://example.com/fw".into(), commit: "abc".into() },
                 created: Timestamp(1_767_225_600),
-                images: vec![ImageInput { name: "rootfs".into(), path: d.join("rootfs.img"), target: Target::Slot }],
+                images: vec![
+                    ImageInput { name: "rootfs".into(), path: d.join("rootfs.img"), target: Target::Slot },
+                    ImageInput { name: "swu".into(), path: d.join("update.swu"), target: Target::Slot },
+                ],
                 sbom: None,
                 build: BuildContext { ci: "local".into(), ..Default::default() },
                 updraft_version: "bench".into(),
@@ -240,6 +247,23 @@ fn bench(db_label: &str, database_url: Option<String>) {
     let (rps, p50, p99, errors) = (st.check_ins_per_s, st.p50_ms, st.p99_ms, st.errors);
     println!("  device check-in    {rps:>9.0} /s  p50 {p50:>6.2} ms  p99 {p99:>6.2} ms  errors {errors}  (target >= 10,000 /s, p99 < 20 ms)");
     println!("    (updraft_sim::load: {} assignments followed by {} install events)", st.assignments, st.events);
+    // The same devices as hawkBit DDI clients: root polls with their TargetTokens
+    // (a device in the first wave gets its deploymentBase link: a DDI action is created).
+    let polls: Arc<Vec<(String, String)>> = Arc::new(
+        (0..devices as usize)
+            .map(|i| (format!("{base}/DEFAULT/controller/v1/dev-{i:08}"), format!("TargetToken {}", tokens[i])))
+            .collect(),
+    );
+    let n = polls.len() as u64;
+    let (rps, p50, p99, errors) = load(
+        clients,
+        seconds,
+        Arc::new(move |a, i| {
+            let (url, auth) = &polls[(i % n) as usize];
+            a.get(url).header("Authorization", auth).call().is_ok_and(ok)
+        }),
+    );
+    println!("  DDI root poll      {rps:>9.0} /s  p50 {p50:>6.2} ms  p99 {p99:>6.2} ms  errors {errors}  (target >= 10,000 /s, p99 < 20 ms)");
 
     // Download: one client, the 256 MiB bundle, and a range from its middle.
     let dl = format!("{base}/api/v1/artifacts/{sha}");

@@ -238,6 +238,29 @@ fn a_ddi_device_polls_downloads_reports_and_is_canceled() {
         let root = ddi(&server, "GET", root2, &t2, None, &[]).json();
         assert!(root["_links"]["cancelAction"].is_null() && root["_links"]["deploymentBase"].is_null(), "{root}");
 
+        // A rollback of a release gw-1 committed: a new action assigning the one before.
+        let b3 = env.bundle_images("fw", "3.0.0", &[("swu", b"release three")]);
+        assert_eq!(publish(&server, &releaser, &b3).status, 201);
+        let r = server.post_json(
+            "/api/v1/rollouts",
+            Some(&operator),
+            json!({"id": "r3", "release": "fw@3.0.0", "plan": PLAN}),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+        let root = ddi(&server, "GET", root1, &t1, None, &[]).json();
+        let href = root["_links"]["deploymentBase"]["href"].as_str().expect("fw@3.0.0 offered").to_owned();
+        let dep = ddi(&server, "GET", &path_of(&server, &href), &t1, None, &[]).json();
+        assert_eq!(dep["deployment"]["chunks"][0]["version"], "3.0.0");
+        let id3 = dep["id"].as_str().unwrap().to_owned();
+        let fb3 = format!("/DEFAULT/controller/v1/gw-1/deploymentBase/{id3}/feedback");
+        assert_eq!(ddi(&server, "POST", &fb3, &t1, Some(feedback("closed", "success", &[])), &[]).status, 200);
+        assert_eq!(server.call("POST", "/api/v1/rollouts/r3/rollback", Some(&operator), None, &[]).status, 200);
+        let root = ddi(&server, "GET", root1, &t1, None, &[]).json();
+        let href = root["_links"]["deploymentBase"]["href"].as_str().expect("the rollback's action").to_owned();
+        let dep = ddi(&server, "GET", &path_of(&server, &href), &t1, None, &[]).json();
+        assert_eq!(dep["deployment"]["chunks"][0]["version"], "2.0.0", "{dep}");
+        assert_ne!(dep["id"], id3.as_str());
+
         // The audit log and the history name what happened.
         let audit = server.get("/api/v1/audit?limit=1000", &viewer).json();
         let actions: Vec<&str> = audit.as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
