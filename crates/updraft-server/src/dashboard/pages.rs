@@ -805,7 +805,7 @@ pub(crate) async fn devices_page(
                 tbody {
                     @for d in &page.devices {
                         tr {
-                            td { a href={"/devices/" (d.id)} { (d.id) } }
+                            td { a href={"/devices/" (d.id)} { (d.id) } @if d.protocol == "ddi" { " " span.hint { "DDI" } } }
                             td { (d.family) } td { (d.hardware) } td { (d.region) }
                             td { (d.release.as_ref().map(|r| r.to_string()).unwrap_or_default()) }
                             td { @if d.online { span.ok { "online" } } @else { span.bad { "offline" } } }
@@ -840,6 +840,7 @@ pub(crate) async fn device_page(
         dl {
             dt { "Status" } dd { (d.status) ", " @if d.online { span.ok { "online" } } @else { span.bad { "offline" } } }
             dt { "Family / hardware / region" } dd { (d.family) " / " (d.hardware) " / " (d.region) }
+            dt { "Protocol" } dd { @if d.protocol == "ddi" { "hawkBit DDI (SWUpdate, RAUC)" } @else { "Updraft agent" } }
             dt { "Release" } dd { (d.release.as_ref().map(|r| r.to_string()).unwrap_or_else(|| "none".into()))
                 " (last known good: " (d.last_known_good.as_ref().map(|r| r.to_string()).unwrap_or_else(|| "none".into())) ")" }
             dt { "Channel" } dd { (d.channel.as_deref().unwrap_or("none")) }
