@@ -124,6 +124,9 @@ fn a_ddi_device_polls_downloads_reports_and_is_canceled() {
         // deploymentBase: an id of digits as a string, one chunk, one artifact.
         let root = ddi(&server, "GET", root1, &t1, None, &[]).json();
         let href = root["_links"]["deploymentBase"]["href"].as_str().expect("a deployment").to_owned();
+        let c_first = href.split("?c=").nth(1).unwrap().to_owned();
+        let again = ddi(&server, "GET", root1, &t1, None, &[]).json();
+        assert_eq!(again["_links"]["deploymentBase"]["href"], href.as_str(), "the same deployment, the same c");
         assert!(href.contains("/DEFAULT/controller/v1/gw-1/deploymentBase/") && href.contains("?c="), "{href}");
         let r = ddi(&server, "GET", &path_of(&server, &href), &t1, None, &[]);
         assert_eq!(r.status, 200, "{}", r.body);
@@ -249,6 +252,7 @@ fn a_ddi_device_polls_downloads_reports_and_is_canceled() {
         assert_eq!(r.status, 201, "{}", r.body);
         let root = ddi(&server, "GET", root1, &t1, None, &[]).json();
         let href = root["_links"]["deploymentBase"]["href"].as_str().expect("fw@3.0.0 offered").to_owned();
+        assert_ne!(href.split("?c=").nth(1).unwrap(), c_first, "another deployment, another c");
         let dep = ddi(&server, "GET", &path_of(&server, &href), &t1, None, &[]).json();
         assert_eq!(dep["deployment"]["chunks"][0]["version"], "3.0.0");
         let id3 = dep["id"].as_str().unwrap().to_owned();
